@@ -1,0 +1,255 @@
+//! BrokerActor: the registry and supervisor. Starts one supervised topic
+//! actor per topic on demand, spread over a pool of arbiters, knows every
+//! open session for health snapshots, and ends them all at shutdown.
+//!
+//! [`Broker`] is the handle the HTTP layer holds: topic lookups go through a
+//! shared read-mostly map so a publish does not queue behind the broker actor.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, RwLock,
+    },
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+
+use crate::{
+    link::SessionLink,
+    session::{EndReason, SessionActor, Terminate},
+    store::SharedStore,
+    topic::{TopicActor, TopicConfig},
+};
+
+/// Window of the disconnect rate in `/healthz?probe=stream`.
+const DISCONNECT_WINDOW: Duration = Duration::from_secs(60);
+
+type TopicMap = Arc<RwLock<HashMap<Arc<str>, Addr<TopicActor>>>>;
+
+/// Session → broker: a stream opened.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionOpened {
+    /// Its shared state.
+    pub link: Arc<SessionLink>,
+    /// Its address, to end it at shutdown.
+    pub session: Addr<SessionActor>,
+}
+
+/// Session → broker: a stream closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionClosed {
+    /// Connection id.
+    pub id: u64,
+    /// Why.
+    pub reason: EndReason,
+}
+
+/// HTTP → broker: the topic actor for a name, started if needed.
+#[derive(Message)]
+#[rtype(result = "Addr<TopicActor>")]
+struct StartTopic(Arc<str>);
+
+/// Asks for every open session's link.
+#[derive(Message)]
+#[rtype(result = "Vec<Arc<SessionLink>>")]
+pub struct ListSessions;
+
+/// Stream health figures of `/healthz?probe=stream`.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct StreamHealth {
+    /// Open SSE streams.
+    pub active_connections: usize,
+    /// Streams closed in the last 60 s.
+    pub disconnects_1m: usize,
+}
+
+/// Asks for stream health figures.
+#[derive(Message)]
+#[rtype(result = "StreamHealth")]
+pub struct GetStreamHealth;
+
+/// Ends every open stream; answers once all have been told to stop.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CloseAllSessions;
+
+/// The registry and supervisor actor.
+pub struct BrokerActor {
+    store: SharedStore,
+    topic_cfg: TopicConfig,
+    topics: TopicMap,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: usize,
+    sessions: HashMap<u64, (Arc<SessionLink>, Addr<SessionActor>)>,
+    disconnects: VecDeque<Instant>,
+    active: Arc<AtomicUsize>,
+}
+
+impl BrokerActor {
+    fn start_topic(&mut self, name: Arc<str>) -> Addr<TopicActor> {
+        if let Some(addr) = self.topics.read().expect("poisoned").get(&name) {
+            if addr.connected() {
+                return addr.clone();
+            }
+        }
+        let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+        self.next_arbiter += 1;
+        let store = self.store.clone();
+        let cfg = self.topic_cfg.clone();
+        let n = name.clone();
+        let addr = Supervisor::start_in_arbiter(arbiter, move |_| TopicActor::new(n, store, cfg));
+        self.topics
+            .write()
+            .expect("poisoned")
+            .insert(name, addr.clone());
+        addr
+    }
+
+    fn trim_disconnects(&mut self) {
+        while self
+            .disconnects
+            .front()
+            .is_some_and(|t| t.elapsed() > DISCONNECT_WINDOW)
+        {
+            self.disconnects.pop_front();
+        }
+    }
+}
+
+impl Actor for BrokerActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<StartTopic> for BrokerActor {
+    type Result = MessageResult<StartTopic>;
+
+    fn handle(&mut self, msg: StartTopic, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.start_topic(msg.0))
+    }
+}
+
+impl Handler<SessionOpened> for BrokerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionOpened, _ctx: &mut Context<Self>) {
+        self.sessions.insert(msg.link.id, (msg.link, msg.session));
+        self.active.store(self.sessions.len(), Ordering::Relaxed);
+    }
+}
+
+impl Handler<SessionClosed> for BrokerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionClosed, _ctx: &mut Context<Self>) {
+        if self.sessions.remove(&msg.id).is_some() {
+            self.disconnects.push_back(Instant::now());
+            self.trim_disconnects();
+        }
+        self.active.store(self.sessions.len(), Ordering::Relaxed);
+        tracing::debug!(conn = msg.id, reason = msg.reason.as_str(), "session closed");
+    }
+}
+
+impl Handler<ListSessions> for BrokerActor {
+    type Result = MessageResult<ListSessions>;
+
+    fn handle(&mut self, _: ListSessions, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.sessions.values().map(|(l, _)| l.clone()).collect())
+    }
+}
+
+impl Handler<GetStreamHealth> for BrokerActor {
+    type Result = MessageResult<GetStreamHealth>;
+
+    fn handle(&mut self, _: GetStreamHealth, _ctx: &mut Context<Self>) -> Self::Result {
+        self.trim_disconnects();
+        MessageResult(StreamHealth {
+            active_connections: self.sessions.len(),
+            disconnects_1m: self.disconnects.len(),
+        })
+    }
+}
+
+impl Handler<CloseAllSessions> for BrokerActor {
+    type Result = usize;
+
+    fn handle(&mut self, _: CloseAllSessions, _ctx: &mut Context<Self>) -> usize {
+        for (_, session) in self.sessions.values() {
+            session.do_send(Terminate(EndReason::Shutdown));
+        }
+        self.sessions.len()
+    }
+}
+
+/// The handle to the broker that request handlers hold.
+#[derive(Clone)]
+pub struct Broker {
+    addr: Addr<BrokerActor>,
+    topics: TopicMap,
+    store: SharedStore,
+    next_conn: Arc<AtomicU64>,
+    active: Arc<AtomicUsize>,
+}
+
+impl Broker {
+    /// Starts the broker actor and `arbiters` arbiters for topic actors.
+    pub fn start(store: SharedStore, topic_cfg: TopicConfig, arbiters: usize) -> Self {
+        let topics: TopicMap = Arc::default();
+        let active = Arc::new(AtomicUsize::new(0));
+        let arbiters = (0..arbiters.max(1))
+            .map(|_| Arbiter::new().handle())
+            .collect();
+        let addr = BrokerActor {
+            store: store.clone(),
+            topic_cfg,
+            topics: topics.clone(),
+            arbiters,
+            next_arbiter: 0,
+            sessions: HashMap::new(),
+            disconnects: VecDeque::new(),
+            active: active.clone(),
+        }
+        .start();
+        Broker {
+            addr,
+            topics,
+            store,
+            next_conn: Arc::new(AtomicU64::new(1)),
+            active,
+        }
+    }
+
+    /// The topic actor of `name` (a valid topic name), started if needed.
+    pub async fn topic(&self, name: &str) -> Result<Addr<TopicActor>, MailboxError> {
+        if let Some(addr) = self.topics.read().expect("poisoned").get(name) {
+            if addr.connected() {
+                return Ok(addr.clone());
+            }
+        }
+        self.addr.send(StartTopic(Arc::from(name))).await
+    }
+
+    /// The broker actor, for sessions and snapshots.
+    pub fn addr(&self) -> &Addr<BrokerActor> {
+        &self.addr
+    }
+
+    /// The store the broker uses.
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// A fresh connection id.
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Open SSE streams, without a round trip to the broker actor.
+    pub fn active_sessions(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,80 @@
+//! The state a session shares with its topic and with health snapshots.
+//!
+//! Counters are atomics so the topic actor can read a subscriber's progress
+//! and a `/v1/connections` snapshot can read every session without a message
+//! round trip to each.
+
+use std::{
+    sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+    time::Instant,
+};
+
+/// Shared state of one SSE session.
+#[derive(Debug)]
+pub struct SessionLink {
+    /// Connection id, unique within this process.
+    pub id: u64,
+    /// The topic the session reads.
+    pub topic: String,
+    /// When the stream opened.
+    pub connected_at: Instant,
+    /// Last sequence the topic handed to the session (topic writes).
+    pub delivered_seq: AtomicU64,
+    /// Bytes handed to the session so far (topic writes).
+    pub delivered_bytes: AtomicU64,
+    /// Last sequence the session wrote to its socket (session writes).
+    pub acked_seq: AtomicU64,
+    /// Bytes of events written so far (session writes).
+    pub acked_bytes: AtomicU64,
+    /// Set by the topic when it stopped pushing live events to this session
+    /// because too many are outstanding; whoever clears it resumes delivery.
+    pub paused: AtomicBool,
+    /// Events written to the socket.
+    pub events_sent: AtomicU64,
+    /// Bytes written to the socket, heartbeats and notices included.
+    pub bytes_sent: AtomicU64,
+    /// Milliseconds after `connected_at` of the last write.
+    pub last_write_ms: AtomicI64,
+    /// Milliseconds after `connected_at` since which a write has waited, or
+    /// -1 when none is waiting.
+    pub waiting_since_ms: AtomicI64,
+}
+
+impl SessionLink {
+    /// A link for a session that starts after `after_seq`.
+    pub fn new(id: u64, topic: String, after_seq: u64) -> Self {
+        SessionLink {
+            id,
+            topic,
+            connected_at: Instant::now(),
+            delivered_seq: AtomicU64::new(after_seq),
+            delivered_bytes: AtomicU64::new(0),
+            acked_seq: AtomicU64::new(after_seq),
+            acked_bytes: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
+            events_sent: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            last_write_ms: AtomicI64::new(0),
+            waiting_since_ms: AtomicI64::new(-1),
+        }
+    }
+
+    /// Milliseconds since the session opened.
+    pub fn age_ms(&self) -> i64 {
+        self.connected_at.elapsed().as_millis() as i64
+    }
+
+    /// Events handed to the session and not yet written.
+    pub fn outstanding_events(&self) -> u64 {
+        self.delivered_seq
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.acked_seq.load(Ordering::SeqCst))
+    }
+
+    /// Bytes handed to the session and not yet written.
+    pub fn outstanding_bytes(&self) -> u64 {
+        self.delivered_bytes
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.acked_bytes.load(Ordering::SeqCst))
+    }
+}

@@ -1,0 +1,353 @@
+//! SessionActor: one per SSE connection. Writes framed events to the
+//! connection's body channel, one coalesced chunk per delivery, sends
+//! heartbeats while idle, catches up from the store when its topic says it
+//! fell behind the in-memory tail, and stops the moment the client is gone.
+//!
+//! States: IDLE (created, not yet running) → STREAMING ⇄ RECOVERING (catching
+//! up from the store) → TERMINATED.
+
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use crate::{
+    broker::{BrokerActor, SessionClosed, SessionOpened},
+    cursor::Epoch,
+    link::SessionLink,
+    sse::{frame_event, notice_frame, FramedEvent, KEEP_ALIVE},
+    store::SharedStore,
+    topic::{Ready, TopicActor, Unsubscribe},
+};
+
+/// Events read from the store per catch-up round.
+const CATCH_UP_PAGE: usize = 1000;
+
+/// Tunables of a session.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Idle time after which a `: keep-alive` comment is written.
+    pub heartbeat: Duration,
+    /// A write that waits this long for the socket ends the session.
+    pub stall_timeout: Duration,
+    /// Thresholds the session reports `Ready` at (must match the topic's).
+    pub low_events: u64,
+    /// Byte threshold for `Ready`.
+    pub low_bytes: u64,
+    /// Mailbox capacity; at least the topic's high watermark in batches.
+    pub mailbox_capacity: usize,
+}
+
+/// Why a session ended, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// The client closed the connection or a write failed.
+    ClientGone,
+    /// The socket made no progress for the stall timeout.
+    Stalled,
+    /// The broker is shutting down.
+    Shutdown,
+    /// The events after the session's position were trimmed by retention
+    /// while it caught up; the client resumes and gets the 416 treatment.
+    Gap,
+    /// The store failed while catching up.
+    StoreError,
+}
+
+impl EndReason {
+    /// Label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::ClientGone => "client_gone",
+            EndReason::Stalled => "stalled",
+            EndReason::Shutdown => "shutdown",
+            EndReason::Gap => "gap",
+            EndReason::StoreError => "store_error",
+        }
+    }
+}
+
+/// Topic → session: write these events (some may already be written).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    /// Framed events, shared by every subscriber of the batch.
+    pub events: Arc<[FramedEvent]>,
+}
+
+/// Topic → session: you are behind the tail; read from the store after
+/// `after_seq`, then report `Ready`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CatchUp {
+    /// Last sequence the topic delivered to this session.
+    pub after_seq: u64,
+}
+
+/// Broker → session: end the stream.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Terminate(pub EndReason);
+
+/// The actor behind one SSE stream.
+pub struct SessionActor {
+    link: Arc<SessionLink>,
+    topic: Addr<TopicActor>,
+    broker: Addr<BrokerActor>,
+    store: SharedStore,
+    epoch: Epoch,
+    tx: mpsc::Sender<Bytes>,
+    cfg: SessionConfig,
+    /// Last sequence written to the body; anything at or below is skipped,
+    /// which makes a duplicate impossible whatever the topic sends.
+    last_seq: u64,
+    end_reason: EndReason,
+}
+
+impl SessionActor {
+    /// A session that has written everything up to `after_seq` (the body
+    /// channel may already hold the opening frames).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        link: Arc<SessionLink>,
+        topic: Addr<TopicActor>,
+        broker: Addr<BrokerActor>,
+        store: SharedStore,
+        epoch: Epoch,
+        tx: mpsc::Sender<Bytes>,
+        cfg: SessionConfig,
+        after_seq: u64,
+    ) -> Self {
+        SessionActor {
+            link,
+            topic,
+            broker,
+            store,
+            epoch,
+            tx,
+            cfg,
+            last_seq: after_seq,
+            end_reason: EndReason::ClientGone,
+        }
+    }
+
+    fn end(&mut self, reason: EndReason, ctx: &mut Context<Self>) {
+        self.end_reason = reason;
+        ctx.stop();
+    }
+
+    /// Notes a completed write of `events` events and `bytes` bytes.
+    fn wrote(&mut self, last_seq: u64, events: u64, bytes: u64) {
+        self.last_seq = last_seq;
+        let l = &self.link;
+        l.acked_seq.store(last_seq, Ordering::SeqCst);
+        l.acked_bytes.fetch_add(bytes, Ordering::SeqCst);
+        l.events_sent.fetch_add(events, Ordering::Relaxed);
+        l.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+        l.last_write_ms.store(l.age_ms(), Ordering::Relaxed);
+        if l.outstanding_events() <= self.cfg.low_events
+            && l.outstanding_bytes() <= self.cfg.low_bytes
+            && l
+                .paused
+                .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            // Control message: must not be dropped by a full mailbox, and
+            // there is at most one in flight per session.
+            self.topic.do_send(Ready {
+                id: l.id,
+                after_seq: None,
+            });
+        }
+    }
+}
+
+/// Sends one chunk, giving up after `stall`.
+async fn write(
+    tx: &mpsc::Sender<Bytes>,
+    link: &SessionLink,
+    chunk: Bytes,
+    stall: Duration,
+) -> Result<(), EndReason> {
+    link.waiting_since_ms.store(link.age_ms(), Ordering::Relaxed);
+    let res = match tokio::time::timeout(stall, tx.send(chunk)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(EndReason::ClientGone),
+        Err(_) => Err(EndReason::Stalled),
+    };
+    link.waiting_since_ms.store(-1, Ordering::Relaxed);
+    res
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.broker.do_send(SessionOpened {
+            link: self.link.clone(),
+            session: ctx.address(),
+        });
+        // Learn of a vanished client at once, not at the next write.
+        let tx = self.tx.clone();
+        ctx.spawn(
+            async move { tx.closed().await }
+                .into_actor(self)
+                .map(|(), act, ctx| act.end(EndReason::ClientGone, ctx)),
+        );
+        ctx.run_interval(self.cfg.heartbeat, |act, ctx| {
+            let idle_ms = act.link.age_ms() - act.link.last_write_ms.load(Ordering::Relaxed);
+            if idle_ms < act.cfg.heartbeat.as_millis() as i64 {
+                return;
+            }
+            match act.tx.try_send(Bytes::from_static(KEEP_ALIVE)) {
+                Ok(()) => {
+                    act.link
+                        .bytes_sent
+                        .fetch_add(KEEP_ALIVE.len() as u64, Ordering::Relaxed);
+                    act.link
+                        .last_write_ms
+                        .store(act.link.age_ms(), Ordering::Relaxed);
+                }
+                // Data is queued: that is a write already.
+                Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => act.end(EndReason::ClientGone, ctx),
+            }
+        });
+    }
+
+    fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
+        self.topic.do_send(Unsubscribe { id: self.link.id });
+        self.broker.do_send(SessionClosed {
+            id: self.link.id,
+            reason: self.end_reason,
+        });
+        tracing::debug!(
+            conn = self.link.id,
+            topic = %self.link.topic,
+            reason = self.end_reason.as_str(),
+            "stream closed"
+        );
+        Running::Stop
+    }
+}
+
+impl Handler<Deliver> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        let fresh: Vec<&FramedEvent> = msg.events.iter().filter(|e| e.seq > self.last_seq).collect();
+        let (Some(first), Some(last)) = (fresh.first(), fresh.last()) else {
+            return;
+        };
+        if first.seq != self.last_seq + 1 {
+            // A hole would break the contract; end the stream so the client
+            // resumes from its last id and the store fills the hole.
+            tracing::error!(conn = self.link.id, expected = self.last_seq + 1, got = first.seq, "delivery gap");
+            return self.end(EndReason::Gap, ctx);
+        }
+        let last_seq = last.seq;
+        let events = fresh.len() as u64;
+        let mut buf = BytesMut::with_capacity(fresh.iter().map(|e| e.frame.len()).sum());
+        for e in &fresh {
+            buf.extend_from_slice(&e.frame);
+        }
+        let bytes = buf.len() as u64;
+        let tx = self.tx.clone();
+        let link = self.link.clone();
+        let stall = self.cfg.stall_timeout;
+        // Waiting here holds further deliveries in the mailbox: the mailbox
+        // depth is what the topic reads as this subscriber's backlog.
+        ctx.wait(
+            async move { write(&tx, &link, buf.freeze(), stall).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok(()) => act.wrote(last_seq, events, bytes),
+                    Err(reason) => act.end(reason, ctx),
+                }),
+        );
+    }
+}
+
+impl Handler<CatchUp> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CatchUp, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let tx = self.tx.clone();
+        let link = self.link.clone();
+        let epoch = self.epoch.clone();
+        let stall = self.cfg.stall_timeout;
+        let mut after = self.last_seq.max(msg.after_seq);
+        ctx.wait(
+            async move {
+                let mut written = (0u64, 0u64);
+                loop {
+                    let page = store
+                        .read(&link.topic, after, CATCH_UP_PAGE)
+                        .await
+                        .map_err(|_| EndReason::StoreError)?;
+                    let Some(first) = page.first() else { break };
+                    if first.seq != after + 1 {
+                        return Err(EndReason::Gap);
+                    }
+                    let mut buf = BytesMut::new();
+                    for ev in &page {
+                        buf.extend_from_slice(&frame_event(ev, &epoch).frame);
+                    }
+                    let bytes = buf.len() as u64;
+                    link.delivered_bytes.fetch_add(bytes, Ordering::SeqCst);
+                    write(&tx, &link, buf.freeze(), stall).await?;
+                    after = page[page.len() - 1].seq;
+                    link.delivered_seq.fetch_max(after, Ordering::SeqCst);
+                    written.0 += page.len() as u64;
+                    written.1 += bytes;
+                    link.acked_seq.store(after, Ordering::SeqCst);
+                    link.acked_bytes.fetch_add(bytes, Ordering::SeqCst);
+                    if page.len() < CATCH_UP_PAGE {
+                        break;
+                    }
+                }
+                Ok((after, written))
+            }
+            .into_actor(self)
+            .map(|res, act, ctx| match res {
+                Ok((after, (events, bytes))) => {
+                    act.last_seq = after;
+                    let l = &act.link;
+                    l.events_sent.fetch_add(events, Ordering::Relaxed);
+                    l.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                    l.last_write_ms.store(l.age_ms(), Ordering::Relaxed);
+                    act.topic.do_send(Ready {
+                        id: l.id,
+                        after_seq: Some(after),
+                    });
+                }
+                Err(reason) => act.end(reason, ctx),
+            }),
+        );
+    }
+}
+
+impl Handler<Terminate> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Terminate, ctx: &mut Context<Self>) {
+        self.end(msg.0, ctx);
+    }
+}
+
+/// Frames the `event: gap` notice that opens a stream resumed with
+/// `on_gap=resume`. Its id is the boundary cursor, so a reconnect right after
+/// it resumes from the oldest retained event.
+pub fn gap_notice(requested: &str, resumed_after: &str, lost: Option<u64>) -> Bytes {
+    let data = serde_json::json!({
+        "requested": requested,
+        "resumed_after": resumed_after,
+        "lost": lost,
+    });
+    notice_frame("gap", resumed_after, &data.to_string())
+}

@@ -1,0 +1,114 @@
+//! The Store trait: what the actors need from durable storage.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{
+    cursor::{Cursor, Epoch},
+    event::{AppendOutcome, NewEvent, StoredEvent},
+};
+
+/// A store failure. Every variant means "nothing was stored by this call".
+#[derive(Debug, thiserror::Error, Clone)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store cannot take the request now (disk error, backend down).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The topic is not known to the store (only from read-only calls).
+    #[error("unknown topic")]
+    UnknownTopic,
+}
+
+/// The extent of one topic's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicBounds {
+    /// The log's incarnation.
+    pub epoch: Epoch,
+    /// Sequence of the oldest retained event; `latest_seq + 1` when none is.
+    pub first_seq: u64,
+    /// Time of the oldest retained event (or of the latest when none is
+    /// retained); used to build the boundary cursor.
+    pub first_time_ms: i64,
+    /// Sequence of the latest event ever stored; 0 for a new log.
+    pub latest_seq: u64,
+    /// Time of the latest event; 0 for a new log.
+    pub latest_time_ms: i64,
+}
+
+impl TopicBounds {
+    /// Bounds of a log that has never held an event.
+    pub fn empty(epoch: Epoch) -> Self {
+        TopicBounds {
+            epoch,
+            first_seq: 1,
+            first_time_ms: 0,
+            latest_seq: 0,
+            latest_time_ms: 0,
+        }
+    }
+
+    /// How many events are retained.
+    pub fn retained(&self) -> u64 {
+        self.latest_seq + 1 - self.first_seq
+    }
+
+    /// The cursor just before the oldest retained event: resuming from it
+    /// delivers everything still retained.
+    pub fn boundary_cursor(&self) -> Cursor {
+        Cursor::new(self.first_time_ms, self.first_seq - 1, self.epoch.clone())
+    }
+
+    /// The cursor of the latest event (the boundary cursor of an empty log).
+    pub fn latest_cursor(&self) -> Cursor {
+        Cursor::new(self.latest_time_ms, self.latest_seq, self.epoch.clone())
+    }
+}
+
+/// Durable storage of topic logs and their dedup state.
+///
+/// Appends to one topic are issued one at a time by its topic actor; the store
+/// still must be safe for concurrent readers and other topics.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Opens a topic, creating its log (with a new epoch) if absent.
+    async fn open_topic(&self, topic: &str) -> Result<TopicBounds, StoreError>;
+
+    /// Bounds of an existing topic; `UnknownTopic` if it was never created.
+    async fn bounds(&self, topic: &str) -> Result<TopicBounds, StoreError>;
+
+    /// Appends a batch atomically with its dedup records. Events are checked
+    /// against dedup state in order (a key repeated inside the batch is a
+    /// duplicate of its first occurrence); stored ones get consecutive
+    /// sequences stamped with `time_ms` or later. Returns one outcome per
+    /// event, and returns only once the stored events are as durable as the
+    /// store promises.
+    async fn append(
+        &self,
+        topic: &str,
+        batch: Vec<NewEvent>,
+        time_ms: i64,
+    ) -> Result<Vec<AppendOutcome>, StoreError>;
+
+    /// Up to `limit` retained events with a sequence above `after_seq`, in
+    /// order. Starts at the oldest retained event when `after_seq` is older.
+    async fn read(
+        &self,
+        topic: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Names of every topic the store holds.
+    async fn topics(&self) -> Result<Vec<String>, StoreError>;
+
+    /// `Ok` when the store takes writes, else the reason.
+    async fn ready(&self) -> Result<(), String>;
+
+    /// Makes everything appended so far durable (used at shutdown).
+    async fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// A shared store handle.
+pub type SharedStore = Arc<dyn Store>;

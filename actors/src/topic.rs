@@ -1,0 +1,601 @@
+//! TopicActor: owns one topic. Appends through the store (coalescing every
+//! publish waiting in its mailbox into one append), keeps a bounded tail of
+//! recent framed events, and fans each stored batch out to its subscribers
+//! under the high/low watermark handshake.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{atomic::Ordering, Arc},
+};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::{
+    cursor::{monotonic_time, Cursor, Epoch},
+    event::{AppendOutcome, NewEvent},
+    link::SessionLink,
+    session::{CatchUp, Deliver, SessionActor},
+    sse::{frame_event, FramedEvent},
+    store::{SharedStore, StoreError, TopicBounds},
+};
+
+/// Tunables of a topic actor.
+#[derive(Clone, Debug)]
+pub struct TopicConfig {
+    /// Most recent events kept framed in memory for fan-out and short catch-ups.
+    pub tail_events: usize,
+    /// Byte bound of the same tail.
+    pub tail_bytes: usize,
+    /// Outstanding events at which a subscriber stops receiving live events.
+    pub high_events: u64,
+    /// Outstanding bytes at which a subscriber stops receiving live events.
+    pub high_bytes: u64,
+    /// Outstanding events at or below which a paused subscriber rejoins.
+    pub low_events: u64,
+    /// Outstanding bytes at or below which a paused subscriber rejoins.
+    pub low_bytes: u64,
+    /// Most events taken from the mailbox into one store append.
+    pub max_coalesce_events: usize,
+    /// Capacity of the topic mailbox; a full one makes publishes answer 503.
+    pub mailbox_capacity: usize,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            tail_events: 4096,
+            tail_bytes: 8 << 20,
+            high_events: 1024,
+            high_bytes: 1 << 20,
+            low_events: 256,
+            low_bytes: 256 << 10,
+            max_coalesce_events: 10_000,
+            mailbox_capacity: 1024,
+        }
+    }
+}
+
+/// The result of a publish, in the order of the published events.
+#[derive(Debug)]
+pub struct PublishReply {
+    /// The topic's log epoch, to render cursors.
+    pub epoch: Epoch,
+    /// One outcome per published event.
+    pub outcomes: Vec<AppendOutcome>,
+}
+
+/// Publisher → topic: store these events, then answer on `reply`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish {
+    /// Events in order.
+    pub events: Vec<NewEvent>,
+    /// Where the outcome goes once the events are durable (or failed).
+    pub reply: oneshot::Sender<Result<PublishReply, StoreError>>,
+}
+
+/// Where a subscription starts.
+#[derive(Clone, Debug)]
+pub enum Start {
+    /// After this cursor.
+    After(Cursor),
+    /// At the oldest retained event.
+    Earliest,
+    /// At the next event published.
+    Latest,
+}
+
+/// A cursor that cannot be resumed, with what the client can do instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gap {
+    /// The cursor the client asked for.
+    pub requested: Cursor,
+    /// Resuming after this delivers everything still retained.
+    pub next_cursor: Cursor,
+    /// The latest event's cursor.
+    pub latest_cursor: Cursor,
+    /// Events skipped by resuming from `next_cursor`, when known.
+    pub lost: Option<u64>,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone)]
+pub enum SubscribeError {
+    /// The cursor cannot be resumed.
+    Gap(Gap),
+    /// The store could not tell the topic's bounds.
+    Store(StoreError),
+}
+
+/// Session → topic: register a subscriber.
+#[derive(Message)]
+#[rtype(result = "Result<Subscribed, SubscribeError>")]
+pub struct Subscribe {
+    /// The session that will receive `Deliver`/`CatchUp`.
+    pub session: Addr<SessionActor>,
+    /// Its shared progress counters.
+    pub link: Arc<SessionLink>,
+    /// Requested start.
+    pub start: Start,
+    /// Start from the oldest retained event instead of failing with a `Gap`.
+    pub resume_on_gap: bool,
+}
+
+/// A registered subscription.
+#[derive(Debug, Clone)]
+pub struct Subscribed {
+    /// The log's epoch.
+    pub epoch: Epoch,
+    /// The stream delivers every event after this sequence.
+    pub after_seq: u64,
+    /// Set when the requested cursor was not resumable and `resume_on_gap`
+    /// made the subscription start at the oldest retained event instead.
+    pub gap: Option<Gap>,
+}
+
+/// Session → topic: the session is gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    /// Connection id.
+    pub id: u64,
+}
+
+/// Session → topic: resume live delivery. Sent when a paused session drained
+/// to its low watermark (`after_seq` = None) or finished a catch-up from the
+/// store up to `after_seq`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ready {
+    /// Connection id.
+    pub id: u64,
+    /// Last sequence written by a store catch-up.
+    pub after_seq: Option<u64>,
+}
+
+/// Asks for the topic's bounds and subscriber count.
+#[derive(Message)]
+#[rtype(result = "Result<(TopicBounds, usize), StoreError>")]
+pub struct GetInfo;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SubState {
+    /// Receives every new batch.
+    Live,
+    /// Too much outstanding; waits for `Ready`.
+    Paused,
+    /// Reading from the store; waits for `Ready` with its position.
+    CatchingUp,
+}
+
+struct Subscriber {
+    session: Addr<SessionActor>,
+    link: Arc<SessionLink>,
+    state: SubState,
+}
+
+/// The actor that owns one topic.
+pub struct TopicActor {
+    name: Arc<str>,
+    store: SharedStore,
+    cfg: TopicConfig,
+    bounds: Option<TopicBounds>,
+    tail: VecDeque<FramedEvent>,
+    tail_bytes: usize,
+    subscribers: HashMap<u64, Subscriber>,
+    pending: VecDeque<Publish>,
+    in_flight: bool,
+}
+
+impl TopicActor {
+    /// A topic actor for `name`; it loads its bounds from the store on start.
+    pub fn new(name: Arc<str>, store: SharedStore, cfg: TopicConfig) -> Self {
+        TopicActor {
+            name,
+            store,
+            cfg,
+            bounds: None,
+            tail: VecDeque::new(),
+            tail_bytes: 0,
+            subscribers: HashMap::new(),
+            pending: VecDeque::new(),
+            in_flight: false,
+        }
+    }
+
+    fn load_bounds(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let name = self.name.clone();
+        ctx.wait(
+            async move { store.open_topic(&name).await }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(b) => {
+                        // The tail restarts empty just past the latest stored
+                        // event; older positions are served from the store.
+                        act.tail.clear();
+                        act.tail_bytes = 0;
+                        act.bounds = Some(b);
+                        let ids: Vec<u64> = act.subscribers.keys().copied().collect();
+                        for id in ids {
+                            act.feed(id);
+                        }
+                        act.flush(ctx);
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %act.name, error = %e, "cannot open topic");
+                        ctx.stop();
+                    }
+                }),
+        );
+    }
+
+    /// Starts one coalesced append of everything waiting, unless one is in flight.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight || self.pending.is_empty() {
+            return;
+        }
+        let Some(bounds) = &self.bounds else { return };
+        let mut batch = Vec::new();
+        let mut waiters = Vec::new();
+        while let Some(p) = self.pending.front() {
+            if !batch.is_empty() && batch.len() + p.events.len() > self.cfg.max_coalesce_events {
+                break;
+            }
+            let p = self.pending.pop_front().expect("front exists");
+            waiters.push((p.events.len(), p.reply));
+            batch.extend(p.events);
+        }
+        self.in_flight = true;
+        let store = self.store.clone();
+        let name = self.name.clone();
+        let time_ms = monotonic_time(bounds.latest_time_ms);
+        ctx.spawn(
+            async move { store.append(&name, batch, time_ms).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    act.in_flight = false;
+                    act.finish_append(res, waiters, ctx);
+                    act.flush(ctx);
+                }),
+        );
+    }
+
+    fn finish_append(
+        &mut self,
+        res: Result<Vec<AppendOutcome>, StoreError>,
+        waiters: Vec<(usize, oneshot::Sender<Result<PublishReply, StoreError>>)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let outcomes = match res {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(topic = %self.name, error = %e, "append failed");
+                for (_, reply) in waiters {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                // Our view of the log may be stale now: let the supervisor
+                // restart us, which reloads the bounds from the store.
+                ctx.stop();
+                return;
+            }
+        };
+        let bounds = self.bounds.as_mut().expect("bounds loaded");
+        let epoch = bounds.epoch.clone();
+        let mut framed = Vec::new();
+        for o in &outcomes {
+            if let AppendOutcome::Stored(ev) = o {
+                if bounds.latest_seq + 1 == bounds.first_seq {
+                    bounds.first_time_ms = ev.time_ms;
+                }
+                bounds.latest_seq = ev.seq;
+                bounds.latest_time_ms = ev.time_ms;
+                framed.push(frame_event(ev, &epoch));
+            }
+        }
+        let mut it = outcomes.into_iter();
+        for (n, reply) in waiters {
+            let mine: Vec<AppendOutcome> = it.by_ref().take(n).collect();
+            let _ = reply.send(Ok(PublishReply {
+                epoch: epoch.clone(),
+                outcomes: mine,
+            }));
+        }
+        if framed.is_empty() {
+            return;
+        }
+        let batch: Arc<[FramedEvent]> = framed.into();
+        self.push_tail(&batch);
+        self.fan_out(&batch);
+    }
+
+    fn push_tail(&mut self, batch: &[FramedEvent]) {
+        for ev in batch {
+            self.tail_bytes += ev.frame.len();
+            self.tail.push_back(ev.clone());
+        }
+        while self.tail.len() > self.cfg.tail_events || self.tail_bytes > self.cfg.tail_bytes {
+            let Some(old) = self.tail.pop_front() else { break };
+            self.tail_bytes -= old.frame.len();
+        }
+    }
+
+    fn fan_out(&mut self, batch: &Arc<[FramedEvent]>) {
+        let first = batch[0].seq;
+        let bytes: u64 = batch.iter().map(|e| e.frame.len() as u64).sum();
+        let mut lagging = Vec::new();
+        let mut gone = Vec::new();
+        for (id, sub) in &mut self.subscribers {
+            if sub.state != SubState::Live {
+                continue;
+            }
+            let delivered = sub.link.delivered_seq.load(Ordering::SeqCst);
+            if delivered + 1 != first {
+                // Not contiguous (cannot happen for a live subscriber, but
+                // never risk a gap): take the careful path.
+                lagging.push(*id);
+                continue;
+            }
+            if sub.link.outstanding_events() >= self.cfg.high_events
+                || sub.link.outstanding_bytes() >= self.cfg.high_bytes
+            {
+                lagging.push(*id);
+                continue;
+            }
+            match sub.session.try_send(Deliver {
+                events: batch.clone(),
+            }) {
+                Ok(()) => {
+                    sub.link
+                        .delivered_seq
+                        .store(batch[batch.len() - 1].seq, Ordering::SeqCst);
+                    sub.link.delivered_bytes.fetch_add(bytes, Ordering::SeqCst);
+                }
+                Err(SendError::Full(_)) => lagging.push(*id),
+                Err(SendError::Closed(_)) => gone.push(*id),
+            }
+        }
+        for id in gone {
+            self.subscribers.remove(&id);
+        }
+        for id in lagging {
+            self.pause(id);
+        }
+    }
+
+    /// Stops live delivery to a subscriber until it reports `Ready`.
+    fn pause(&mut self, id: u64) {
+        let Some(sub) = self.subscribers.get_mut(&id) else { return };
+        sub.state = SubState::Paused;
+        sub.link.paused.store(true, Ordering::SeqCst);
+        // The session may have drained between our check and the flag: if so,
+        // and it did not see the flag, resume ourselves.
+        if self.below_low(&self.subscribers[&id].link)
+            && self.subscribers[&id]
+                .link
+                .paused
+                .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            self.feed(id);
+        }
+    }
+
+    fn below_low(&self, link: &SessionLink) -> bool {
+        link.outstanding_events() <= self.cfg.low_events
+            && link.outstanding_bytes() <= self.cfg.low_bytes
+    }
+
+    /// Brings a subscriber from its delivered position up to live: from the
+    /// tail when it covers the position, else by a store catch-up.
+    fn feed(&mut self, id: u64) {
+        let Some(bounds) = &self.bounds else { return };
+        let latest = bounds.latest_seq;
+        let Some(sub) = self.subscribers.get_mut(&id) else { return };
+        sub.state = SubState::Live;
+        let delivered = sub.link.delivered_seq.load(Ordering::SeqCst);
+        if delivered >= latest {
+            return;
+        }
+        let tail_first = self.tail.front().map_or(latest + 1, |e| e.seq);
+        if delivered + 1 < tail_first {
+            sub.state = SubState::CatchingUp;
+            if sub
+                .session
+                .try_send(CatchUp {
+                    after_seq: delivered,
+                })
+                .is_err()
+            {
+                // Mailbox full: the session still has deliveries to write;
+                // it will be fed when it reports Ready.
+                sub.state = SubState::Paused;
+                sub.link.paused.store(true, Ordering::SeqCst);
+            }
+            return;
+        }
+        let skip = (delivered + 1 - tail_first) as usize;
+        let take = self.cfg.high_events.max(1) as usize;
+        let chunk: Arc<[FramedEvent]> = self.tail.iter().skip(skip).take(take).cloned().collect();
+        let last = chunk[chunk.len() - 1].seq;
+        let bytes: u64 = chunk.iter().map(|e| e.frame.len() as u64).sum();
+        match sub.session.try_send(Deliver { events: chunk }) {
+            Ok(()) => {
+                sub.link.delivered_seq.store(last, Ordering::SeqCst);
+                sub.link.delivered_bytes.fetch_add(bytes, Ordering::SeqCst);
+                if last < latest {
+                    self.pause(id);
+                }
+            }
+            Err(SendError::Full(_)) => self.pause(id),
+            Err(SendError::Closed(_)) => {
+                self.subscribers.remove(&id);
+            }
+        }
+    }
+
+    /// Takes the start of the log from fresh store bounds; the latest
+    /// position stays ours, since appends in flight are not ours to show yet.
+    fn refresh_first(&mut self, fresh: &TopicBounds) {
+        let Some(b) = self.bounds.as_mut() else { return };
+        if fresh.epoch == b.epoch && fresh.first_seq > b.first_seq {
+            b.first_seq = fresh.first_seq.min(b.latest_seq + 1);
+            b.first_time_ms = if b.first_seq > b.latest_seq {
+                b.latest_time_ms
+            } else {
+                fresh.first_time_ms
+            };
+        }
+    }
+
+    fn check_start(&self, start: &Start, resume_on_gap: bool) -> Result<Subscribed, Gap> {
+        let b = self.bounds.as_ref().expect("messages wait until bounds load");
+        let ok = |after_seq, gap| Subscribed {
+            epoch: b.epoch.clone(),
+            after_seq,
+            gap,
+        };
+        match start {
+            Start::Earliest => Ok(ok(b.first_seq - 1, None)),
+            Start::Latest => Ok(ok(b.latest_seq, None)),
+            Start::After(c) => {
+                let lost = if c.epoch != b.epoch || c.seq > b.latest_seq {
+                    None
+                } else if c.seq + 1 < b.first_seq {
+                    Some(b.first_seq - 1 - c.seq)
+                } else {
+                    return Ok(ok(c.seq, None));
+                };
+                let gap = Gap {
+                    requested: c.clone(),
+                    next_cursor: b.boundary_cursor(),
+                    latest_cursor: b.latest_cursor(),
+                    lost,
+                };
+                if resume_on_gap {
+                    Ok(ok(b.first_seq - 1, Some(gap)))
+                } else {
+                    Err(gap)
+                }
+            }
+        }
+    }
+}
+
+impl Actor for TopicActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.cfg.mailbox_capacity);
+        self.load_bounds(ctx);
+    }
+}
+
+impl Supervised for TopicActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        tracing::warn!(topic = %self.name, "topic actor restarting");
+        // `started` runs again and reloads the bounds; subscribers stay and
+        // are fed from their delivered positions once the bounds are back.
+        self.bounds = None;
+        self.in_flight = false;
+        for sub in self.subscribers.values_mut() {
+            sub.state = SubState::Paused;
+        }
+    }
+}
+
+impl Handler<Publish> for TopicActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
+        self.pending.push_back(msg);
+        self.flush(ctx);
+    }
+}
+
+impl Handler<Subscribe> for TopicActor {
+    type Result = ResponseActFuture<Self, Result<Subscribed, SubscribeError>>;
+
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) -> Self::Result {
+        // Retention moves the start of the log inside the store; ask it, so a
+        // trimmed cursor is refused here rather than found missing later.
+        let store = self.store.clone();
+        let name = self.name.clone();
+        Box::pin(
+            async move { store.bounds(&name).await }
+                .into_actor(self)
+                .map(move |res, act, _ctx| {
+                    let fresh = res.map_err(SubscribeError::Store)?;
+                    if act.bounds.is_none() {
+                        return Err(SubscribeError::Store(StoreError::Unavailable(
+                            "topic is restarting".into(),
+                        )));
+                    }
+                    act.refresh_first(&fresh);
+                    let sub = act
+                        .check_start(&msg.start, msg.resume_on_gap)
+                        .map_err(SubscribeError::Gap)?;
+                    let id = msg.link.id;
+                    msg.link.delivered_seq.store(sub.after_seq, Ordering::SeqCst);
+                    msg.link.acked_seq.store(sub.after_seq, Ordering::SeqCst);
+                    act.subscribers.insert(
+                        id,
+                        Subscriber {
+                            session: msg.session,
+                            link: msg.link,
+                            state: SubState::Live,
+                        },
+                    );
+                    act.feed(id);
+                    Ok(sub)
+                }),
+        )
+    }
+}
+
+impl Handler<Unsubscribe> for TopicActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Context<Self>) {
+        self.subscribers.remove(&msg.id);
+    }
+}
+
+impl Handler<Ready> for TopicActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ready, _ctx: &mut Context<Self>) {
+        let Some(sub) = self.subscribers.get_mut(&msg.id) else { return };
+        match (sub.state, msg.after_seq) {
+            (SubState::CatchingUp, Some(after)) => {
+                sub.link.delivered_seq.fetch_max(after, Ordering::SeqCst);
+            }
+            (SubState::Paused, None) => {}
+            // A stale or duplicate Ready: the subscriber is already handled.
+            _ => return,
+        }
+        self.feed(msg.id);
+    }
+}
+
+impl Handler<GetInfo> for TopicActor {
+    type Result = ResponseActFuture<Self, Result<(TopicBounds, usize), StoreError>>;
+
+    fn handle(&mut self, _: GetInfo, _ctx: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        let name = self.name.clone();
+        Box::pin(
+            async move { store.bounds(&name).await }
+                .into_actor(self)
+                .map(|res, act, _ctx| {
+                    act.refresh_first(&res?);
+                    let b = act
+                        .bounds
+                        .clone()
+                        .ok_or_else(|| StoreError::Unavailable("topic is loading".into()))?;
+                    Ok((b, act.subscribers.len()))
+                }),
+        )
+    }
+}
