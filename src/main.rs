@@ -1,1 +1,75 @@
-fn main(){}
+//! The `sluice` binary: parse flags, load configuration, start logging, run.
+
+use std::{net::TcpListener, path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+use sluice::config::{LogFormat, Overrides, Settings};
+use tracing_subscriber::EnvFilter;
+
+/// Sluice: a pub/sub event broker over HTTP and Server-Sent Events.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML); see config/default.toml for every key.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8080 (overrides `listen`).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory of the embedded store (overrides `data_dir`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Log format: text or json (overrides `log.format`).
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = EnvFilter::try_from_env("RUST_LOG")
+        .or_else(|_| EnvFilter::try_new(&settings.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        file: cli.config,
+        listen: cli.listen,
+        data_dir: cli.data_dir,
+        log_format: cli.log_format,
+    };
+    let settings = match Settings::load(&overrides) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&settings);
+    let listener = match TcpListener::bind(settings.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sluice: cannot listen on {}: {e}", settings.listen);
+            return ExitCode::from(1);
+        }
+    };
+    let result = actix_web::rt::System::new().block_on(sluice::server::run(
+        settings,
+        listener,
+        sluice::server::shutdown_signal(),
+    ));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

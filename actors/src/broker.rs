@@ -150,7 +150,11 @@ impl Handler<SessionClosed> for BrokerActor {
             self.trim_disconnects();
         }
         self.active.store(self.sessions.len(), Ordering::Relaxed);
-        tracing::debug!(conn = msg.id, reason = msg.reason.as_str(), "session closed");
+        tracing::debug!(
+            conn = msg.id,
+            reason = msg.reason.as_str(),
+            "session closed"
+        );
     }
 }
 

@@ -58,7 +58,8 @@ impl fmt::Display for Epoch {
 fn valid_epoch(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_EPOCH_LEN
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// A parsed cursor: event time, per-topic sequence and log epoch.

@@ -86,7 +86,14 @@ impl DedupIndex {
     }
 
     /// Notes that `ev` was stored at `seq`.
-    pub fn record(&mut self, ev_key: Option<&str>, producer: Option<(&str, u64)>, fingerprint: u128, seq: u64, time_ms: i64) {
+    pub fn record(
+        &mut self,
+        ev_key: Option<&str>,
+        producer: Option<(&str, u64)>,
+        fingerprint: u128,
+        seq: u64,
+        time_ms: i64,
+    ) {
         let rec = Record {
             seq,
             time_ms,

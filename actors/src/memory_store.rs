@@ -104,7 +104,13 @@ impl Store for MemoryStore {
     }
 
     async fn topics(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.topics.lock().expect("poisoned").keys().cloned().collect())
+        Ok(self
+            .topics
+            .lock()
+            .expect("poisoned")
+            .keys()
+            .cloned()
+            .collect())
     }
 
     async fn ready(&self) -> Result<(), String> {

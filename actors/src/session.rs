@@ -19,7 +19,7 @@ use crate::{
     broker::{BrokerActor, SessionClosed, SessionOpened},
     cursor::Epoch,
     link::SessionLink,
-    sse::{frame_event, notice_frame, FramedEvent, KEEP_ALIVE},
+    sse::{frame_event, notice_frame, FramedEvent, KEEP_ALIVE, PROBE},
     store::SharedStore,
     topic::{Ready, TopicActor, Unsubscribe},
 };
@@ -32,6 +32,11 @@ const CATCH_UP_PAGE: usize = 1000;
 pub struct SessionConfig {
     /// Idle time after which a `: keep-alive` comment is written.
     pub heartbeat: Duration,
+    /// Idle time after which a 3-byte empty comment probes the socket.
+    /// actix-web only notices a vanished client when a write fails
+    /// (actix-web#1313), so this bounds how long a dead stream lingers.
+    /// `None` disables probing.
+    pub liveness_probe: Option<Duration>,
     /// A write that waits this long for the socket ends the session.
     pub stall_timeout: Duration,
     /// Thresholds the session reports `Ready` at (must match the topic's).
@@ -105,6 +110,8 @@ pub struct SessionActor {
     /// Last sequence written to the body; anything at or below is skipped,
     /// which makes a duplicate impossible whatever the topic sends.
     last_seq: u64,
+    /// `link.age_ms()` at the last data or keep-alive write (probes excluded).
+    last_beat_ms: i64,
     end_reason: EndReason,
 }
 
@@ -131,7 +138,45 @@ impl SessionActor {
             tx,
             cfg,
             last_seq: after_seq,
+            last_beat_ms: 0,
             end_reason: EndReason::ClientGone,
+        }
+    }
+
+    /// Writes a keep-alive when idle for the heartbeat, else a probe when
+    /// idle for the probe interval.
+    fn idle_tick(&mut self, ctx: &mut Context<Self>) {
+        let l = &self.link;
+        let now = l.age_ms();
+        let since_beat = now
+            - self
+                .last_beat_ms
+                .max(l.last_write_ms.load(Ordering::Relaxed));
+        let since_write = now - l.last_write_ms.load(Ordering::Relaxed);
+        let (frame, beat): (&'static [u8], bool) =
+            if since_beat >= self.cfg.heartbeat.as_millis() as i64 {
+                (KEEP_ALIVE, true)
+            } else if self
+                .cfg
+                .liveness_probe
+                .is_some_and(|p| since_write >= p.as_millis() as i64)
+            {
+                (PROBE, false)
+            } else {
+                return;
+            };
+        match self.tx.try_send(Bytes::from_static(frame)) {
+            Ok(()) => {
+                l.bytes_sent
+                    .fetch_add(frame.len() as u64, Ordering::Relaxed);
+                l.last_write_ms.store(now, Ordering::Relaxed);
+                if beat {
+                    self.last_beat_ms = now;
+                }
+            }
+            // Data is queued: that is a write already.
+            Err(mpsc::error::TrySendError::Full(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => self.end(EndReason::ClientGone, ctx),
         }
     }
 
@@ -151,8 +196,7 @@ impl SessionActor {
         l.last_write_ms.store(l.age_ms(), Ordering::Relaxed);
         if l.outstanding_events() <= self.cfg.low_events
             && l.outstanding_bytes() <= self.cfg.low_bytes
-            && l
-                .paused
+            && l.paused
                 .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
         {
@@ -173,7 +217,8 @@ async fn write(
     chunk: Bytes,
     stall: Duration,
 ) -> Result<(), EndReason> {
-    link.waiting_since_ms.store(link.age_ms(), Ordering::Relaxed);
+    link.waiting_since_ms
+        .store(link.age_ms(), Ordering::Relaxed);
     let res = match tokio::time::timeout(stall, tx.send(chunk)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(EndReason::ClientGone),
@@ -198,25 +243,11 @@ impl Actor for SessionActor {
                 .into_actor(self)
                 .map(|(), act, ctx| act.end(EndReason::ClientGone, ctx)),
         );
-        ctx.run_interval(self.cfg.heartbeat, |act, ctx| {
-            let idle_ms = act.link.age_ms() - act.link.last_write_ms.load(Ordering::Relaxed);
-            if idle_ms < act.cfg.heartbeat.as_millis() as i64 {
-                return;
-            }
-            match act.tx.try_send(Bytes::from_static(KEEP_ALIVE)) {
-                Ok(()) => {
-                    act.link
-                        .bytes_sent
-                        .fetch_add(KEEP_ALIVE.len() as u64, Ordering::Relaxed);
-                    act.link
-                        .last_write_ms
-                        .store(act.link.age_ms(), Ordering::Relaxed);
-                }
-                // Data is queued: that is a write already.
-                Err(mpsc::error::TrySendError::Full(_)) => {}
-                Err(mpsc::error::TrySendError::Closed(_)) => act.end(EndReason::ClientGone, ctx),
-            }
-        });
+        let tick = self
+            .cfg
+            .liveness_probe
+            .map_or(self.cfg.heartbeat, |p| p.min(self.cfg.heartbeat));
+        ctx.run_interval(tick, |act, ctx| act.idle_tick(ctx));
     }
 
     fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
@@ -239,14 +270,23 @@ impl Handler<Deliver> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        let fresh: Vec<&FramedEvent> = msg.events.iter().filter(|e| e.seq > self.last_seq).collect();
+        let fresh: Vec<&FramedEvent> = msg
+            .events
+            .iter()
+            .filter(|e| e.seq > self.last_seq)
+            .collect();
         let (Some(first), Some(last)) = (fresh.first(), fresh.last()) else {
             return;
         };
         if first.seq != self.last_seq + 1 {
             // A hole would break the contract; end the stream so the client
             // resumes from its last id and the store fills the hole.
-            tracing::error!(conn = self.link.id, expected = self.last_seq + 1, got = first.seq, "delivery gap");
+            tracing::error!(
+                conn = self.link.id,
+                expected = self.last_seq + 1,
+                got = first.seq,
+                "delivery gap"
+            );
             return self.end(EndReason::Gap, ctx);
         }
         let last_seq = last.seq;

@@ -25,6 +25,10 @@ pub struct FramedEvent {
 /// The `: keep-alive` comment sent while a stream is idle.
 pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
+/// An empty comment and blank line: a complete frame that every client
+/// ignores, written to find out whether the socket is still there.
+pub const PROBE: &[u8] = b":\n\n";
+
 /// Frames one stored event.
 pub fn frame_event(ev: &StoredEvent, epoch: &Epoch) -> FramedEvent {
     let data = ByteString::try_from(ev.data.clone())

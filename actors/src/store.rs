@@ -60,10 +60,42 @@ impl TopicBounds {
         Cursor::new(self.first_time_ms, self.first_seq - 1, self.epoch.clone())
     }
 
+    /// The sequence a resume from `c` continues after, or the gap that
+    /// prevents it: `c` is of another epoch, ahead of the latest event, or
+    /// older than the oldest retained one.
+    pub fn resume_point(&self, c: &Cursor) -> Result<u64, Gap> {
+        let lost = if c.epoch != self.epoch || c.seq > self.latest_seq {
+            None
+        } else if c.seq + 1 < self.first_seq {
+            Some(self.first_seq - 1 - c.seq)
+        } else {
+            return Ok(c.seq);
+        };
+        Err(Gap {
+            requested: c.clone(),
+            next_cursor: self.boundary_cursor(),
+            latest_cursor: self.latest_cursor(),
+            lost,
+        })
+    }
+
     /// The cursor of the latest event (the boundary cursor of an empty log).
     pub fn latest_cursor(&self) -> Cursor {
         Cursor::new(self.latest_time_ms, self.latest_seq, self.epoch.clone())
     }
+}
+
+/// A cursor that cannot be resumed, with what the client can do instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gap {
+    /// The cursor the client asked for.
+    pub requested: Cursor,
+    /// Resuming after this delivers everything still retained.
+    pub next_cursor: Cursor,
+    /// The latest event's cursor.
+    pub latest_cursor: Cursor,
+    /// Events skipped by resuming from `next_cursor`, when known.
+    pub lost: Option<u64>,
 }
 
 /// Durable storage of topic logs and their dedup state.

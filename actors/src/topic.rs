@@ -11,6 +11,7 @@ use std::{
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+pub use crate::store::Gap;
 use crate::{
     cursor::{monotonic_time, Cursor, Epoch},
     event::{AppendOutcome, NewEvent},
@@ -84,19 +85,6 @@ pub enum Start {
     Earliest,
     /// At the next event published.
     Latest,
-}
-
-/// A cursor that cannot be resumed, with what the client can do instead.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Gap {
-    /// The cursor the client asked for.
-    pub requested: Cursor,
-    /// Resuming after this delivers everything still retained.
-    pub next_cursor: Cursor,
-    /// The latest event's cursor.
-    pub latest_cursor: Cursor,
-    /// Events skipped by resuming from `next_cursor`, when known.
-    pub lost: Option<u64>,
 }
 
 /// Why a subscription was refused.
@@ -316,7 +304,9 @@ impl TopicActor {
             self.tail.push_back(ev.clone());
         }
         while self.tail.len() > self.cfg.tail_events || self.tail_bytes > self.cfg.tail_bytes {
-            let Some(old) = self.tail.pop_front() else { break };
+            let Some(old) = self.tail.pop_front() else {
+                break;
+            };
             self.tail_bytes -= old.frame.len();
         }
     }
@@ -366,7 +356,9 @@ impl TopicActor {
 
     /// Stops live delivery to a subscriber until it reports `Ready`.
     fn pause(&mut self, id: u64) {
-        let Some(sub) = self.subscribers.get_mut(&id) else { return };
+        let Some(sub) = self.subscribers.get_mut(&id) else {
+            return;
+        };
         sub.state = SubState::Paused;
         sub.link.paused.store(true, Ordering::SeqCst);
         // The session may have drained between our check and the flag: if so,
@@ -392,7 +384,9 @@ impl TopicActor {
     fn feed(&mut self, id: u64) {
         let Some(bounds) = &self.bounds else { return };
         let latest = bounds.latest_seq;
-        let Some(sub) = self.subscribers.get_mut(&id) else { return };
+        let Some(sub) = self.subscribers.get_mut(&id) else {
+            return;
+        };
         sub.state = SubState::Live;
         let delivered = sub.link.delivered_seq.load(Ordering::SeqCst);
         if delivered >= latest {
@@ -438,7 +432,9 @@ impl TopicActor {
     /// Takes the start of the log from fresh store bounds; the latest
     /// position stays ours, since appends in flight are not ours to show yet.
     fn refresh_first(&mut self, fresh: &TopicBounds) {
-        let Some(b) = self.bounds.as_mut() else { return };
+        let Some(b) = self.bounds.as_mut() else {
+            return;
+        };
         if fresh.epoch == b.epoch && fresh.first_seq > b.first_seq {
             b.first_seq = fresh.first_seq.min(b.latest_seq + 1);
             b.first_time_ms = if b.first_seq > b.latest_seq {
@@ -450,7 +446,10 @@ impl TopicActor {
     }
 
     fn check_start(&self, start: &Start, resume_on_gap: bool) -> Result<Subscribed, Gap> {
-        let b = self.bounds.as_ref().expect("messages wait until bounds load");
+        let b = self
+            .bounds
+            .as_ref()
+            .expect("messages wait until bounds load");
         let ok = |after_seq, gap| Subscribed {
             epoch: b.epoch.clone(),
             after_seq,
@@ -459,26 +458,11 @@ impl TopicActor {
         match start {
             Start::Earliest => Ok(ok(b.first_seq - 1, None)),
             Start::Latest => Ok(ok(b.latest_seq, None)),
-            Start::After(c) => {
-                let lost = if c.epoch != b.epoch || c.seq > b.latest_seq {
-                    None
-                } else if c.seq + 1 < b.first_seq {
-                    Some(b.first_seq - 1 - c.seq)
-                } else {
-                    return Ok(ok(c.seq, None));
-                };
-                let gap = Gap {
-                    requested: c.clone(),
-                    next_cursor: b.boundary_cursor(),
-                    latest_cursor: b.latest_cursor(),
-                    lost,
-                };
-                if resume_on_gap {
-                    Ok(ok(b.first_seq - 1, Some(gap)))
-                } else {
-                    Err(gap)
-                }
-            }
+            Start::After(c) => match b.resume_point(c) {
+                Ok(after) => Ok(ok(after, None)),
+                Err(gap) if resume_on_gap => Ok(ok(b.first_seq - 1, Some(gap))),
+                Err(gap) => Err(gap),
+            },
         }
     }
 }
@@ -537,7 +521,9 @@ impl Handler<Subscribe> for TopicActor {
                         .check_start(&msg.start, msg.resume_on_gap)
                         .map_err(SubscribeError::Gap)?;
                     let id = msg.link.id;
-                    msg.link.delivered_seq.store(sub.after_seq, Ordering::SeqCst);
+                    msg.link
+                        .delivered_seq
+                        .store(sub.after_seq, Ordering::SeqCst);
                     msg.link.acked_seq.store(sub.after_seq, Ordering::SeqCst);
                     act.subscribers.insert(
                         id,
@@ -566,7 +552,9 @@ impl Handler<Ready> for TopicActor {
     type Result = ();
 
     fn handle(&mut self, msg: Ready, _ctx: &mut Context<Self>) {
-        let Some(sub) = self.subscribers.get_mut(&msg.id) else { return };
+        let Some(sub) = self.subscribers.get_mut(&msg.id) else {
+            return;
+        };
         match (sub.state, msg.after_seq) {
             (SubState::CatchingUp, Some(after)) => {
                 sub.link.delivered_seq.fetch_max(after, Ordering::SeqCst);

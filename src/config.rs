@@ -1,0 +1,248 @@
+//! Configuration: the built-in `config/default.toml`, an optional file,
+//! `SLUICE__SECTION__KEY` environment variables and CLI flags, in that order.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+use crate::store::embedded::{EmbeddedConfig, Fsync};
+
+/// The defaults, also the documented reference.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Storage backend.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The on-disk log.
+    Embedded,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting; see `config/default.toml` for meanings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub store: StoreKind,
+    pub shutdown_grace_secs: u64,
+    pub workers: usize,
+    pub topic_arbiters: usize,
+    pub embedded: EmbeddedSettings,
+    pub retention: RetentionSettings,
+    pub limits: Limits,
+    pub stream: StreamSettings,
+    pub topics: TopicSettings,
+    pub cors: CorsSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct EmbeddedSettings {
+    pub fsync: Fsync,
+    pub fsync_interval_ms: u64,
+    pub segment_bytes: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RetentionSettings {
+    pub max_age_secs: u64,
+    pub max_events: u64,
+    pub max_bytes: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Limits {
+    pub max_event_bytes: usize,
+    pub max_batch_events: usize,
+    pub max_batch_bytes: usize,
+    pub dedup_window_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct StreamSettings {
+    pub heartbeat_secs: u64,
+    pub liveness_probe_secs: u64,
+    pub retry_ms: u64,
+    pub stall_timeout_secs: u64,
+    pub high_watermark_events: u64,
+    pub high_watermark_bytes: u64,
+    pub low_watermark_events: u64,
+    pub low_watermark_bytes: u64,
+}
+
+impl StreamSettings {
+    /// The `retry:` duration.
+    pub fn retry(&self) -> Duration {
+        Duration::from_millis(self.retry_ms)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct TopicSettings {
+    pub tail_events: usize,
+    pub tail_bytes: usize,
+    pub mailbox_capacity: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct CorsSettings {
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// Command-line values that override the configuration.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// `--config`.
+    pub file: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--log-format`.
+    pub log_format: Option<String>,
+}
+
+/// A configuration that cannot be used, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Settings {
+    /// Loads and validates the layered configuration.
+    pub fn load(o: &Overrides) -> Result<Settings, ConfigError> {
+        let mut b = Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(f) = &o.file {
+            b = b.add_source(
+                File::from(f.clone())
+                    .format(FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        b = b.add_source(
+            Environment::with_prefix("SLUICE")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("cors.allowed_origins"),
+        );
+        let set = |b: config::ConfigBuilder<_>, k: &str, v: Option<String>| match v {
+            Some(v) => b.set_override(k, v),
+            None => Ok(b),
+        };
+        let err = |e: config::ConfigError| ConfigError(e.to_string());
+        b = set(b, "listen", o.listen.clone()).map_err(err)?;
+        b = set(
+            b,
+            "data_dir",
+            o.data_dir.as_ref().map(|p| p.display().to_string()),
+        )
+        .map_err(err)?;
+        b = set(b, "log.format", o.log_format.clone()).map_err(err)?;
+        let s: Settings = b.build().map_err(err)?.try_deserialize().map_err(err)?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail =
+            |key: &str, accepted: &str| Err(ConfigError(format!("{key}: must be {accepted}")));
+        let st = &self.stream;
+        if st.heartbeat_secs == 0 {
+            return fail("stream.heartbeat_secs", "at least 1");
+        }
+        if st.stall_timeout_secs == 0 {
+            return fail("stream.stall_timeout_secs", "at least 1");
+        }
+        if st.low_watermark_events >= st.high_watermark_events || st.high_watermark_events == 0 {
+            return fail(
+                "stream.low_watermark_events",
+                "below stream.high_watermark_events (and the high one at least 1)",
+            );
+        }
+        if st.low_watermark_bytes >= st.high_watermark_bytes {
+            return fail(
+                "stream.low_watermark_bytes",
+                "below stream.high_watermark_bytes",
+            );
+        }
+        if self.retention.max_events == 0 {
+            return fail("retention.max_events", "at least 1");
+        }
+        if self.retention.max_bytes == 0 {
+            return fail("retention.max_bytes", "at least 1");
+        }
+        if self.limits.max_event_bytes == 0 || self.limits.max_event_bytes > 64 << 20 {
+            return fail("limits.max_event_bytes", "from 1 to 67108864");
+        }
+        if self.limits.max_batch_events == 0 {
+            return fail("limits.max_batch_events", "at least 1");
+        }
+        if self.embedded.segment_bytes < 4096 || self.embedded.segment_bytes > (1 << 31) {
+            return fail("embedded.segment_bytes", "from 4096 to 2147483648");
+        }
+        if self.embedded.fsync == Fsync::Interval && self.embedded.fsync_interval_ms == 0 {
+            return fail(
+                "embedded.fsync_interval_ms",
+                "at least 1 with fsync = \"interval\"",
+            );
+        }
+        if self.topics.mailbox_capacity == 0 || self.topics.tail_events == 0 {
+            return fail(
+                "topics.mailbox_capacity and topics.tail_events",
+                "at least 1",
+            );
+        }
+        if self.cors.allowed_origins.is_empty() {
+            return fail("cors.allowed_origins", "a list of origins, or [\"*\"]");
+        }
+        Ok(())
+    }
+
+    /// Settings of the embedded store.
+    pub fn embedded_config(&self) -> EmbeddedConfig {
+        EmbeddedConfig {
+            fsync: self.embedded.fsync,
+            fsync_interval: Duration::from_millis(self.embedded.fsync_interval_ms),
+            segment_bytes: self.embedded.segment_bytes,
+            max_events: self.retention.max_events,
+            max_bytes: self.retention.max_bytes,
+            max_age_ms: (self.retention.max_age_secs > 0)
+                .then(|| (self.retention.max_age_secs as i64).saturating_mul(1000)),
+            dedup_window_ms: (self.limits.dedup_window_secs as i64).saturating_mul(1000),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! API errors as RFC 9457 `application/problem+json` responses.
+
+use actix_web::{
+    http::{header, StatusCode},
+    HttpResponse, ResponseError,
+};
+use serde_json::{json, Map, Value};
+use sluice_actors::{store::StoreError, topic::Gap};
+
+/// Seconds a client is told to wait after a 503.
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// Every error the HTTP API answers with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// Malformed request: bad topic, header, cursor, query or body.
+    #[error("{detail}")]
+    BadRequest {
+        /// What is wrong.
+        detail: String,
+        /// Extra problem fields (e.g. `line`).
+        extra: Map<String, Value>,
+    },
+    /// No such route or topic.
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists, the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// `Producer-Seq` skips ahead.
+    #[error("producer sequence skips ahead: expected {expected}")]
+    SequenceGap {
+        /// Sequence the producer should send next.
+        expected: u64,
+    },
+    /// Body larger than the configured limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The cursor cannot be resumed.
+    #[error("{detail}")]
+    RangeNotSatisfiable {
+        /// Why.
+        detail: String,
+        /// Where the client can resume instead.
+        gap: Box<Gap>,
+    },
+    /// The same `Idempotency-Key` was used with a different body.
+    #[error("Idempotency-Key already used with a different body")]
+    KeyConflict,
+    /// Full mailbox or store unavailable; nothing was stored.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// A 400 with just a detail.
+    pub fn bad(detail: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            detail: detail.into(),
+            extra: Map::new(),
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { .. } => "Bad Request",
+            ApiError::NotFound(_) => "Not Found",
+            ApiError::MethodNotAllowed => "Method Not Allowed",
+            ApiError::SequenceGap { .. } => "Producer sequence gap",
+            ApiError::PayloadTooLarge(_) => "Payload Too Large",
+            ApiError::RangeNotSatisfiable { .. } => "Cursor cannot be resumed",
+            ApiError::KeyConflict => "Idempotency key conflict",
+            ApiError::Unavailable(_) => "Service Unavailable",
+        }
+    }
+
+    fn slug(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { .. } => "bad-request",
+            ApiError::NotFound(_) => "not-found",
+            ApiError::MethodNotAllowed => "method-not-allowed",
+            ApiError::SequenceGap { .. } => "producer-sequence-gap",
+            ApiError::PayloadTooLarge(_) => "payload-too-large",
+            ApiError::RangeNotSatisfiable { .. } => "cursor-not-resumable",
+            ApiError::KeyConflict => "idempotency-key-conflict",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(_: actix::MailboxError) -> Self {
+        ApiError::Unavailable("topic is restarting; retry".into())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::SequenceGap { .. } => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::KeyConflict => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let mut body = json!({
+            "type": format!("https://sluice.dev/problems/{}", self.slug()),
+            "title": self.title(),
+            "status": status.as_u16(),
+            "detail": self.to_string(),
+        });
+        let obj = body.as_object_mut().expect("object");
+        let mut resp = HttpResponse::build(status);
+        match self {
+            ApiError::BadRequest { extra, .. } => obj.extend(extra.clone()),
+            ApiError::SequenceGap { expected } => {
+                obj.insert("expected_seq".into(), json!(expected));
+            }
+            ApiError::RangeNotSatisfiable { gap, .. } => {
+                let next = gap.next_cursor.to_string();
+                let latest = gap.latest_cursor.to_string();
+                obj.insert("requested".into(), json!(gap.requested.to_string()));
+                obj.insert("next_cursor".into(), json!(next));
+                obj.insert("latest_cursor".into(), json!(latest));
+                obj.insert("lost".into(), json!(gap.lost));
+                resp.insert_header(("X-Next-Cursor", next));
+                resp.insert_header(("X-Latest-Cursor", latest));
+            }
+            ApiError::Unavailable(_) => {
+                resp.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+            }
+            ApiError::MethodNotAllowed => {
+                resp.insert_header((header::ALLOW, "GET, POST, OPTIONS"));
+            }
+            _ => {}
+        }
+        resp.content_type("application/problem+json").json(body)
+    }
+}

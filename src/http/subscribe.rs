@@ -1,0 +1,243 @@
+//! `GET /v1/topics/{topic}/events`: the SSE stream, or the JSON history poll
+//! when the client does not ask for `text/event-stream`.
+
+use std::{convert::Infallible, sync::Arc};
+
+use actix::prelude::*;
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use sluice_actors::{
+    cursor::{rfc3339_millis, Cursor},
+    link::SessionLink,
+    session::{gap_notice, SessionActor},
+    sse::retry_frame,
+    topic::{Gap, Start, Subscribe, SubscribeError},
+};
+use tokio::sync::mpsc;
+
+use super::{error::ApiError, validate, AppState};
+
+/// Chunks buffered between a session and its socket. Small: the session's
+/// mailbox is where backlog is measured, not here.
+const BODY_CHANNEL_CHUNKS: usize = 8;
+/// Default and largest `limit` of the history poll.
+const HISTORY_DEFAULT: usize = 100;
+const HISTORY_MAX: usize = 1000;
+
+/// Query parameters of the events endpoint. Unknown ones are ignored (cache
+/// busters and client-library extras are common on SSE URLs).
+#[derive(Deserialize, Default)]
+pub struct EventsQuery {
+    stream: Option<String>,
+    cursor: Option<String>,
+    from: Option<String>,
+    on_gap: Option<String>,
+    limit: Option<String>,
+}
+
+fn wants_sse(req: &HttpRequest, q: &EventsQuery) -> Result<bool, ApiError> {
+    match q.stream.as_deref() {
+        Some("sse") => return Ok(true),
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "stream must be \"sse\", not {other:?}"
+            )))
+        }
+        None => {}
+    }
+    Ok(req
+        .headers()
+        .get_all(header::ACCEPT)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|m| m.trim().starts_with("text/event-stream"))
+        }))
+}
+
+fn parse_cursor(s: &str, source: &str) -> Result<Cursor, ApiError> {
+    Cursor::parse(s).map_err(|e| ApiError::bad(format!("{source}: {e}")))
+}
+
+/// The start position, by API.md's precedence; without any, `default`.
+fn start_position(req: &HttpRequest, q: &EventsQuery, default: Start) -> Result<Start, ApiError> {
+    for name in ["Last-Event-ID", "X-Resume-Cursor"] {
+        if let Some(v) = validate::header(req, name)? {
+            // EventSource never sends an empty Last-Event-ID; treat one as absent.
+            if !v.is_empty() {
+                return Ok(Start::After(parse_cursor(v, name)?));
+            }
+        }
+    }
+    if let Some(c) = &q.cursor {
+        return Ok(Start::After(parse_cursor(c, "cursor")?));
+    }
+    match q.from.as_deref() {
+        None => Ok(default),
+        Some("latest") => Ok(Start::Latest),
+        Some("earliest") => Ok(Start::Earliest),
+        Some(other) => Err(ApiError::bad(format!(
+            "from must be \"earliest\" or \"latest\", not {other:?}"
+        ))),
+    }
+}
+
+fn resume_on_gap(q: &EventsQuery) -> Result<bool, ApiError> {
+    match q.on_gap.as_deref() {
+        None | Some("error") => Ok(false),
+        Some("resume") => Ok(true),
+        Some(other) => Err(ApiError::bad(format!(
+            "on_gap must be \"resume\" or \"error\", not {other:?}"
+        ))),
+    }
+}
+
+fn gap_error(gap: Gap) -> ApiError {
+    let detail = match gap.lost {
+        _ if gap.requested.epoch != gap.next_cursor.epoch => {
+            "cursor belongs to another log epoch (the topic was recreated)".to_owned()
+        }
+        None => "cursor is ahead of the latest event".to_owned(),
+        Some(n) => format!("cursor is older than retention: {n} events were removed"),
+    };
+    ApiError::RangeNotSatisfiable {
+        detail,
+        gap: Box::new(gap),
+    }
+}
+
+/// Serves the events endpoint.
+#[tracing::instrument(skip_all, fields(topic = %path))]
+pub async fn events(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: Result<web::Query<EventsQuery>, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    let topic = path.into_inner();
+    validate::topic(&topic)?;
+    let q = query
+        .map_err(|e| ApiError::bad(format!("bad query string: {e}")))?
+        .into_inner();
+    let sse = wants_sse(&req, &q)?;
+    // A stream without a position starts live; a poll without one pages
+    // from the oldest retained event, which is what paging clients expect.
+    let default = if sse { Start::Latest } else { Start::Earliest };
+    let start = start_position(&req, &q, default)?;
+    let on_gap = resume_on_gap(&q)?;
+    if sse {
+        stream(state, topic, start, on_gap).await
+    } else {
+        history(state, topic, start, &q).await
+    }
+}
+
+async fn stream(
+    state: web::Data<AppState>,
+    topic: String,
+    start: Start,
+    on_gap: bool,
+) -> Result<HttpResponse, ApiError> {
+    let broker = &state.broker;
+    let addr = broker.topic(&topic).await?;
+    let id = broker.next_connection_id();
+    let link = Arc::new(SessionLink::new(id, topic.clone(), 0));
+    // The session's address exists before it runs, so the topic can queue
+    // deliveries while we still decide between 200 and 416.
+    let mut ctx: Context<SessionActor> = Context::new();
+    ctx.set_mailbox_capacity(state.session_cfg.mailbox_capacity);
+    let subscribed = addr
+        .send(Subscribe {
+            session: ctx.address(),
+            link: link.clone(),
+            start,
+            resume_on_gap: on_gap,
+        })
+        .await?
+        .map_err(|e| match e {
+            SubscribeError::Gap(g) => gap_error(g),
+            SubscribeError::Store(e) => e.into(),
+        })?;
+
+    let (tx, rx) = mpsc::channel::<Bytes>(BODY_CHANNEL_CHUNKS);
+    let opening = tx.try_send(retry_frame(state.settings.stream.retry()));
+    debug_assert!(opening.is_ok());
+    if let Some(gap) = &subscribed.gap {
+        let notice = gap_notice(
+            &gap.requested.to_string(),
+            &gap.next_cursor.to_string(),
+            gap.lost,
+        );
+        let _ = tx.try_send(notice);
+    }
+    let session = SessionActor::new(
+        link,
+        addr,
+        broker.addr().clone(),
+        broker.store().clone(),
+        subscribed.epoch,
+        tx,
+        state.session_cfg.clone(),
+        subscribed.after_seq,
+    );
+    ctx.run(session);
+    tracing::debug!(conn = id, after = subscribed.after_seq, "stream opened");
+
+    let mut rx = rx;
+    let body = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, Infallible>))
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .insert_header((header::CONTENT_ENCODING, "identity"))
+        .streaming(body))
+}
+
+async fn history(
+    state: web::Data<AppState>,
+    topic: String,
+    start: Start,
+    q: &EventsQuery,
+) -> Result<HttpResponse, ApiError> {
+    let limit = match &q.limit {
+        None => HISTORY_DEFAULT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=HISTORY_MAX).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "limit must be an integer from 1 to {HISTORY_MAX}"
+                )))
+            }
+        },
+    };
+    let store = state.broker.store();
+    // Polling a topic counts as subscribing to it: it creates the topic, so
+    // a cursor of a wiped log gets the same 416 as on the stream.
+    let bounds = store.open_topic(&topic).await?;
+    let (after, after_cursor) = match start {
+        Start::Earliest => (bounds.first_seq - 1, bounds.boundary_cursor()),
+        Start::Latest => (bounds.latest_seq, bounds.latest_cursor()),
+        Start::After(c) => (bounds.resume_point(&c).map_err(gap_error)?, c),
+    };
+    let events = store.read(&topic, after, limit).await?;
+    let next_cursor = events
+        .last()
+        .map_or(after_cursor, |e| e.cursor(&bounds.epoch));
+    let rows: Vec<_> = events
+        .iter()
+        .map(|e| {
+            json!({
+                "cursor": e.cursor(&bounds.epoch).to_string(),
+                "type": e.event_type,
+                "data": e.data_str(),
+                "time": rfc3339_millis(e.time_ms),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"events": rows, "next_cursor": next_cursor.to_string()})))
+}

@@ -1,0 +1,71 @@
+//! `GET /v1/topics` and `GET /v1/topics/{topic}`.
+
+use std::collections::HashMap;
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+use sluice_actors::{broker::ListSessions, store::StoreError};
+
+use super::{error::ApiError, validate, AppState};
+
+async fn subscriber_counts(state: &AppState) -> Result<HashMap<String, usize>, ApiError> {
+    let links = state.broker.addr().send(ListSessions).await?;
+    let mut counts = HashMap::new();
+    for l in links {
+        *counts.entry(l.topic.clone()).or_default() += 1;
+    }
+    Ok(counts)
+}
+
+/// Lists every topic with its retained events and open streams.
+pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let store = state.broker.store();
+    let counts = subscriber_counts(&state).await?;
+    let mut rows = Vec::new();
+    for name in store.topics().await? {
+        let retained = match store.bounds(&name).await {
+            Ok(b) => b.retained(),
+            Err(StoreError::UnknownTopic) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        rows.push(json!({
+            "topic": name,
+            "retained": retained,
+            "subscribers": counts.get(&name).copied().unwrap_or(0),
+        }));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "topics": rows })))
+}
+
+/// One topic's bounds and open streams.
+pub async fn info(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = path.into_inner();
+    validate::topic(&name)?;
+    let b = match state.broker.store().bounds(&name).await {
+        Ok(b) => b,
+        Err(StoreError::UnknownTopic) => {
+            return Err(ApiError::NotFound(format!(
+                "topic {name:?} does not exist (a topic exists from its first publish or subscribe)"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let subscribers = subscriber_counts(&state)
+        .await?
+        .get(&name)
+        .copied()
+        .unwrap_or(0);
+    Ok(HttpResponse::Ok().json(json!({
+        "topic": name,
+        "oldest_cursor": (b.retained() > 0).then(|| b.boundary_cursor().to_string()).and(
+            // The oldest retained event's own cursor.
+            (b.retained() > 0).then(|| sluice_actors::cursor::Cursor::new(b.first_time_ms, b.first_seq, b.epoch.clone()).to_string())
+        ),
+        "latest_cursor": (b.latest_seq > 0).then(|| b.latest_cursor().to_string()),
+        "retained": b.retained(),
+        "subscribers": subscribers,
+    })))
+}

@@ -1,0 +1,19 @@
+//! # sluice
+//!
+//! The Sluice server: a pub/sub event broker with an HTTP publish API and
+//! Server-Sent Events subscriptions that resume exactly from a cursor.
+//!
+//! ## Layout
+//!
+//! - [`config`]: layered settings (defaults, file, `SLUICE__*`, flags).
+//! - [`server`]: builds the broker and HTTP server; `run` takes the shutdown
+//!   signal as a future so tests can drive it.
+//! - [`http`]: the routes of API.md, one module per route group.
+//! - [`store`]: storage backends; [`store::embedded`] is the default on-disk log.
+//! - The actors (broker, topic, session), the Store trait, cursors and SSE
+//!   framing live in the `sluice-actors` crate (`actors/`).
+
+pub mod config;
+pub mod http;
+pub mod server;
+pub mod store;

@@ -1,0 +1,165 @@
+//! Builds the broker and the HTTP server and runs them until shutdown.
+
+use std::{future::Future, io, net::TcpListener, sync::Arc, time::Duration};
+
+use actix_cors::Cors;
+use actix_web::{http::header, web, App, HttpServer};
+use sluice_actors::{
+    broker::{Broker, CloseAllSessions},
+    session::SessionConfig,
+    store::SharedStore,
+    topic::TopicConfig,
+};
+
+use crate::{
+    config::{Settings, StoreKind},
+    http::{self, AppState},
+    store::embedded::EmbeddedStore,
+};
+
+/// Headers a browser page may read from responses.
+const EXPOSED_HEADERS: [&str; 5] = [
+    "Event-Cursor",
+    "Idempotent-Replayed",
+    "X-Next-Cursor",
+    "X-Latest-Cursor",
+    "Retry-After",
+];
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn cors(origins: &[String]) -> Cors {
+    let mut c = Cors::default()
+        .allow_any_method()
+        .allow_any_header()
+        .expose_headers(
+            EXPOSED_HEADERS
+                .iter()
+                .map(|h| header::HeaderName::from_static_lower(h)),
+        )
+        .max_age(86_400);
+    if origins.iter().any(|o| o == "*") {
+        c = c.allow_any_origin();
+    } else {
+        for o in origins {
+            c = c.allowed_origin(o);
+        }
+    }
+    c
+}
+
+trait FromStaticLower {
+    fn from_static_lower(s: &str) -> header::HeaderName;
+}
+
+impl FromStaticLower for header::HeaderName {
+    fn from_static_lower(s: &str) -> header::HeaderName {
+        header::HeaderName::from_bytes(s.to_ascii_lowercase().as_bytes())
+            .expect("valid header name")
+    }
+}
+
+fn open_store(settings: &Settings) -> io::Result<SharedStore> {
+    match settings.store {
+        StoreKind::Embedded => Ok(Arc::new(EmbeddedStore::open(
+            &settings.data_dir,
+            settings.embedded_config(),
+        )?)),
+    }
+}
+
+/// Runs the broker on `listener` until `shutdown` resolves, then ends every
+/// stream, lets in-flight requests finish within `shutdown_grace_secs`,
+/// flushes the store and returns.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let settings = Arc::new(settings);
+    let store = open_store(&settings)?;
+    let st = &settings.stream;
+    let topic_cfg = TopicConfig {
+        tail_events: settings.topics.tail_events,
+        tail_bytes: settings.topics.tail_bytes,
+        high_events: st.high_watermark_events,
+        high_bytes: st.high_watermark_bytes,
+        low_events: st.low_watermark_events,
+        low_bytes: st.low_watermark_bytes,
+        max_coalesce_events: 10_000,
+        mailbox_capacity: settings.topics.mailbox_capacity,
+    };
+    let session_cfg = SessionConfig {
+        heartbeat: Duration::from_secs(st.heartbeat_secs),
+        liveness_probe: (st.liveness_probe_secs > 0)
+            .then(|| Duration::from_secs(st.liveness_probe_secs)),
+        stall_timeout: Duration::from_secs(st.stall_timeout_secs),
+        low_events: st.low_watermark_events,
+        low_bytes: st.low_watermark_bytes,
+        // One delivery per batch at most, and never more batches than events.
+        mailbox_capacity: st.high_watermark_events as usize + 16,
+    };
+    let arbiters = match settings.topic_arbiters {
+        0 => cores(),
+        n => n,
+    };
+    let broker = Broker::start(store.clone(), topic_cfg, arbiters);
+    let state = web::Data::new(AppState {
+        broker: broker.clone(),
+        settings: settings.clone(),
+        session_cfg,
+    });
+    let grace = Duration::from_secs(settings.shutdown_grace_secs);
+    let origins = settings.cors.allowed_origins.clone();
+    let addr = listener.local_addr()?;
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(cors(&origins))
+            .configure(http::configure)
+    })
+    .disable_signals()
+    .shutdown_timeout(grace.as_secs());
+    if settings.workers > 0 {
+        server = server.workers(settings.workers);
+    }
+    let server = server.listen_auto_h2c(listener)?.run();
+    let handle = server.handle();
+    // Tests and scripts read this line to learn the port.
+    println!("sluice listening on {addr}");
+    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "sluice started");
+
+    let serving = actix_web::rt::spawn(server);
+    shutdown.await;
+    tracing::info!("shutting down: closing streams");
+    handle.pause().await;
+    match broker.addr().send(CloseAllSessions).await {
+        Ok(n) => tracing::info!(streams = n, "streams told to close"),
+        Err(e) => tracing::warn!(error = %e, "could not reach the broker to close streams"),
+    }
+    let stopped = tokio::time::timeout(grace + Duration::from_secs(1), async {
+        handle.stop(true).await;
+        let _ = serving.await;
+    })
+    .await;
+    if stopped.is_err() {
+        tracing::warn!("grace period over; exiting with requests in flight");
+    }
+    if let Err(e) = store.flush().await {
+        tracing::error!(error = %e, "final flush failed");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,294 @@
+//! The embedded store: one append-only, segmented log per topic under
+//! `data_dir/topics/<topic>/`. The default backend; needs nothing installed.
+//!
+//! - `record`: the checksummed record format (event + dedup info together).
+//! - `segment`: one segment file and its offset index; torn-tail repair.
+//! - `topic_log`: a topic's segments, retention, dedup rebuild, epoch.
+//!
+//! Blocking file I/O runs on the blocking thread pool. Appends to a topic
+//! hold its lock; reads only plan under it and read without it.
+
+mod record;
+mod segment;
+mod topic_log;
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use sluice_actors::{
+    event::{AppendOutcome, NewEvent, StoredEvent},
+    store::{Store, StoreError, TopicBounds},
+};
+use topic_log::TopicLog;
+
+/// When appended events reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Before the publish is acknowledged (group commit per batch).
+    Always,
+    /// Every `fsync_interval_ms`: a crash can lose that much acknowledged data.
+    Interval,
+    /// Left to the OS: a machine crash can lose acknowledged data; a broker
+    /// crash alone cannot (the data is in the page cache).
+    Never,
+}
+
+/// Settings of the embedded store.
+#[derive(Clone, Debug)]
+pub struct EmbeddedConfig {
+    /// fsync policy.
+    pub fsync: Fsync,
+    /// Period of `Fsync::Interval`.
+    pub fsync_interval: Duration,
+    /// A segment is sealed once it reaches this size.
+    pub segment_bytes: u64,
+    /// Retention: most events per topic.
+    pub max_events: u64,
+    /// Retention: most bytes per topic.
+    pub max_bytes: u64,
+    /// Retention: oldest event age, `None` for no age limit.
+    pub max_age_ms: Option<i64>,
+    /// How long idempotency keys are remembered.
+    pub dedup_window_ms: i64,
+}
+
+type Shared = Arc<Mutex<TopicLog>>;
+
+struct Inner {
+    root: PathBuf,
+    cfg: EmbeddedConfig,
+    topics: Mutex<HashMap<String, Shared>>,
+}
+
+/// The embedded, on-disk store.
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store under `data_dir` and starts its
+    /// maintenance thread (interval fsync, age retention).
+    pub fn open(data_dir: &Path, cfg: EmbeddedConfig) -> std::io::Result<Self> {
+        let root = data_dir.join("topics");
+        fs::create_dir_all(&root)?;
+        let inner = Arc::new(Inner {
+            root,
+            cfg,
+            topics: Mutex::new(HashMap::new()),
+        });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("sluice-store-maint".into())
+            .spawn(move || maintenance(weak))?;
+        Ok(EmbeddedStore { inner })
+    }
+}
+
+impl Inner {
+    /// The loaded log of `topic`, opening it from disk (or creating it when
+    /// `create`) if needed.
+    fn log(&self, topic: &str, create: bool) -> Result<Shared, StoreError> {
+        let mut topics = self.topics.lock().expect("poisoned");
+        if let Some(t) = topics.get(topic) {
+            return Ok(t.clone());
+        }
+        let dir = self.root.join(topic);
+        let log = if dir.join("meta.json").exists() {
+            let (log, report) = TopicLog::open(&dir, &self.cfg).map_err(unavailable)?;
+            if report.cut_bytes > 0 {
+                tracing::warn!(
+                    topic,
+                    segment = %report.segment.as_deref().unwrap_or(Path::new("?")).display(),
+                    cut_bytes = report.cut_bytes,
+                    "torn tail detected: cut the incomplete last record"
+                );
+            }
+            log
+        } else if create {
+            if dir.exists() {
+                // A directory without its meta.json: not a log we can trust
+                // for cursors. Keep it aside for inspection, start anew.
+                let aside = self
+                    .root
+                    .join(format!(".broken-{topic}-{}", std::process::id()));
+                tracing::error!(topic, aside = %aside.display(), "topic directory has no meta.json; moved aside");
+                fs::rename(&dir, &aside).map_err(unavailable)?;
+            }
+            TopicLog::create(&dir, &self.cfg).map_err(unavailable)?
+        } else {
+            return Err(StoreError::UnknownTopic);
+        };
+        let shared = Arc::new(Mutex::new(log));
+        topics.insert(topic.to_owned(), shared.clone());
+        Ok(shared)
+    }
+
+    /// Drops a log whose last operation failed, so the next use reopens it
+    /// from what is really on disk.
+    fn forget(&self, topic: &str) {
+        self.topics.lock().expect("poisoned").remove(topic);
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| unavailable(format!("store task failed: {e}")))?
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn open_topic(&self, topic: &str) -> Result<TopicBounds, StoreError> {
+        let (inner, topic) = (self.inner.clone(), topic.to_owned());
+        blocking(move || Ok(inner.log(&topic, true)?.lock().expect("poisoned").bounds())).await
+    }
+
+    async fn bounds(&self, topic: &str) -> Result<TopicBounds, StoreError> {
+        let (inner, topic) = (self.inner.clone(), topic.to_owned());
+        blocking(move || Ok(inner.log(&topic, false)?.lock().expect("poisoned").bounds())).await
+    }
+
+    async fn append(
+        &self,
+        topic: &str,
+        batch: Vec<NewEvent>,
+        time_ms: i64,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let (inner, topic) = (self.inner.clone(), topic.to_owned());
+        blocking(move || {
+            let log = inner.log(&topic, true)?;
+            let res = log
+                .lock()
+                .expect("poisoned")
+                .append(batch, time_ms, &inner.cfg);
+            res.map_err(|e| {
+                tracing::error!(topic, error = %e, "append failed");
+                inner.forget(&topic);
+                unavailable(e)
+            })
+        })
+        .await
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let (inner, topic) = (self.inner.clone(), topic.to_owned());
+        blocking(move || {
+            let plans = inner
+                .log(&topic, false)?
+                .lock()
+                .expect("poisoned")
+                .plan_read(after_seq, limit);
+            let mut out = Vec::with_capacity(limit.min(1024));
+            for p in plans {
+                out.extend(p.read().map_err(unavailable)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn topics(&self) -> Result<Vec<String>, StoreError> {
+        let root = self.inner.root.clone();
+        blocking(move || {
+            let mut names: Vec<String> = fs::read_dir(&root)
+                .map_err(unavailable)?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().join("meta.json").exists())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect();
+            names.sort();
+            Ok(names)
+        })
+        .await
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        let root = self.inner.root.clone();
+        blocking(move || {
+            // Writable directory = the store takes writes.
+            let probe = root.join(".ready-probe");
+            fs::write(&probe, b"ok")
+                .and_then(|()| fs::remove_file(&probe))
+                .map_err(|e| unavailable(format!("data directory not writable: {e}")))
+        })
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            sync_all(&inner);
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn sync_all(inner: &Inner) {
+    let logs: Vec<(String, Shared)> = inner
+        .topics
+        .lock()
+        .expect("poisoned")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (topic, log) in logs {
+        if let Err(e) = log.lock().expect("poisoned").sync() {
+            tracing::error!(topic, error = %e, "fsync failed");
+        }
+    }
+}
+
+/// Background duties: interval fsync and age-based retention. Ends when the
+/// store is dropped.
+fn maintenance(inner: Weak<Inner>) {
+    let tick = match inner.upgrade() {
+        Some(i) if i.cfg.fsync == Fsync::Interval => {
+            i.cfg.fsync_interval.min(Duration::from_secs(1))
+        }
+        _ => Duration::from_secs(1),
+    };
+    let mut since_retention = Duration::ZERO;
+    loop {
+        std::thread::sleep(tick);
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.cfg.fsync == Fsync::Interval {
+            sync_all(&inner);
+        }
+        since_retention += tick;
+        if since_retention >= Duration::from_secs(1) {
+            since_retention = Duration::ZERO;
+            let logs: Vec<Shared> = inner
+                .topics
+                .lock()
+                .expect("poisoned")
+                .values()
+                .cloned()
+                .collect();
+            for log in logs {
+                if let Err(e) = log.lock().expect("poisoned").enforce_retention(&inner.cfg) {
+                    tracing::error!(error = %e, "retention failed");
+                }
+            }
+        }
+    }
+}

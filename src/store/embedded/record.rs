@@ -1,0 +1,208 @@
+//! The on-disk record: one event with its dedup information, so the event
+//! and its dedup record are made durable by the same write.
+//!
+//! ```text
+//! u32 LE  body length
+//! u32 LE  CRC-32 (IEEE) of the body
+//! body:
+//!   u64 LE  seq
+//!   i64 LE  time (ms since the Unix epoch)
+//!   u8      flags: 1 = event type, 2 = idempotency key, 4 = producer
+//!   [u8 len, type bytes]                         when flag 1
+//!   [u8 len, key bytes, u128 LE fingerprint]     when flag 2
+//!   [u8 len, producer id bytes, u64 LE seq]      when flag 4
+//!   data (the rest of the body)
+//! ```
+
+use bytes::Bytes;
+use sluice_actors::event::{NewEvent, StoredEvent};
+
+/// Length of the length + CRC prefix.
+pub const HEADER_LEN: usize = 8;
+/// Offset of the time field from the start of a record.
+pub const TIME_OFFSET: usize = HEADER_LEN + 8;
+/// Bytes to read to learn a record's seq and time.
+pub const PREFIX_LEN: usize = HEADER_LEN + 16;
+
+const FLAG_TYPE: u8 = 1;
+const FLAG_KEY: u8 = 2;
+const FLAG_PRODUCER: u8 = 4;
+
+/// A record read back from disk.
+#[derive(Debug)]
+pub struct DecodedRecord {
+    /// The event.
+    pub event: StoredEvent,
+    /// Idempotency key and body fingerprint.
+    pub key: Option<(String, u128)>,
+    /// Producer id and sequence.
+    pub producer: Option<(String, u64)>,
+}
+
+/// Appends the record of `ev` stored at `seq`/`time_ms` to `buf`.
+pub fn encode(buf: &mut Vec<u8>, ev: &NewEvent, seq: u64, time_ms: i64) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER_LEN]);
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(&time_ms.to_le_bytes());
+    let mut flags = 0;
+    if ev.event_type.is_some() {
+        flags |= FLAG_TYPE;
+    }
+    if ev.idempotency_key.is_some() {
+        flags |= FLAG_KEY;
+    }
+    if ev.producer.is_some() {
+        flags |= FLAG_PRODUCER;
+    }
+    buf.push(flags);
+    // Lengths fit a byte: the HTTP layer caps types and producer ids at 64
+    // bytes and keys at 255.
+    if let Some(t) = &ev.event_type {
+        buf.push(t.len() as u8);
+        buf.extend_from_slice(t.as_bytes());
+    }
+    if let Some(k) = &ev.idempotency_key {
+        buf.push(k.len() as u8);
+        buf.extend_from_slice(k.as_bytes());
+        buf.extend_from_slice(&ev.fingerprint().to_le_bytes());
+    }
+    if let Some((p, s)) = &ev.producer {
+        buf.push(p.len() as u8);
+        buf.extend_from_slice(p.as_bytes());
+        buf.extend_from_slice(&s.to_le_bytes());
+    }
+    buf.extend_from_slice(&ev.data);
+    let body_len = (buf.len() - start - HEADER_LEN) as u32;
+    let crc = crc32fast::hash(&buf[start + HEADER_LEN..]);
+    buf[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// What [`next`] found at the start of a byte slice.
+#[derive(Debug)]
+pub enum Next {
+    /// A whole, intact record of `len` bytes (prefix included).
+    Record(DecodedRecord, usize),
+    /// Too few bytes for the record the prefix announces (or for a prefix).
+    Truncated,
+    /// The bytes are not a valid record.
+    Corrupt,
+}
+
+/// Decodes the record at the start of `buf`, `data` shared from `shared`
+/// when given (no copy), else copied.
+pub fn next(buf: &[u8], shared: Option<&Bytes>) -> Next {
+    if buf.len() < HEADER_LEN {
+        return Next::Truncated;
+    }
+    let len = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+    if buf.len() < HEADER_LEN + len {
+        return Next::Truncated;
+    }
+    let body = &buf[HEADER_LEN..HEADER_LEN + len];
+    if crc32fast::hash(body) != crc {
+        return Next::Corrupt;
+    }
+    match decode_body(body, buf, shared) {
+        Some(r) => Next::Record(r, HEADER_LEN + len),
+        None => Next::Corrupt,
+    }
+}
+
+fn decode_body(body: &[u8], whole: &[u8], shared: Option<&Bytes>) -> Option<DecodedRecord> {
+    let mut r = Reader { b: body, at: 0 };
+    let seq = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
+    let time_ms = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
+    let flags = r.take(1)?[0];
+    let event_type = if flags & FLAG_TYPE != 0 {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let key = if flags & FLAG_KEY != 0 {
+        let k = r.string()?;
+        Some((k, u128::from_le_bytes(r.take(16)?.try_into().ok()?)))
+    } else {
+        None
+    };
+    let producer = if flags & FLAG_PRODUCER != 0 {
+        let p = r.string()?;
+        Some((p, u64::from_le_bytes(r.take(8)?.try_into().ok()?)))
+    } else {
+        None
+    };
+    let data_start = HEADER_LEN + r.at;
+    let data_end = HEADER_LEN + body.len();
+    let data = match shared {
+        // `whole` is a sub-slice of `shared`: slice it instead of copying.
+        Some(s) => {
+            let base = whole.as_ptr() as usize - s.as_ptr() as usize;
+            s.slice(base + data_start..base + data_end)
+        }
+        None => Bytes::copy_from_slice(&whole[data_start..data_end]),
+    };
+    Some(DecodedRecord {
+        event: StoredEvent {
+            seq,
+            time_ms,
+            event_type,
+            data,
+        },
+        key,
+        producer,
+    })
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.at..self.at + n)?;
+        self.at += n;
+        Some(s)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let n = self.take(1)?[0] as usize;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_damage() {
+        let ev = NewEvent {
+            data: Bytes::from_static(b"hello"),
+            event_type: Some("t".into()),
+            idempotency_key: Some("k".into()),
+            producer: Some(("p".into(), 9)),
+        };
+        let mut buf = Vec::new();
+        encode(&mut buf, &ev, 3, 1234);
+        let shared = Bytes::from(buf.clone());
+        match next(&shared, Some(&shared)) {
+            Next::Record(r, n) => {
+                assert_eq!(n, buf.len());
+                assert_eq!(r.event.seq, 3);
+                assert_eq!(r.event.time_ms, 1234);
+                assert_eq!(&r.event.data[..], b"hello");
+                assert_eq!(r.event.event_type.as_deref(), Some("t"));
+                assert_eq!(r.key, Some(("k".into(), ev.fingerprint())));
+                assert_eq!(r.producer, Some(("p".into(), 9)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(next(&buf[..buf.len() - 1], None), Next::Truncated));
+        let mut bad = buf.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(matches!(next(&bad, None), Next::Corrupt));
+    }
+}

@@ -1,0 +1,376 @@
+//! The log of one topic: its segments, logical start (retention), dedup
+//! state and epoch. Every method is blocking and runs under the topic's lock.
+
+use std::{
+    collections::HashMap,
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use sluice_actors::{
+    cursor::{now_ms, Epoch},
+    dedup::{DedupIndex, Verdict},
+    event::{AppendOutcome, NewEvent, StoredEvent},
+    store::TopicBounds,
+};
+
+use super::{
+    record::{self, Next},
+    segment::{self, ReadPlan, Segment},
+    EmbeddedConfig, Fsync,
+};
+
+const META: &str = "meta.json";
+const PRODUCERS: &str = "producers.json";
+
+/// `meta.json`: what identifies the log.
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    epoch: Epoch,
+    created_ms: i64,
+}
+
+/// `producers.json`: producer high-water marks through `through_seq`,
+/// written when a segment is sealed so that marks outlive retention.
+#[derive(Serialize, Deserialize, Default)]
+struct ProducerSnapshot {
+    through_seq: u64,
+    marks: HashMap<String, u64>,
+}
+
+/// One topic's log.
+pub struct TopicLog {
+    dir: PathBuf,
+    epoch: Epoch,
+    segments: Vec<Segment>,
+    /// Oldest retained sequence (events below are logically gone).
+    first_seq: u64,
+    latest_seq: u64,
+    latest_time: i64,
+    dedup: DedupIndex,
+    /// Appended since the last fsync (for `fsync = "interval"`).
+    pub dirty: bool,
+}
+
+/// What opening a log had to repair, for the log line.
+pub struct OpenReport {
+    /// Bytes cut off a torn tail.
+    pub cut_bytes: u64,
+    /// The segment they were cut from.
+    pub segment: Option<PathBuf>,
+}
+
+impl TopicLog {
+    /// Creates a new, empty log with a fresh epoch at `dir`.
+    pub fn create(dir: &Path, cfg: &EmbeddedConfig) -> io::Result<TopicLog> {
+        let parent = dir.parent().expect("topic dir has a parent");
+        let tmp = parent.join(format!(
+            ".tmp-{}-{}",
+            dir.file_name().and_then(|n| n.to_str()).unwrap_or("topic"),
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp)?;
+        let meta = Meta {
+            epoch: Epoch::generate(),
+            created_ms: now_ms(),
+        };
+        write_durably(&tmp, META, &serde_json::to_vec(&meta)?)?;
+        Segment::create(&tmp, 1)?;
+        // The topic appears whole or not at all.
+        fs::rename(&tmp, dir)?;
+        segment::sync_dir(parent)?;
+        Ok(Self::open(dir, cfg)?.0)
+    }
+
+    /// Opens an existing log, cutting a torn tail and rebuilding dedup state.
+    pub fn open(dir: &Path, cfg: &EmbeddedConfig) -> io::Result<(TopicLog, OpenReport)> {
+        let meta: Meta = serde_json::from_slice(&fs::read(dir.join(META))?)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("meta.json: {e}")))?;
+        let mut bases: Vec<u64> = fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| segment::parse_name(e.file_name().to_str()?))
+            .collect();
+        bases.sort_unstable();
+        let mut report = OpenReport {
+            cut_bytes: 0,
+            segment: None,
+        };
+        let mut segments: Vec<Segment> = Vec::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let sealed = i + 1 < bases.len();
+            let (seg, repair) = Segment::open(dir.join(segment::file_name(base)), base, sealed)?;
+            if let Some(prev) = segments.last() {
+                if prev.end_seq() != base {
+                    // A hole between segments (a cut tail in a sealed one):
+                    // later segments cannot be trusted to continue the log.
+                    tracing::error!(dir = %dir.display(), base, "segment does not continue the log; ignoring it and later ones");
+                    break;
+                }
+            }
+            if repair.cut_bytes > 0 {
+                report.cut_bytes += repair.cut_bytes;
+                report.segment = Some(seg.path.clone());
+            }
+            segments.push(seg);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, 1)?);
+        }
+        let last = segments.last().expect("one segment at least");
+        let latest_seq = last.end_seq() - 1;
+        let latest_time = segments
+            .iter()
+            .rev()
+            .find(|s| s.count() > 0)
+            .map_or(0, |s| s.last_time);
+        let first_seq = segments[0].base;
+        let mut log = TopicLog {
+            dir: dir.to_owned(),
+            epoch: meta.epoch,
+            segments,
+            first_seq,
+            latest_seq,
+            latest_time,
+            dedup: DedupIndex::new(cfg.dedup_window_ms),
+            dirty: false,
+        };
+        log.rebuild_dedup(cfg)?;
+        log.enforce_retention(cfg)?;
+        Ok((log, report))
+    }
+
+    /// Rebuilds dedup state: producer marks from the snapshot plus every
+    /// record after it, idempotency keys from records inside the window.
+    fn rebuild_dedup(&mut self, cfg: &EmbeddedConfig) -> io::Result<()> {
+        let snap: ProducerSnapshot = fs::read(self.dir.join(PRODUCERS))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        self.dedup.restore_producers(snap.marks);
+        let cutoff = now_ms() - cfg.dedup_window_ms;
+        let from = self
+            .segments
+            .iter()
+            .position(|s| s.end_seq() > snap.through_seq + 1 || s.last_time >= cutoff)
+            .unwrap_or(self.segments.len());
+        for seg in &self.segments[from..] {
+            if seg.count() == 0 {
+                continue;
+            }
+            let plan = ReadPlan {
+                file: seg.file.clone(),
+                start: 0,
+                end: seg.len,
+            };
+            let mut buf = vec![0u8; (plan.end - plan.start) as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&*plan.file, &mut buf, 0)?;
+            let mut at = 0;
+            while let Next::Record(r, n) = record::next(&buf[at..], None) {
+                at += n;
+                let key = r
+                    .key
+                    .as_ref()
+                    .filter(|_| r.event.time_ms >= cutoff)
+                    .map(|(k, _)| k.as_str());
+                let fingerprint = r.key.as_ref().map_or(0, |(_, f)| *f);
+                self.dedup.record(
+                    key,
+                    r.producer.as_ref().map(|(p, s)| (p.as_str(), *s)),
+                    fingerprint,
+                    r.event.seq,
+                    r.event.time_ms,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The log's bounds.
+    pub fn bounds(&self) -> TopicBounds {
+        let first_time_ms = if self.first_seq <= self.latest_seq {
+            let (s, i) = self.locate(self.first_seq);
+            self.segments[s].time_at(i).unwrap_or(self.latest_time)
+        } else {
+            self.latest_time
+        };
+        TopicBounds {
+            epoch: self.epoch.clone(),
+            first_seq: self.first_seq,
+            first_time_ms,
+            latest_seq: self.latest_seq,
+            latest_time_ms: self.latest_time,
+        }
+    }
+
+    /// Segment index and record index of a retained sequence.
+    fn locate(&self, seq: u64) -> (usize, usize) {
+        let s = self.segments.partition_point(|seg| seg.base <= seq) - 1;
+        (s, (seq - self.segments[s].base) as usize)
+    }
+
+    /// Appends a batch: dedup check, one write, one fsync (per policy).
+    pub fn append(
+        &mut self,
+        batch: Vec<NewEvent>,
+        time_ms: i64,
+        cfg: &EmbeddedConfig,
+    ) -> io::Result<Vec<AppendOutcome>> {
+        let time_ms = time_ms.max(self.latest_time);
+        let now = now_ms();
+        let mut out = Vec::with_capacity(batch.len());
+        let mut buf = Vec::new();
+        let mut starts = Vec::new();
+        let mut seq = self.latest_seq;
+        for ev in batch {
+            match self.dedup.check(&ev, now, &self.epoch) {
+                Verdict::Answer(a) => out.push(a),
+                Verdict::New => {
+                    seq += 1;
+                    starts.push(buf.len() as u32);
+                    record::encode(&mut buf, &ev, seq, time_ms);
+                    // Recorded now so a repeat later in this batch is seen;
+                    // if the write fails the caller drops this log and
+                    // reopens it from disk.
+                    self.dedup.record(
+                        ev.idempotency_key.as_deref(),
+                        ev.producer.as_ref().map(|(p, s)| (p.as_str(), *s)),
+                        ev.fingerprint(),
+                        seq,
+                        time_ms,
+                    );
+                    out.push(AppendOutcome::Stored(StoredEvent {
+                        seq,
+                        time_ms,
+                        event_type: ev.event_type,
+                        data: ev.data,
+                    }));
+                }
+            }
+        }
+        if buf.is_empty() {
+            return Ok(out);
+        }
+        let seg = self.segments.last_mut().expect("active segment");
+        let (old_len, old_count) = (seg.len, seg.offsets.len());
+        let res = seg.append(&buf, &starts, time_ms).and_then(|()| {
+            if cfg.fsync == Fsync::Always {
+                seg.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = res {
+            let _ = seg.truncate_to(old_len, old_count);
+            return Err(e);
+        }
+        self.dirty = cfg.fsync != Fsync::Always;
+        self.latest_seq = seq;
+        self.latest_time = time_ms;
+        if seg.len >= cfg.segment_bytes {
+            self.roll()?;
+        }
+        self.enforce_retention(cfg)?;
+        Ok(out)
+    }
+
+    /// Seals the active segment and starts a new one.
+    fn roll(&mut self) -> io::Result<()> {
+        let active = self.segments.last().expect("active segment");
+        active.file.sync_data()?;
+        active.seal()?;
+        let snap = ProducerSnapshot {
+            through_seq: self.latest_seq,
+            marks: self.dedup.producers().clone(),
+        };
+        write_durably(&self.dir, PRODUCERS, &serde_json::to_vec(&snap)?)?;
+        let next = Segment::create(&self.dir, self.latest_seq + 1)?;
+        self.segments.push(next);
+        Ok(())
+    }
+
+    /// Moves the logical start past events beyond the count, byte and age
+    /// limits and deletes sealed segments that hold nothing retained.
+    pub fn enforce_retention(&mut self, cfg: &EmbeddedConfig) -> io::Result<()> {
+        let latest = self.latest_seq;
+        let mut first = self.first_seq;
+        if latest + 1 - first > cfg.max_events {
+            first = latest + 1 - cfg.max_events;
+        }
+        let total_end: u64 = self.segments.iter().map(|s| s.len).sum();
+        while first <= latest {
+            let (s, i) = self.locate(first);
+            let before: u64 = self.segments[..s].iter().map(|s| s.len).sum();
+            let retained = total_end - before - self.segments[s].offset_of(i);
+            if retained <= cfg.max_bytes {
+                break;
+            }
+            first += 1;
+        }
+        if let Some(max_age) = cfg.max_age_ms {
+            let cutoff = now_ms() - max_age;
+            while first <= latest {
+                let (s, i) = self.locate(first);
+                let seg = &self.segments[s];
+                if seg.last_time < cutoff {
+                    first = seg.end_seq();
+                } else if seg.time_at(i)? < cutoff {
+                    first += 1;
+                } else {
+                    break;
+                }
+            }
+        }
+        self.first_seq = first;
+        while self.segments.len() > 1 && self.segments[0].end_seq() <= first {
+            let gone = self.segments.remove(0);
+            gone.remove()?;
+        }
+        Ok(())
+    }
+
+    /// Plans a read of up to `limit` events after `after_seq`; the plan runs
+    /// without the lock.
+    pub fn plan_read(&self, after_seq: u64, limit: usize) -> Vec<ReadPlan> {
+        let mut seq = (after_seq + 1).max(self.first_seq);
+        let end = (seq + limit as u64).min(self.latest_seq + 1);
+        let mut plans = Vec::new();
+        while seq < end {
+            let (s, i) = self.locate(seq);
+            let seg = &self.segments[s];
+            let upto = end.min(seg.end_seq());
+            plans.push(ReadPlan {
+                file: seg.file.clone(),
+                start: seg.offset_of(i),
+                end: seg.offset_of((upto - seg.base) as usize),
+            });
+            seq = upto;
+        }
+        plans
+    }
+
+    /// fsyncs the active segment if anything was appended since the last one.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.segments
+                .last()
+                .expect("active segment")
+                .file
+                .sync_data()?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `name` in `dir` atomically and durably (temp file, fsync, rename,
+/// fsync of the directory).
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = fs::File::create(&tmp)?;
+    io::Write::write_all(&mut f, bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(name))?;
+    segment::sync_dir(dir)
+}

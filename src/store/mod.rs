@@ -1,0 +1,3 @@
+//! Store backends behind [`sluice_actors::store::Store`].
+
+pub mod embedded;
