@@ -87,6 +87,18 @@ impl EmbeddedStore {
             cfg,
             topics: Mutex::new(HashMap::new()),
         });
+        // Open every topic now: a torn tail is cut and logged at start, not
+        // at the first request that happens to touch the topic.
+        for entry in fs::read_dir(&inner.root)? {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            if name.starts_with('.') || !entry.path().join("meta.json").exists() {
+                continue;
+            }
+            if let Err(e) = inner.log(&name, false) {
+                tracing::error!(topic = name, error = %e, "cannot open topic log");
+            }
+        }
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("sluice-store-maint".into())
