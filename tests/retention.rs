@@ -176,7 +176,7 @@ async fn max_bytes_bounds_the_log() {
     bounded(90, async {
         let b = Broker::start(&[
             ("SLUICE__RETENTION__MAX_BYTES", "2000"),
-            ("SLUICE__EMBEDDED__SEGMENT_BYTES", "1024"),
+            ("SLUICE__EMBEDDED__SEGMENT_BYTES", "4096"),
         ])
         .await;
         let t = "bytes";
@@ -212,7 +212,7 @@ async fn many_segments_survive_restart_and_count_retention() {
     bounded(90, async {
         let dir = tempfile::tempdir().unwrap();
         let env = [
-            ("SLUICE__EMBEDDED__SEGMENT_BYTES", "512"),
+            ("SLUICE__EMBEDDED__SEGMENT_BYTES", "4096"),
             ("SLUICE__RETENTION__MAX_EVENTS", "60"),
         ];
         let t = "segs";
@@ -221,7 +221,7 @@ async fn many_segments_survive_restart_and_count_retention() {
             .map(|i| {
                 format!(
                     "{{\"data\":{{\"seq\":{i},\"pad\":\"{}\"}}}}\n",
-                    "z".repeat(40)
+                    "z".repeat(100)
                 )
             })
             .collect();
@@ -245,7 +245,7 @@ async fn many_segments_survive_restart_and_count_retention() {
                     .is_some_and(|x| x == "log")
             })
             .count();
-        assert!(segs > 1, "512-byte segments roll over: {segs} segment(s)");
+        assert!(segs > 1, "4096-byte segments roll over: {segs} segment(s)");
         assert!(b.stop().await.success());
         drop(b);
 

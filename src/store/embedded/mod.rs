@@ -91,7 +91,9 @@ impl EmbeddedStore {
         // at the first request that happens to touch the topic.
         for entry in fs::read_dir(&inner.root)? {
             let entry = entry?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
             if name.starts_with('.') || !entry.path().join("meta.json").exists() {
                 continue;
             }
