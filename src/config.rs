@@ -11,17 +11,79 @@ use crate::store::embedded::{EmbeddedConfig, Fsync};
 /// The defaults, also the documented reference.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
+/// Parses one of a fixed set of lowercase names, with an error that names the
+/// key and every accepted value (serde's own message names neither well).
+fn one_of<T: Copy>(key: &str, value: &str, choices: &[(&str, T)]) -> Result<T, ConfigError> {
+    choices
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+            ConfigError(format!("{key}: {value:?} is not one of {}", names.join(", ")))
+        })
+}
+
+/// A setting that is one of a few names.
+pub trait Choice: Sized + Copy + 'static {
+    /// Accepted names and their values.
+    const CHOICES: &'static [(&'static str, Self)];
+}
+
+impl Choice for StoreKind {
+    const CHOICES: &'static [(&'static str, Self)] = &[("embedded", StoreKind::Embedded)];
+}
+
+impl Choice for Fsync {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("always", Fsync::Always),
+        ("interval", Fsync::Interval),
+        ("never", Fsync::Never),
+    ];
+}
+
+impl Choice for LogFormat {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("text", LogFormat::Text), ("json", LogFormat::Json)];
+}
+
+/// A named choice as written in the configuration, checked on load.
+#[derive(Clone, Debug)]
+pub struct Named<T> {
+    raw: String,
+    value: Option<T>,
+}
+
+impl<'de, T> Deserialize<'de> for Named<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Named {
+            raw: String::deserialize(d)?,
+            value: None,
+        })
+    }
+}
+
+impl<T: Choice> Named<T> {
+    fn resolve(&mut self, key: &str) -> Result<(), ConfigError> {
+        self.value = Some(one_of(key, &self.raw, T::CHOICES)?);
+        Ok(())
+    }
+
+    /// The checked value.
+    pub fn get(&self) -> T {
+        self.value.expect("resolved when the settings were loaded")
+    }
+}
+
 /// Storage backend.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreKind {
     /// The on-disk log.
     Embedded,
 }
 
 /// Log output format.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -36,7 +98,7 @@ pub enum LogFormat {
 pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    pub store: StoreKind,
+    pub store: Named<StoreKind>,
     pub shutdown_grace_secs: u64,
     pub workers: usize,
     pub topic_arbiters: usize,
@@ -53,7 +115,7 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct EmbeddedSettings {
-    pub fsync: Fsync,
+    pub fsync: Named<Fsync>,
     pub fsync_interval_ms: u64,
     pub segment_bytes: u64,
 }
@@ -118,7 +180,7 @@ pub struct CorsSettings {
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct LogSettings {
-    pub format: LogFormat,
+    pub format: Named<LogFormat>,
     pub level: String,
 }
 
@@ -172,7 +234,10 @@ impl Settings {
         )
         .map_err(err)?;
         b = set(b, "log.format", o.log_format.clone()).map_err(err)?;
-        let s: Settings = b.build().map_err(err)?.try_deserialize().map_err(err)?;
+        let mut s: Settings = b.build().map_err(err)?.try_deserialize().map_err(err)?;
+        s.store.resolve("store")?;
+        s.embedded.fsync.resolve("embedded.fsync")?;
+        s.log.format.resolve("log.format")?;
         s.validate()?;
         Ok(s)
     }
@@ -214,7 +279,7 @@ impl Settings {
         if self.embedded.segment_bytes < 4096 || self.embedded.segment_bytes > (1 << 31) {
             return fail("embedded.segment_bytes", "from 4096 to 2147483648");
         }
-        if self.embedded.fsync == Fsync::Interval && self.embedded.fsync_interval_ms == 0 {
+        if self.embedded.fsync.get() == Fsync::Interval && self.embedded.fsync_interval_ms == 0 {
             return fail(
                 "embedded.fsync_interval_ms",
                 "at least 1 with fsync = \"interval\"",
@@ -235,7 +300,7 @@ impl Settings {
     /// Settings of the embedded store.
     pub fn embedded_config(&self) -> EmbeddedConfig {
         EmbeddedConfig {
-            fsync: self.embedded.fsync,
+            fsync: self.embedded.fsync.get(),
             fsync_interval: Duration::from_millis(self.embedded.fsync_interval_ms),
             segment_bytes: self.embedded.segment_bytes,
             max_events: self.retention.max_events,

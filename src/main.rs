@@ -32,7 +32,7 @@ fn init_logging(settings: &Settings) {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    match settings.log.format {
+    match settings.log.format.get() {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }

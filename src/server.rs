@@ -62,7 +62,7 @@ impl FromStaticLower for header::HeaderName {
 }
 
 fn open_store(settings: &Settings) -> io::Result<SharedStore> {
-    match settings.store {
+    match settings.store.get() {
         StoreKind::Embedded => Ok(Arc::new(EmbeddedStore::open(
             &settings.data_dir,
             settings.embedded_config(),

@@ -107,8 +107,14 @@ async fn json_body_is_stored_as_sent_and_empty_body_allowed() {
             .publish(t, "plain", &[("content-type", "text/plain; charset=utf-8")])
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
+        // The content type is not validated: any UTF-8 text is an event.
+        let r = b
+            .publish(t, "not json {", &[("content-type", "application/json")])
+            .await;
+        assert_eq!(r.status, 201, "JSON content type with non-JSON text: {}", r.text);
         let evs = b.all_events(t).await;
-        assert_eq!(evs.len(), 3);
+        assert_eq!(evs.len(), 4);
+        assert_eq!(data_of(&evs[3]), "not json {");
         assert_eq!(data_of(&evs[0]), body, "JSON stored as the raw text sent");
         assert_eq!(data_of(&evs[1]), "");
         assert_eq!(data_of(&evs[2]), "plain");
@@ -680,6 +686,8 @@ async fn sse_headers_retry_and_heartbeat() {
         let hb_start = tokio::time::Instant::now();
         while seen < 2 {
             match s.next_item(Duration::from_secs(5)).await {
+                // An empty liveness-probe comment (":") is allowed too.
+                Some(SseItem::Comment(c)) if c.trim().is_empty() => {}
                 Some(SseItem::Comment(c)) => {
                     assert_eq!(c.trim(), "keep-alive", "heartbeat comment text");
                     seen += 1;
@@ -984,12 +992,22 @@ async fn unresumable_cursors_are_416() {
         assert_eq!(gap.event.as_deref(), Some("gap"), "{gap:?}");
         let g: Value = serde_json::from_str(&gap.data).expect("gap data is JSON");
         assert_eq!(g["requested"].as_str(), Some(foreign.as_str()), "{g}");
-        assert!(g["resumed_after"].is_string(), "{g}");
+        let resumed_after = g["resumed_after"].as_str().expect("resumed_after").to_string();
+        assert_cursor(&resumed_after);
         assert!(g.get("lost").is_some(), "{g}");
+        // If the notice carries an id (EventSource remembers it), resuming
+        // from it must not hit the gap again.
+        if let Some(id) = gap.id.as_deref() {
+            assert_eq!(id, resumed_after, "gap notice id is where the stream resumed");
+        }
         let ids: Vec<String> = s.expect_events(5, T).await.iter().map(msg_id).collect();
         assert_eq!(ids, cs, "after the gap notice, the oldest retained onwards");
         let m = s.next_event(Duration::from_millis(500)).await;
         assert!(m.is_none(), "nothing more: {m:?}");
+        let mut s = b.sse(t, "", &[("last-event-id", &resumed_after)]).await;
+        s.assert_ok();
+        let ids: Vec<String> = s.expect_events(5, T).await.iter().map(msg_id).collect();
+        assert_eq!(ids, cs, "resuming from resumed_after replays the retained log");
     })
     .await;
 }
@@ -1312,6 +1330,217 @@ async fn unknown_path_404_and_wrong_method_405() {
             "{}",
             r.text
         );
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// More edges
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn batch_over_max_batch_bytes_is_413() {
+    bounded(60, async {
+        let b = Broker::start(&[("SLUICE__LIMITS__MAX_BATCH_BYTES", "1000")]).await;
+        let t = "batchbytes";
+        let body: String = (0..20)
+            .map(|i| format!("{{\"data\":\"{i:02}{}\"}}\n", "x".repeat(80)))
+            .collect();
+        assert!(body.len() > 1000);
+        let r = b.batch(t, &body).await;
+        r.assert_problem(413);
+        assert_eq!(b.count(t).await, 0, "nothing stored");
+        let small: String = (0..5).map(|i| format!("{{\"data\":\"{i}\"}}\n")).collect();
+        let r = b.batch(t, &small).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(b.count(t).await, 5);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_with_one_idempotency_key_store_once() {
+    bounded(60, async {
+        let b = Broker::start(&[]).await;
+        let t = "race";
+        for round in 0..5 {
+            let key = format!("race-{round}");
+            let futs = (0..12).map(|_| b.publish(t, "same body", &[("idempotency-key", key.as_str())]));
+            let rs = futures_util::future::join_all(futs).await;
+            let created: Vec<&Resp> = rs.iter().filter(|r| r.status == 201).collect();
+            assert_eq!(
+                created.len(),
+                1,
+                "exactly one 201 among concurrent duplicates: {:?}",
+                rs.iter().map(|r| r.status).collect::<Vec<_>>()
+            );
+            let c = created[0].cursor();
+            for r in &rs {
+                assert!(r.status == 201 || r.status == 200, "{} {}", r.status, r.text);
+                assert_eq!(r.cursor(), c, "every duplicate answers the original cursor");
+                if r.status == 200 {
+                    assert_eq!(r.header("idempotent-replayed").as_deref(), Some("true"));
+                }
+            }
+        }
+        assert_eq!(b.count(t).await, 5, "one event per key");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idempotency_key_is_forgotten_after_the_window() {
+    bounded(60, async {
+        let b = Broker::start(&[("SLUICE__LIMITS__DEDUP_WINDOW_SECS", "1")]).await;
+        let t = "window";
+        let r = b.publish(t, "A", &[("idempotency-key", "w")]).await;
+        assert_eq!(r.status, 201);
+        let first = r.cursor();
+        let r = b.publish(t, "A", &[("idempotency-key", "w")]).await;
+        assert_eq!(r.status, 200, "within the window: {}", r.text);
+        let bb = &b;
+        let second = wait_for(Duration::from_secs(20), "the key to expire", || async move {
+            let r = bb.publish(t, "A", &[("idempotency-key", "w")]).await;
+            assert!(r.status == 200 || r.status == 201, "{} {}", r.status, r.text);
+            (r.status == 201).then(|| r.cursor())
+        })
+        .await;
+        assert_ne!(second, first);
+        assert_eq!(b.count(t).await, 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn large_and_unicode_events_round_trip() {
+    bounded(60, async {
+        let b = Broker::start(&[]).await;
+        let t = "big";
+        let unit = "é世界🦀 αβγ\n";
+        let mut big = String::new();
+        while big.len() + unit.len() <= 1024 * 1024 {
+            big.push_str(unit);
+        }
+        while big.len() < 1024 * 1024 {
+            big.push('x');
+        }
+        assert_eq!(big.len(), 1024 * 1024);
+        let r = b.publish(t, &big, &[]).await;
+        assert_eq!(r.status, 201, "exactly 1 MiB is allowed by default: {}", &r.text[..r.text.len().min(300)]);
+        let r = b.publish(t, &format!("{big}y"), &[]).await;
+        r.assert_problem(413);
+        b.publish_ok(t, "🦀").await;
+
+        let mut s = b.sse(t, "from=earliest", &[]).await;
+        s.assert_ok();
+        let ms = s.expect_events(2, T).await;
+        assert!(ms[0].data.len() == big.len() && *ms[0].data == *big, "1 MiB event intact over SSE");
+        assert_eq!(&*ms[1].data, "🦀");
+        let evs = b.all_events(t).await;
+        assert_eq!(data_of(&evs[0]), big, "intact in history");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn event_stream_is_not_compressed() {
+    bounded(60, async {
+        let b = Broker::start(&[]).await;
+        let t = "gz";
+        let mut s = b
+            .sse(t, "", &[("accept-encoding", "gzip, deflate, br")])
+            .await;
+        s.assert_ok();
+        let ce = s.header("content-encoding");
+        assert!(
+            ce.is_none() || ce.as_deref() == Some("identity"),
+            "an event stream must not be compressed (buffering delays events): {ce:?}"
+        );
+        // The stream is started: its retry frame is here.
+        assert!(matches!(s.next_item(T).await, Some(SseItem::Retry(_))));
+        let c = b.publish_ok(t, "live").await;
+        let m = s.expect_event(Duration::from_secs(3)).await;
+        assert_eq!(msg_id(&m), c, "delivered at once despite Accept-Encoding");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn closed_streams_do_not_leak() {
+    bounded(60, async {
+        let b = Broker::start(&[HB]).await;
+        let t = "leak";
+        b.publish_numbered(t, 0..50).await;
+        for i in 0..20 {
+            let mut s = b.sse(t, "from=earliest", &[]).await;
+            s.assert_ok();
+            // Some read a little, some nothing at all.
+            for _ in 0..(i % 4) {
+                s.expect_event(T).await;
+            }
+            drop(s);
+        }
+        let bb = &b;
+        wait_until(T, "active_connections back to 0", || async move {
+            bb.get("/healthz?probe=stream").await.json["active_connections"] == 0
+        })
+        .await;
+        wait_until(T, "subscribers back to 0", || async move {
+            bb.get(&format!("/v1/topics/{t}")).await.json["subscribers"] == 0
+        })
+        .await;
+        let r = b.get("/v1/connections").await;
+        assert_eq!(r.json["connections"].as_array().map(Vec::len), Some(0), "{}", r.text);
+        let r = b.get("/healthz?probe=stream").await;
+        assert_eq!(r.json["disconnects_1m"], 20, "{}", r.text);
+    })
+    .await;
+}
+
+/// HTTP/2 with prior knowledge (h2c), checked with curl when it is installed.
+#[tokio::test]
+async fn http2_prior_knowledge_with_curl() {
+    let curl_ok = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("nghttp2"))
+        .unwrap_or(false);
+    if !curl_ok {
+        println!("curl with HTTP/2 not found: h2c not checked");
+        return;
+    }
+    bounded(60, async {
+        let b = Broker::start(&[]).await;
+        let t = "h2";
+        let curl = |args: Vec<String>| async move {
+            let out = tokio::process::Command::new("curl")
+                .args(["-sS", "-i", "--http2-prior-knowledge", "--max-time", "3"])
+                .args(args)
+                .kill_on_drop(true)
+                .output()
+                .await
+                .expect("run curl");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let out = curl(vec![
+            "-X".into(),
+            "POST".into(),
+            "--data-binary".into(),
+            "over h2".into(),
+            b.url(&format!("/v1/topics/{t}/events")),
+        ])
+        .await;
+        assert!(out.starts_with("HTTP/2 201"), "h2c publish: {out}");
+        let out = curl(vec![
+            "-N".into(),
+            "-H".into(),
+            "accept: text/event-stream".into(),
+            b.url(&format!("/v1/topics/{t}/events?from=earliest")),
+        ])
+        .await;
+        assert!(out.starts_with("HTTP/2 200"), "h2c stream: {out}");
+        assert!(out.contains("retry: 1000"), "{out}");
+        assert!(out.contains("data: over h2"), "event over h2c: {out}");
     })
     .await;
 }

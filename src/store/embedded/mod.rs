@@ -28,8 +28,7 @@ use sluice_actors::{
 use topic_log::TopicLog;
 
 /// When appended events reach the disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fsync {
     /// Before the publish is acknowledged (group commit per batch).
     Always,
