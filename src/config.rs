@@ -20,7 +20,10 @@ fn one_of<T: Copy>(key: &str, value: &str, choices: &[(&str, T)]) -> Result<T, C
         .map(|(_, v)| *v)
         .ok_or_else(|| {
             let names: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
-            ConfigError(format!("{key}: {value:?} is not one of {}", names.join(", ")))
+            ConfigError(format!(
+                "{key}: {value:?} is not one of {}",
+                names.join(", ")
+            ))
         })
 }
 

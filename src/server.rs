@@ -4,6 +4,7 @@ use std::{future::Future, io, net::TcpListener, sync::Arc, time::Duration};
 
 use actix_cors::Cors;
 use actix_web::{http::header, web, App, HttpServer};
+use actix_web_lab::middleware::{map_response, CatchPanic};
 use sluice_actors::{
     broker::{Broker, CloseAllSessions},
     session::SessionConfig,
@@ -118,6 +119,8 @@ pub async fn run(
         App::new()
             .app_data(state.clone())
             .wrap(cors(&origins))
+            .wrap(CatchPanic::default())
+            .wrap(map_response(http::problem::ensure_problem_json))
             .configure(http::configure)
     })
     .disable_signals()

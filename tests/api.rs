@@ -111,7 +111,11 @@ async fn json_body_is_stored_as_sent_and_empty_body_allowed() {
         let r = b
             .publish(t, "not json {", &[("content-type", "application/json")])
             .await;
-        assert_eq!(r.status, 201, "JSON content type with non-JSON text: {}", r.text);
+        assert_eq!(
+            r.status, 201,
+            "JSON content type with non-JSON text: {}",
+            r.text
+        );
         let evs = b.all_events(t).await;
         assert_eq!(evs.len(), 4);
         assert_eq!(data_of(&evs[3]), "not json {");
@@ -992,13 +996,19 @@ async fn unresumable_cursors_are_416() {
         assert_eq!(gap.event.as_deref(), Some("gap"), "{gap:?}");
         let g: Value = serde_json::from_str(&gap.data).expect("gap data is JSON");
         assert_eq!(g["requested"].as_str(), Some(foreign.as_str()), "{g}");
-        let resumed_after = g["resumed_after"].as_str().expect("resumed_after").to_string();
+        let resumed_after = g["resumed_after"]
+            .as_str()
+            .expect("resumed_after")
+            .to_string();
         assert_cursor(&resumed_after);
         assert!(g.get("lost").is_some(), "{g}");
         // If the notice carries an id (EventSource remembers it), resuming
         // from it must not hit the gap again.
         if let Some(id) = gap.id.as_deref() {
-            assert_eq!(id, resumed_after, "gap notice id is where the stream resumed");
+            assert_eq!(
+                id, resumed_after,
+                "gap notice id is where the stream resumed"
+            );
         }
         let ids: Vec<String> = s.expect_events(5, T).await.iter().map(msg_id).collect();
         assert_eq!(ids, cs, "after the gap notice, the oldest retained onwards");
@@ -1007,7 +1017,10 @@ async fn unresumable_cursors_are_416() {
         let mut s = b.sse(t, "", &[("last-event-id", &resumed_after)]).await;
         s.assert_ok();
         let ids: Vec<String> = s.expect_events(5, T).await.iter().map(msg_id).collect();
-        assert_eq!(ids, cs, "resuming from resumed_after replays the retained log");
+        assert_eq!(
+            ids, cs,
+            "resuming from resumed_after replays the retained log"
+        );
     })
     .await;
 }
@@ -1365,7 +1378,8 @@ async fn concurrent_publishes_with_one_idempotency_key_store_once() {
         let t = "race";
         for round in 0..5 {
             let key = format!("race-{round}");
-            let futs = (0..12).map(|_| b.publish(t, "same body", &[("idempotency-key", key.as_str())]));
+            let hdr = [("idempotency-key", key.as_str())];
+            let futs = (0..12).map(|_| b.publish(t, "same body", &hdr));
             let rs = futures_util::future::join_all(futs).await;
             let created: Vec<&Resp> = rs.iter().filter(|r| r.status == 201).collect();
             assert_eq!(
@@ -1376,7 +1390,12 @@ async fn concurrent_publishes_with_one_idempotency_key_store_once() {
             );
             let c = created[0].cursor();
             for r in &rs {
-                assert!(r.status == 201 || r.status == 200, "{} {}", r.status, r.text);
+                assert!(
+                    r.status == 201 || r.status == 200,
+                    "{} {}",
+                    r.status,
+                    r.text
+                );
                 assert_eq!(r.cursor(), c, "every duplicate answers the original cursor");
                 if r.status == 200 {
                     assert_eq!(r.header("idempotent-replayed").as_deref(), Some("true"));
@@ -1399,11 +1418,20 @@ async fn idempotency_key_is_forgotten_after_the_window() {
         let r = b.publish(t, "A", &[("idempotency-key", "w")]).await;
         assert_eq!(r.status, 200, "within the window: {}", r.text);
         let bb = &b;
-        let second = wait_for(Duration::from_secs(20), "the key to expire", || async move {
-            let r = bb.publish(t, "A", &[("idempotency-key", "w")]).await;
-            assert!(r.status == 200 || r.status == 201, "{} {}", r.status, r.text);
-            (r.status == 201).then(|| r.cursor())
-        })
+        let second = wait_for(
+            Duration::from_secs(20),
+            "the key to expire",
+            || async move {
+                let r = bb.publish(t, "A", &[("idempotency-key", "w")]).await;
+                assert!(
+                    r.status == 200 || r.status == 201,
+                    "{} {}",
+                    r.status,
+                    r.text
+                );
+                (r.status == 201).then(|| r.cursor())
+            },
+        )
         .await;
         assert_ne!(second, first);
         assert_eq!(b.count(t).await, 2);
@@ -1426,7 +1454,12 @@ async fn large_and_unicode_events_round_trip() {
         }
         assert_eq!(big.len(), 1024 * 1024);
         let r = b.publish(t, &big, &[]).await;
-        assert_eq!(r.status, 201, "exactly 1 MiB is allowed by default: {}", &r.text[..r.text.len().min(300)]);
+        assert_eq!(
+            r.status,
+            201,
+            "exactly 1 MiB is allowed by default: {}",
+            &r.text[..r.text.len().min(300)]
+        );
         let r = b.publish(t, &format!("{big}y"), &[]).await;
         r.assert_problem(413);
         b.publish_ok(t, "🦀").await;
@@ -1434,7 +1467,10 @@ async fn large_and_unicode_events_round_trip() {
         let mut s = b.sse(t, "from=earliest", &[]).await;
         s.assert_ok();
         let ms = s.expect_events(2, T).await;
-        assert!(ms[0].data.len() == big.len() && *ms[0].data == *big, "1 MiB event intact over SSE");
+        assert!(
+            ms[0].data.len() == big.len() && *ms[0].data == *big,
+            "1 MiB event intact over SSE"
+        );
         assert_eq!(&*ms[1].data, "🦀");
         let evs = b.all_events(t).await;
         assert_eq!(data_of(&evs[0]), big, "intact in history");
@@ -1490,7 +1526,12 @@ async fn closed_streams_do_not_leak() {
         })
         .await;
         let r = b.get("/v1/connections").await;
-        assert_eq!(r.json["connections"].as_array().map(Vec::len), Some(0), "{}", r.text);
+        assert_eq!(
+            r.json["connections"].as_array().map(Vec::len),
+            Some(0),
+            "{}",
+            r.text
+        );
         let r = b.get("/healthz?probe=stream").await;
         assert_eq!(r.json["disconnects_1m"], 20, "{}", r.text);
     })

@@ -27,7 +27,7 @@ async fn reconnect(b: &Broker, topic: &str, via: Via, cursor: &str) -> SseStream
 
 async fn exact_resume(via: Via) {
     const N: u64 = 300;
-    let b = Broker::start(&[]).await;
+    let b = Broker::start(&[("SLUICE__STREAM__HEARTBEAT_SECS", "1")]).await;
     let t = format!("resume-{via:?}").to_lowercase();
     let t = t.as_str();
 
@@ -92,6 +92,17 @@ async fn exact_resume(via: Via) {
     );
     let ids: Vec<String> = got.into_iter().map(|g| g.1).collect();
     assert_eq!(ids, cursors, "SSE ids are the publish cursors");
+
+    // Every stream dropped mid-flight is gone from the broker.
+    let bb = &b;
+    wait_until(T, "active_connections back to 0", || async move {
+        bb.get("/healthz?probe=stream").await.json["active_connections"] == 0
+    })
+    .await;
+    wait_until(T, "topic subscribers back to 0", || async move {
+        bb.get(&format!("/v1/topics/{t}")).await.json["subscribers"] == 0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,6 +252,100 @@ async fn slow_subscriber_loses_nothing() {
         let c = b.publish_ok(t, "{\"seq\":4000}").await;
         assert_eq!(msg_id(&s.expect_event(T).await), c);
         assert_eq!(msg_id(&fast.expect_event(T).await), c);
+    })
+    .await;
+}
+
+/// A subscriber that takes nothing for longer than stall_timeout_secs is
+/// disconnected (the others keep going at full speed), and resuming with its
+/// last id loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_subscriber_is_evicted_and_resumes_without_loss() {
+    bounded(180, async {
+        let b = Broker::start(&[
+            ("SLUICE__STREAM__STALL_TIMEOUT_SECS", "2"),
+            ("SLUICE__STREAM__HEARTBEAT_SECS", "1"),
+        ])
+        .await;
+        let t = "stall";
+        let mut slow = b.sse(t, "from=earliest", &[]).await;
+        slow.assert_ok();
+        let mut fast = b.sse(t, "from=earliest", &[]).await;
+        fast.assert_ok();
+        const BATCH: u64 = 500;
+        const N: u64 = 48 * BATCH; // about 24 MB
+        let pad = "p".repeat(1000);
+
+        let publisher = async {
+            for chunk in 0..N / BATCH {
+                let body: String = (chunk * BATCH..(chunk + 1) * BATCH)
+                    .map(|i| {
+                        format!("{{\"data\":\"{{\\\"seq\\\":{i},\\\"pad\\\":\\\"{pad}\\\"}}\"}}\n")
+                    })
+                    .collect();
+                let r = b.batch(t, &body).await;
+                assert_eq!(r.status, 200, "{}", r.text);
+            }
+        };
+        let fast_reader = async {
+            let mut next = 0u64;
+            while next < N {
+                let m = fast
+                    .next_event(Duration::from_secs(30))
+                    .await
+                    .unwrap_or_else(|| panic!("fast subscriber stalled at {next}"));
+                assert_eq!(seq_of(&m.data), next, "fast subscriber order");
+                next += 1;
+            }
+        };
+        tokio::join!(publisher, fast_reader);
+
+        // The slow one is disconnected by the broker: only the fast one is left.
+        let bb = &b;
+        wait_until(
+            Duration::from_secs(30),
+            "the stalled stream to be evicted",
+            || async move {
+                bb.get("/v1/connections").await.json["connections"]
+                    .as_array()
+                    .is_some_and(|rows| rows.len() == 1 && rows[0]["events_sent"] == N)
+            },
+        )
+        .await;
+
+        // The slow client now reads what reached it, sees the end, resumes.
+        let mut next = 0u64;
+        let mut last: Option<String> = None;
+        let mut ended = 0;
+        loop {
+            match slow.next_item(Duration::from_secs(30)).await {
+                Some(SseItem::Message(m)) => {
+                    assert_eq!(
+                        seq_of(&m.data),
+                        next,
+                        "slow subscriber: no gap, no duplicate"
+                    );
+                    next += 1;
+                    last = Some(msg_id(&m));
+                    if next == N {
+                        break;
+                    }
+                }
+                Some(SseItem::Comment(_)) | Some(SseItem::Retry(_)) => {}
+                Some(SseItem::Eof) | Some(SseItem::Error(_)) => {
+                    ended += 1;
+                    assert!(ended < 20, "too many reconnects");
+                    slow = match &last {
+                        Some(c) => b.sse(t, "", &[("last-event-id", c)]).await,
+                        None => b.sse(t, "from=earliest", &[]).await,
+                    };
+                    slow.assert_ok();
+                }
+                None => panic!("slow subscriber got nothing for 30 s at {next}"),
+            }
+        }
+        assert!(ended >= 1, "the stalled stream was ended by the broker");
+        assert_eq!(next, N);
     })
     .await;
 }

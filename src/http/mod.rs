@@ -6,9 +6,11 @@
 //! - `ops`: health, readiness, connections.
 //! - `error`: [`error::ApiError`], the problem+json responses.
 //! - `validate`: names and header values.
+//! - `problem`: the middleware that makes every error problem+json.
 
 pub mod error;
 mod ops;
+pub mod problem;
 mod publish;
 mod subscribe;
 mod topics;

@@ -305,3 +305,6 @@ fn maintenance(inner: Weak<Inner>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

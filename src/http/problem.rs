@@ -1,0 +1,57 @@
+//! Makes every error response problem+json, including the ones produced
+//! outside our handlers (actix-web's own extractor and payload errors, CORS
+//! rejections, a caught panic's empty 500).
+
+use actix_web::{
+    body::{self, BoxBody, MessageBody},
+    dev::ServiceResponse,
+    http::header,
+    HttpResponse,
+};
+use serde_json::json;
+
+/// Longest original error text carried over as `detail`.
+const MAX_DETAIL: usize = 512;
+
+/// Rewrites a non-problem error response into problem+json; passes every
+/// other response through untouched (streams included).
+pub async fn ensure_problem_json(
+    res: ServiceResponse<impl MessageBody + 'static>,
+) -> actix_web::Result<ServiceResponse<BoxBody>> {
+    let status = res.status();
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    if status.as_u16() < 400 || is_problem {
+        return Ok(res.map_into_boxed_body());
+    }
+    let (req, res) = res.into_parts();
+    let headers = res.headers().clone();
+    let text = body::to_bytes_limited(res.into_body(), MAX_DETAIL * 4)
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    // Server errors keep their internals to themselves.
+    let detail = if status.is_server_error() || text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text.chars().take(MAX_DETAIL).collect()
+    };
+    let mut out = HttpResponse::build(status);
+    for (name, value) in headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.append_header((name.clone(), value.clone()));
+        }
+    }
+    let problem = out.content_type("application/problem+json").json(json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    }));
+    Ok(ServiceResponse::new(req, problem))
+}

@@ -1,0 +1,210 @@
+//! Store-level tests of the embedded log: segments, reopen, retention,
+//! dedup across restarts, torn tails.
+
+use std::{fs::OpenOptions, io::Write, path::Path, sync::Arc, time::Duration};
+
+use sluice_actors::{
+    cursor::now_ms,
+    event::{AppendOutcome, NewEvent},
+    store::Store,
+};
+
+use super::{EmbeddedConfig, EmbeddedStore, Fsync};
+
+fn cfg() -> EmbeddedConfig {
+    EmbeddedConfig {
+        fsync: Fsync::Always,
+        fsync_interval: Duration::from_secs(1),
+        segment_bytes: 4096,
+        max_events: 1_000_000,
+        max_bytes: 1 << 30,
+        max_age_ms: None,
+        dedup_window_ms: 300_000,
+    }
+}
+
+async fn append_n(store: &EmbeddedStore, topic: &str, from: usize, n: usize) {
+    let batch = (from..from + n)
+        .map(|i| NewEvent::data(format!("event-{i:05}-{}", "x".repeat(40))))
+        .collect();
+    let out = store.append(topic, batch, now_ms()).await.unwrap();
+    assert!(out.iter().all(|o| matches!(o, AppendOutcome::Stored(_))));
+}
+
+async fn all(store: &EmbeddedStore, topic: &str) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.read(topic, after, 37).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        out.extend(page.iter().map(|e| (e.seq, e.data_str().into_owned())));
+    }
+    out
+}
+
+fn segments(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("topics/t"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count()
+}
+
+#[actix_rt::test]
+async fn rolls_segments_and_reads_across_them_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), cfg()).unwrap();
+    let epoch = store.open_topic("t").await.unwrap().epoch;
+    for i in 0..20 {
+        append_n(&store, "t", i * 25, 25).await;
+    }
+    assert!(segments(dir.path()) > 3, "small segments roll");
+    let before = all(&store, "t").await;
+    assert_eq!(before.len(), 500);
+    drop(store);
+    let store = EmbeddedStore::open(dir.path(), cfg()).unwrap();
+    let b = store.bounds("t").await.unwrap();
+    assert_eq!((b.first_seq, b.latest_seq, b.epoch), (1, 500, epoch));
+    assert_eq!(all(&store, "t").await, before);
+    // A read from the middle lands on the right event without a scan.
+    let page = store.read("t", 321, 2).await.unwrap();
+    assert_eq!(page[0].seq, 322);
+    assert!(page[0].data_str().starts_with("event-00321"));
+}
+
+#[actix_rt::test]
+async fn retention_by_count_and_bytes_deletes_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(
+        dir.path(),
+        EmbeddedConfig {
+            max_events: 100,
+            ..cfg()
+        },
+    )
+    .unwrap();
+    store.open_topic("t").await.unwrap();
+    for i in 0..20 {
+        append_n(&store, "t", i * 25, 25).await;
+    }
+    let b = store.bounds("t").await.unwrap();
+    assert_eq!((b.first_seq, b.latest_seq), (401, 500));
+    let events = all(&store, "t").await;
+    assert_eq!(events.first().unwrap().0, 401);
+    assert_eq!(events.len(), 100);
+    assert!(
+        segments(dir.path()) <= 3,
+        "segments wholly past retention are deleted"
+    );
+    drop(store);
+
+    let store = EmbeddedStore::open(
+        dir.path(),
+        EmbeddedConfig {
+            max_bytes: 1000,
+            ..cfg()
+        },
+    )
+    .unwrap();
+    let b = store.bounds("t").await.unwrap();
+    assert!(b.retained() > 0 && b.retained() < 100, "{b:?}");
+}
+
+#[actix_rt::test]
+async fn dedup_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyed = |body: &str| NewEvent {
+        idempotency_key: Some("k1".into()),
+        ..NewEvent::data(body.to_owned())
+    };
+    let seq_ev = |s| NewEvent {
+        producer: Some(("p".into(), s)),
+        ..NewEvent::data("x")
+    };
+    {
+        let store = EmbeddedStore::open(dir.path(), cfg()).unwrap();
+        store.open_topic("t").await.unwrap();
+        store
+            .append("t", vec![keyed("a"), seq_ev(7)], now_ms())
+            .await
+            .unwrap();
+        // Enough to seal segments, so the producer snapshot is exercised.
+        for i in 0..10 {
+            append_n(&store, "t", i * 25, 25).await;
+        }
+    }
+    let store = EmbeddedStore::open(dir.path(), cfg()).unwrap();
+    let out = store
+        .append(
+            "t",
+            vec![keyed("a"), keyed("b"), seq_ev(7), seq_ev(9), seq_ev(8)],
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&out[0], AppendOutcome::Duplicate(Some(c)) if c.seq == 1));
+    assert_eq!(out[1], AppendOutcome::KeyConflict);
+    assert!(matches!(&out[2], AppendOutcome::Duplicate(Some(c)) if c.seq == 2));
+    assert_eq!(out[3], AppendOutcome::SequenceGap { expected: 8 });
+    assert!(matches!(&out[4], AppendOutcome::Stored(_)));
+}
+
+#[actix_rt::test]
+async fn torn_tail_is_cut_and_the_log_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStore::open(dir.path(), cfg()).unwrap();
+        store.open_topic("t").await.unwrap();
+        append_n(&store, "t", 0, 10).await;
+    }
+    let seg = dir.path().join("topics/t/00000000000000000001.log");
+    let good_len = std::fs::metadata(&seg).unwrap().len();
+    // A record header that promises 1000 bytes, followed by 10.
+    let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&1000u32.to_le_bytes()).unwrap();
+    f.write_all(&[7u8; 14]).unwrap();
+    drop(f);
+    let store = Arc::new(EmbeddedStore::open(dir.path(), cfg()).unwrap());
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), good_len);
+    assert_eq!(all(&store, "t").await.len(), 10);
+    append_n(&store, "t", 10, 1).await;
+    let events = all(&store, "t").await;
+    assert_eq!(events.len(), 11);
+    assert_eq!(events[10].0, 11);
+}
+
+#[actix_rt::test]
+async fn age_retention_expires_everything_but_keeps_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(
+        dir.path(),
+        EmbeddedConfig {
+            max_age_ms: Some(1),
+            ..cfg()
+        },
+    )
+    .unwrap();
+    store.open_topic("t").await.unwrap();
+    append_n(&store, "t", 0, 5).await;
+    std::thread::sleep(Duration::from_millis(5));
+    drop(store);
+    let store = EmbeddedStore::open(
+        dir.path(),
+        EmbeddedConfig {
+            max_age_ms: Some(1),
+            ..cfg()
+        },
+    )
+    .unwrap();
+    let b = store.bounds("t").await.unwrap();
+    assert_eq!((b.first_seq, b.latest_seq, b.retained()), (6, 5, 0));
+    assert!(all(&store, "t").await.is_empty());
+    append_n(&store, "t", 5, 1).await;
+    assert_eq!(store.bounds("t").await.unwrap().latest_seq, 6);
+}
