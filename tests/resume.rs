@@ -222,7 +222,7 @@ async fn slow_subscriber_loses_nothing() {
         let t = "slow";
         let mut s = b.sse(t, "from=earliest", &[]).await;
         s.assert_ok();
-        let fast = b.sse(t, "from=earliest", &[]).await;
+        let mut fast = b.sse(t, "from=earliest", &[]).await;
         fast.assert_ok();
         let pad = "p".repeat(1000);
         const N: u64 = 4000;
@@ -235,7 +235,6 @@ async fn slow_subscriber_loses_nothing() {
             let r = b.batch(t, &body).await;
             assert_eq!(r.status, 200, "{}", r.text);
         }
-        let mut fast = fast;
         let mut next = 0u64;
         for stream in [&mut fast, &mut s] {
             next = 0;

@@ -63,7 +63,7 @@ impl TopicBounds {
     /// The sequence a resume from `c` continues after, or the gap that
     /// prevents it: `c` is of another epoch, ahead of the latest event, or
     /// older than the oldest retained one.
-    pub fn resume_point(&self, c: &Cursor) -> Result<u64, Gap> {
+    pub fn resume_point(&self, c: &Cursor) -> Result<u64, Box<Gap>> {
         let lost = if c.epoch != self.epoch || c.seq > self.latest_seq {
             None
         } else if c.seq + 1 < self.first_seq {
@@ -71,12 +71,12 @@ impl TopicBounds {
         } else {
             return Ok(c.seq);
         };
-        Err(Gap {
+        Err(Box::new(Gap {
             requested: c.clone(),
             next_cursor: self.boundary_cursor(),
             latest_cursor: self.latest_cursor(),
             lost,
-        })
+        }))
     }
 
     /// The cursor of the latest event (the boundary cursor of an empty log).

@@ -91,7 +91,7 @@ pub enum Start {
 #[derive(Debug, Clone)]
 pub enum SubscribeError {
     /// The cursor cannot be resumed.
-    Gap(Gap),
+    Gap(Box<Gap>),
     /// The store could not tell the topic's bounds.
     Store(StoreError),
 }
@@ -445,7 +445,7 @@ impl TopicActor {
         }
     }
 
-    fn check_start(&self, start: &Start, resume_on_gap: bool) -> Result<Subscribed, Gap> {
+    fn check_start(&self, start: &Start, resume_on_gap: bool) -> Result<Subscribed, Box<Gap>> {
         let b = self
             .bounds
             .as_ref()
@@ -460,7 +460,7 @@ impl TopicActor {
             Start::Latest => Ok(ok(b.latest_seq, None)),
             Start::After(c) => match b.resume_point(c) {
                 Ok(after) => Ok(ok(after, None)),
-                Err(gap) if resume_on_gap => Ok(ok(b.first_seq - 1, Some(gap))),
+                Err(gap) if resume_on_gap => Ok(ok(b.first_seq - 1, Some(*gap))),
                 Err(gap) => Err(gap),
             },
         }

@@ -94,7 +94,7 @@ fn resume_on_gap(q: &EventsQuery) -> Result<bool, ApiError> {
     }
 }
 
-fn gap_error(gap: Gap) -> ApiError {
+fn gap_error(gap: Box<Gap>) -> ApiError {
     let detail = match gap.lost {
         _ if gap.requested.epoch != gap.next_cursor.epoch => {
             "cursor belongs to another log epoch (the topic was recreated)".to_owned()
@@ -102,10 +102,7 @@ fn gap_error(gap: Gap) -> ApiError {
         None => "cursor is ahead of the latest event".to_owned(),
         Some(n) => format!("cursor is older than retention: {n} events were removed"),
     };
-    ApiError::RangeNotSatisfiable {
-        detail,
-        gap: Box::new(gap),
-    }
+    ApiError::RangeNotSatisfiable { detail, gap }
 }
 
 /// Serves the events endpoint.
