@@ -49,6 +49,9 @@ pub struct TopicLog {
     latest_seq: u64,
     latest_time: i64,
     dedup: DedupIndex,
+    /// Time of the event at `first_seq`, once read: retention checks it on
+    /// every append and it only changes when `first_seq` moves.
+    first_time: Option<i64>,
     /// Appended since the last fsync (for `fsync = "interval"`).
     pub dirty: bool,
 }
@@ -134,6 +137,7 @@ impl TopicLog {
             latest_seq,
             latest_time,
             dedup: DedupIndex::new(cfg.dedup_window_ms),
+            first_time: None,
             dirty: false,
         };
         log.rebuild_dedup(cfg)?;
@@ -187,14 +191,23 @@ impl TopicLog {
         Ok(())
     }
 
+    /// Time of the oldest retained event (the latest time when none is).
+    fn first_time(&mut self) -> io::Result<i64> {
+        if self.first_seq > self.latest_seq {
+            return Ok(self.latest_time);
+        }
+        if let Some(t) = self.first_time {
+            return Ok(t);
+        }
+        let (s, i) = self.locate(self.first_seq);
+        let t = self.segments[s].time_at(i)?;
+        self.first_time = Some(t);
+        Ok(t)
+    }
+
     /// The log's bounds.
-    pub fn bounds(&self) -> TopicBounds {
-        let first_time_ms = if self.first_seq <= self.latest_seq {
-            let (s, i) = self.locate(self.first_seq);
-            self.segments[s].time_at(i).unwrap_or(self.latest_time)
-        } else {
-            self.latest_time
-        };
+    pub fn bounds(&mut self) -> TopicBounds {
+        let first_time_ms = self.first_time().unwrap_or(self.latest_time);
         TopicBounds {
             epoch: self.epoch.clone(),
             first_seq: self.first_seq,
@@ -310,17 +323,25 @@ impl TopicLog {
         }
         if let Some(max_age) = cfg.max_age_ms {
             let cutoff = now_ms() - max_age;
-            while first <= latest {
-                let (s, i) = self.locate(first);
-                let seg = &self.segments[s];
-                if seg.last_time < cutoff {
-                    first = seg.end_seq();
-                } else if seg.time_at(i)? < cutoff {
-                    first += 1;
-                } else {
-                    break;
+            // Common case first, without a read: the oldest event is still
+            // young enough, so nothing expires.
+            let young = first == self.first_seq && first <= latest && self.first_time()? >= cutoff;
+            if !young {
+                while first <= latest {
+                    let (s, i) = self.locate(first);
+                    let seg = &self.segments[s];
+                    if seg.last_time < cutoff {
+                        first = seg.end_seq();
+                    } else if seg.time_at(i)? < cutoff {
+                        first += 1;
+                    } else {
+                        break;
+                    }
                 }
             }
+        }
+        if first != self.first_seq {
+            self.first_time = None;
         }
         self.first_seq = first;
         while self.segments.len() > 1 && self.segments[0].end_seq() <= first {
