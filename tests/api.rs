@@ -1021,6 +1021,18 @@ async fn unresumable_cursors_are_416() {
             ids, cs,
             "resuming from resumed_after replays the retained log"
         );
+
+        // on_gap=resume replaces the 416 of a cursor ahead of the log too.
+        let mut s = b
+            .sse(t, &format!("on_gap=resume&cursor={ahead}"), &[])
+            .await;
+        s.assert_ok();
+        let gap = s.expect_event(T).await;
+        assert_eq!(gap.event.as_deref(), Some("gap"), "{gap:?}");
+        let g: Value = serde_json::from_str(&gap.data).expect("gap data is JSON");
+        assert_eq!(g["requested"].as_str(), Some(ahead.as_str()), "{g}");
+        let ids: Vec<String> = s.expect_events(5, T).await.iter().map(msg_id).collect();
+        assert_eq!(ids, cs, "from the oldest retained event");
     })
     .await;
 }
@@ -1582,6 +1594,29 @@ async fn http2_prior_knowledge_with_curl() {
         assert!(out.starts_with("HTTP/2 200"), "h2c stream: {out}");
         assert!(out.contains("retry: 1000"), "{out}");
         assert!(out.contains("data: over h2"), "event over h2c: {out}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn topic_names_are_case_sensitive() {
+    bounded(60, async {
+        let b = Broker::start(&[]).await;
+        b.publish_ok("Case", "upper").await;
+        b.publish_ok("case", "lower").await;
+        b.publish_ok("case", "lower2").await;
+        let up = b.all_events("Case").await;
+        let low = b.all_events("case").await;
+        assert_eq!(up.len(), 1);
+        assert_eq!(low.len(), 2);
+        assert_eq!(up[0]["data"], "upper");
+        let r = b.get("/v1/topics").await;
+        assert_eq!(
+            r.json["topics"].as_array().map(Vec::len),
+            Some(2),
+            "{}",
+            r.text
+        );
     })
     .await;
 }

@@ -358,6 +358,7 @@ es.onopen = () => {{
         let port = serve_page(html).await;
         let profile = tempfile::tempdir().unwrap();
         let dom = run_chromium(&format!("http://127.0.0.1:{port}/"), profile.path()).await;
+        eprintln!("chromium DOM:\n{dom}");
         assert!(dom.contains("DONE"), "page did not receive 5 events:\n{dom}");
         for (i, c) in cursors.iter().enumerate().take(3) {
             let want = format!(
