@@ -41,6 +41,20 @@ async fn read_body(
     Ok(body.freeze())
 }
 
+/// The validated topic name and a body of at most `limit` bytes of UTF-8.
+async fn topic_and_text(
+    path: web::Path<String>,
+    payload: web::Payload,
+    req: &HttpRequest,
+    limit: usize,
+) -> Result<(String, Bytes), ApiError> {
+    let topic = path.into_inner();
+    validate::topic(&topic)?;
+    let body = read_body(payload, req, limit).await?;
+    std::str::from_utf8(&body).map_err(|_| ApiError::bad("body is not valid UTF-8"))?;
+    Ok((topic, body))
+}
+
 /// Hands events to the topic actor and waits until they are durable.
 async fn store(
     state: &AppState,
@@ -123,10 +137,8 @@ pub async fn publish(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let topic = path.into_inner();
-    validate::topic(&topic)?;
-    let body = read_body(payload, &req, state.settings.limits.max_event_bytes).await?;
-    std::str::from_utf8(&body).map_err(|_| ApiError::bad("body is not valid UTF-8"))?;
+    let (topic, body) =
+        topic_and_text(path, payload, &req, state.settings.limits.max_event_bytes).await?;
     let event = event_from_headers(&req, body)?;
     let reply = store(&state, &topic, vec![event]).await?;
     let (result, duplicate) = result_json(&reply.outcomes[0], &reply)?;
@@ -217,10 +229,9 @@ pub async fn publish_batch(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let topic = path.into_inner();
-    validate::topic(&topic)?;
-    let body = read_body(payload, &req, state.settings.limits.max_batch_bytes).await?;
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad("body is not valid UTF-8"))?;
+    let (topic, body) =
+        topic_and_text(path, payload, &req, state.settings.limits.max_batch_bytes).await?;
+    let text = std::str::from_utf8(&body).expect("checked UTF-8");
     let events = parse_batch(text, &state)?;
     let reply = store(&state, &topic, events).await?;
     // A conflict inside a batch fails just that line: the others are stored
