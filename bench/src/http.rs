@@ -1,0 +1,115 @@
+//! A deliberately small HTTP/1.1 client on hyper's connection API.
+//!
+//! Every [`Conn`] is exactly one keep-alive TCP connection, so the number of
+//! connections a run opens is the number of publishers plus subscribers, and
+//! a reconnect is always visible to the caller.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    body::Incoming,
+    client::conn::http1::{self, SendRequest},
+    header, Request, Response, StatusCode,
+};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Error type of the whole crate: runs report failures, they do not match on them.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The broker's base address, `http://host:port` (no path, no TLS).
+#[derive(Clone, Debug)]
+pub struct Base {
+    authority: String,
+}
+
+impl Base {
+    /// Parses `http://host:port[/]`.
+    pub fn parse(url: &str) -> Result<Self, Error> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or("only http:// URLs are supported")?;
+        let authority = rest.trim_end_matches('/');
+        if authority.is_empty() || authority.contains('/') {
+            return Err(format!("expected http://host:port, got {url}").into());
+        }
+        Ok(Self {
+            authority: authority.to_owned(),
+        })
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection.
+pub struct Conn {
+    base: Base,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    /// Opens a TCP connection (`TCP_NODELAY`) and performs the HTTP/1.1 handshake.
+    pub async fn connect(base: &Base) -> Result<Self, Error> {
+        let tcp = TcpStream::connect(&base.authority).await?;
+        tcp.set_nodelay(true)?;
+        let (sender, driver) = http1::handshake(TokioIo::new(tcp)).await?;
+        // The driver ends when the connection closes; the next request then fails.
+        tokio::spawn(driver);
+        Ok(Self {
+            base: base.clone(),
+            sender,
+        })
+    }
+
+    /// Sends a request and returns the response with its body unread.
+    pub async fn send(
+        &mut self,
+        method: hyper::Method,
+        path_and_query: &str,
+        headers: &[(header::HeaderName, &str)],
+        body: Bytes,
+    ) -> Result<Response<Incoming>, Error> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header(header::HOST, &self.base.authority);
+        for (name, value) in headers {
+            req = req.header(name, *value);
+        }
+        self.sender.ready().await?;
+        Ok(self.sender.send_request(req.body(Full::new(body))?).await?)
+    }
+
+    /// POSTs `body` and reads the whole response, keeping the connection reusable.
+    pub async fn post(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), Error> {
+        let resp = self
+            .send(
+                hyper::Method::POST,
+                path,
+                &[(header::CONTENT_TYPE, content_type)],
+                body,
+            )
+            .await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Base;
+
+    #[test]
+    fn parses_base_urls() {
+        assert_eq!(
+            Base::parse("http://127.0.0.1:80/").unwrap().authority,
+            "127.0.0.1:80"
+        );
+        assert!(Base::parse("https://x:1").is_err());
+        assert!(Base::parse("http://x:1/v1").is_err());
+    }
+}

@@ -1,0 +1,72 @@
+//! Event payloads: a JSON object carrying publisher id, per-publisher
+//! sequence and send time (unix micros), padded to a requested size, and the
+//! NDJSON batch lines that wrap it.
+
+use serde::{de::IgnoredAny, Deserialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The fields a subscriber needs back from a payload.
+#[derive(Debug, Deserialize, PartialEq)]
+pub struct Stamp {
+    /// Publisher id.
+    pub p: u32,
+    /// Sequence number within that publisher, from 0.
+    pub s: u64,
+    /// Send time, unix microseconds.
+    pub t: u64,
+    #[serde(default, rename = "pad")]
+    _pad: IgnoredAny,
+}
+
+/// Now, in unix microseconds.
+pub fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// `{"p":..,"s":..,"t":..,"pad":"xx.."}`, padded to `size` bytes when that is
+/// larger than the unpadded object.
+pub fn encode(p: u32, s: u64, t: u64, size: usize) -> String {
+    let head = format!(r#"{{"p":{p},"s":{s},"t":{t},"pad":""#);
+    let pad = size.saturating_sub(head.len() + 2);
+    let mut out = String::with_capacity(head.len() + pad + 2);
+    out.push_str(&head);
+    out.extend(std::iter::repeat_n('x', pad));
+    out.push_str("\"}");
+    out
+}
+
+/// Parses a payload made by [`encode`].
+pub fn decode(data: &str) -> Option<Stamp> {
+    serde_json::from_str(data).ok()
+}
+
+/// Appends one NDJSON batch line, `{"data":"<payload as a JSON string>"}`.
+pub fn push_ndjson_line(out: &mut String, payload: &str) {
+    out.push_str(r#"{"data":"#);
+    out.push_str(&serde_json::Value::from(payload).to_string());
+    out.push_str("}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_at_the_requested_size() {
+        let data = encode(3, 42, 1_700_000_000_000_000, 256);
+        assert_eq!(data.len(), 256);
+        let stamp = decode(&data).unwrap();
+        assert_eq!((stamp.p, stamp.s, stamp.t), (3, 42, 1_700_000_000_000_000));
+        assert!(encode(1, 1, 1, 0).len() > 10);
+    }
+
+    #[test]
+    fn ndjson_line_carries_the_payload_as_a_string() {
+        let mut out = String::new();
+        push_ndjson_line(&mut out, &encode(1, 2, 3, 64));
+        let line: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
+        assert_eq!(decode(line["data"].as_str().unwrap()).unwrap().s, 2);
+    }
+}
