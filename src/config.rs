@@ -111,7 +111,19 @@ pub struct Settings {
     pub stream: StreamSettings,
     pub topics: TopicSettings,
     pub cors: CorsSettings,
+    pub rate_limit: RateLimitSettings,
     pub log: LogSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RateLimitSettings {
+    pub publish_per_sec: u32,
+    pub publish_burst: u32,
+    pub streams_per_sec: u32,
+    pub streams_burst: u32,
+    pub exempt_loopback: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -170,6 +182,7 @@ pub struct TopicSettings {
     pub tail_events: usize,
     pub tail_bytes: usize,
     pub mailbox_capacity: usize,
+    pub max_pending_events: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -7,6 +7,7 @@ use actix_web::{http::header, web, App, HttpServer};
 use actix_web_lab::middleware::{map_response, CatchPanic};
 use sluice_actors::{
     broker::{Broker, CloseAllSessions},
+    fault_store::{Faults, FaultyStore},
     session::SessionConfig,
     store::SharedStore,
     topic::TopicConfig,
@@ -14,7 +15,11 @@ use sluice_actors::{
 
 use crate::{
     config::{Settings, StoreKind},
-    http::{self, AppState},
+    http::{
+        self,
+        rate_limit::{RateLimits, FORGET_IDLE_EVERY},
+        AppState,
+    },
     store::embedded::EmbeddedStore,
 };
 
@@ -62,12 +67,26 @@ impl FromStaticLower for header::HeaderName {
     }
 }
 
+/// Environment variable that wraps the store in a fault injector, for
+/// recovery tests only (see `sluice_actors::fault_store`).
+const FAULTS_ENV: &str = "SLUICE_TEST_FAULTS";
+
 fn open_store(settings: &Settings) -> io::Result<SharedStore> {
-    match settings.store.get() {
-        StoreKind::Embedded => Ok(Arc::new(EmbeddedStore::open(
+    let store: SharedStore = match settings.store.get() {
+        StoreKind::Embedded => Arc::new(EmbeddedStore::open(
             &settings.data_dir,
             settings.embedded_config(),
-        )?)),
+        )?),
+    };
+    match std::env::var(FAULTS_ENV) {
+        Ok(spec) if !spec.is_empty() => {
+            let faults = Faults::parse(&spec).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("{FAULTS_ENV}: {e}"))
+            })?;
+            tracing::warn!(?faults, "store fault injection enabled: for tests only");
+            Ok(Arc::new(FaultyStore::new(store, faults)))
+        }
+        _ => Ok(store),
     }
 }
 
@@ -91,6 +110,7 @@ pub async fn run(
         low_bytes: st.low_watermark_bytes,
         max_coalesce_events: 10_000,
         mailbox_capacity: settings.topics.mailbox_capacity,
+        max_pending_events: settings.topics.max_pending_events,
     };
     let session_cfg = SessionConfig {
         heartbeat: Duration::from_secs(st.heartbeat_secs),
@@ -106,11 +126,25 @@ pub async fn run(
         0 => cores(),
         n => n,
     };
-    let broker = Broker::start(store.clone(), topic_cfg, arbiters);
+    let broker = Broker::start(
+        store.clone(),
+        topic_cfg,
+        arbiters,
+        session_cfg.stall_timeout,
+    );
     let state = web::Data::new(AppState {
         broker: broker.clone(),
         settings: settings.clone(),
         session_cfg,
+        limits: RateLimits::new(&settings.rate_limit),
+    });
+    let forget = state.clone();
+    actix_web::rt::spawn(async move {
+        let mut every = tokio::time::interval(FORGET_IDLE_EVERY);
+        loop {
+            every.tick().await;
+            forget.limits.forget_idle();
+        }
     });
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let origins = settings.cors.allowed_origins.clone();
@@ -121,6 +155,7 @@ pub async fn run(
             .wrap(cors(&origins))
             .wrap(CatchPanic::default())
             .wrap(map_response(http::problem::ensure_problem_json))
+            .wrap(tracing_actix_web::TracingLogger::default())
             .configure(http::configure)
     })
     .disable_signals()

@@ -17,7 +17,8 @@ use std::{
 use actix::prelude::*;
 
 use crate::{
-    link::SessionLink,
+    link::{Health, SessionLink},
+    metrics::metrics,
     session::{EndReason, SessionActor, Terminate},
     store::SharedStore,
     topic::{TopicActor, TopicConfig},
@@ -25,6 +26,8 @@ use crate::{
 
 /// Window of the disconnect rate in `/healthz?probe=stream`.
 const DISCONNECT_WINDOW: Duration = Duration::from_secs(60);
+/// Period of the stream health snapshot behind the state gauges.
+const HEALTH_SNAPSHOT: Duration = Duration::from_secs(5);
 
 type TopicMap = Arc<RwLock<HashMap<Arc<str>, Addr<TopicActor>>>>;
 
@@ -87,6 +90,8 @@ pub struct BrokerActor {
     sessions: HashMap<u64, (Arc<SessionLink>, Addr<SessionActor>)>,
     disconnects: VecDeque<Instant>,
     active: Arc<AtomicUsize>,
+    /// Stall timeout in ms, to classify session health.
+    stall_ms: i64,
 }
 
 impl BrokerActor {
@@ -122,6 +127,29 @@ impl BrokerActor {
 
 impl Actor for BrokerActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(HEALTH_SNAPSHOT, |act, _| act.health_snapshot());
+    }
+}
+
+impl BrokerActor {
+    /// Counts sessions per health state and lagging ones into the gauges.
+    fn health_snapshot(&mut self) {
+        let mut counts = [0i64; 3];
+        let mut lagging = 0;
+        for (link, _) in self.sessions.values() {
+            let h = link.health(self.stall_ms);
+            counts[Health::ALL.iter().position(|x| *x == h).expect("listed")] += 1;
+            lagging += i64::from(link.lagging.load(Ordering::Relaxed));
+        }
+        let m = metrics();
+        for (h, n) in Health::ALL.iter().zip(counts) {
+            m.streams_by_state.with_label_values(&[h.as_str()]).set(n);
+        }
+        m.lagging_subscribers.set(lagging);
+        self.trim_disconnects();
+    }
 }
 
 impl Handler<StartTopic> for BrokerActor {
@@ -138,6 +166,7 @@ impl Handler<SessionOpened> for BrokerActor {
     fn handle(&mut self, msg: SessionOpened, _ctx: &mut Context<Self>) {
         self.sessions.insert(msg.link.id, (msg.link, msg.session));
         self.active.store(self.sessions.len(), Ordering::Relaxed);
+        metrics().active_streams.set(self.sessions.len() as i64);
     }
 }
 
@@ -148,8 +177,13 @@ impl Handler<SessionClosed> for BrokerActor {
         if self.sessions.remove(&msg.id).is_some() {
             self.disconnects.push_back(Instant::now());
             self.trim_disconnects();
+            metrics()
+                .disconnects
+                .with_label_values(&[msg.reason.as_str()])
+                .inc();
         }
         self.active.store(self.sessions.len(), Ordering::Relaxed);
+        metrics().active_streams.set(self.sessions.len() as i64);
         tracing::debug!(
             conn = msg.id,
             reason = msg.reason.as_str(),
@@ -200,8 +234,14 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts the broker actor and `arbiters` arbiters for topic actors.
-    pub fn start(store: SharedStore, topic_cfg: TopicConfig, arbiters: usize) -> Self {
+    /// Starts the broker actor and `arbiters` arbiters for topic actors;
+    /// `stall_timeout` classifies session health.
+    pub fn start(
+        store: SharedStore,
+        topic_cfg: TopicConfig,
+        arbiters: usize,
+        stall_timeout: Duration,
+    ) -> Self {
         let topics: TopicMap = Arc::default();
         let active = Arc::new(AtomicUsize::new(0));
         let arbiters = (0..arbiters.max(1))
@@ -216,6 +256,7 @@ impl Broker {
             sessions: HashMap::new(),
             disconnects: VecDeque::new(),
             active: active.clone(),
+            stall_ms: stall_timeout.as_millis() as i64,
         }
         .start();
         Broker {

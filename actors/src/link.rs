@@ -29,6 +29,9 @@ pub struct SessionLink {
     /// Set by the topic when it stopped pushing live events to this session
     /// because too many are outstanding; whoever clears it resumes delivery.
     pub paused: AtomicBool,
+    /// Set by the topic while the session is paused or catching up from the
+    /// store, for health snapshots.
+    pub lagging: AtomicBool,
     /// Events written to the socket.
     pub events_sent: AtomicU64,
     /// Bytes written to the socket, heartbeats and notices included.
@@ -52,6 +55,7 @@ impl SessionLink {
             acked_seq: AtomicU64::new(after_seq),
             acked_bytes: AtomicU64::new(0),
             paused: AtomicBool::new(false),
+            lagging: AtomicBool::new(false),
             events_sent: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             last_write_ms: AtomicI64::new(0),
@@ -76,5 +80,57 @@ impl SessionLink {
         self.delivered_bytes
             .load(Ordering::SeqCst)
             .saturating_sub(self.acked_bytes.load(Ordering::SeqCst))
+    }
+}
+
+/// A stream's health, as `/v1/connections` and the metrics report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Writes make progress.
+    Healthy,
+    /// A write has waited a quarter of the stall timeout (at most 90 s).
+    Unresponsive,
+    /// A write has waited half the stall timeout: eviction is near.
+    Stalled,
+}
+
+impl Health {
+    /// Every state, for metrics.
+    pub const ALL: [Health; 3] = [Health::Healthy, Health::Unresponsive, Health::Stalled];
+
+    /// The name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "HEALTHY",
+            Health::Unresponsive => "UNRESPONSIVE",
+            Health::Stalled => "STALLED",
+        }
+    }
+}
+
+/// Longest write wait that still counts as responsive.
+const UNRESPONSIVE_MS: i64 = 90_000;
+
+impl SessionLink {
+    /// How long the pending write (if any) has waited, in ms.
+    pub fn write_wait_ms(&self) -> i64 {
+        match self.waiting_since_ms.load(Ordering::Relaxed) {
+            w if w >= 0 => self.age_ms() - w,
+            _ => 0,
+        }
+    }
+
+    /// The stream's health given the stall timeout (after which the session
+    /// evicts itself). The states are spread over that timeout so each can be
+    /// seen before the eviction.
+    pub fn health(&self, stall_ms: i64) -> Health {
+        let wait = self.write_wait_ms();
+        if wait > 0 && wait >= stall_ms / 2 {
+            Health::Stalled
+        } else if wait > 0 && wait >= (stall_ms / 4).min(UNRESPONSIVE_MS) {
+            Health::Unresponsive
+        } else {
+            Health::Healthy
+        }
     }
 }

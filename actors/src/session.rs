@@ -17,8 +17,9 @@ use tokio::sync::mpsc;
 
 use crate::{
     broker::{BrokerActor, SessionClosed, SessionOpened},
-    cursor::Epoch,
+    cursor::{Cursor, Epoch},
     link::SessionLink,
+    metrics::metrics,
     sse::{frame_event, notice_frame, FramedEvent, KEEP_ALIVE, PROBE},
     store::SharedStore,
     topic::{Ready, TopicActor, Unsubscribe},
@@ -110,8 +111,16 @@ pub struct SessionActor {
     /// Last sequence written to the body; anything at or below is skipped,
     /// which makes a duplicate impossible whatever the topic sends.
     last_seq: u64,
+    /// Time of the event at `last_seq` (0 until the first write), to render
+    /// the session's position as a cursor.
+    last_time_ms: i64,
     /// `link.age_ms()` at the last data or keep-alive write (probes excluded).
     last_beat_ms: i64,
+    /// `?on_gap=resume`: a catch-up that finds events trimmed by retention
+    /// says so with `event: gap` and goes on, instead of ending the stream.
+    resume_on_gap: bool,
+    /// Span with the connection id and topic, for every log line of the session.
+    span: tracing::Span,
     end_reason: EndReason,
 }
 
@@ -128,7 +137,9 @@ impl SessionActor {
         tx: mpsc::Sender<Bytes>,
         cfg: SessionConfig,
         after_seq: u64,
+        resume_on_gap: bool,
     ) -> Self {
+        let span = tracing::info_span!("session", conn = link.id, topic = %link.topic);
         SessionActor {
             link,
             topic,
@@ -138,7 +149,10 @@ impl SessionActor {
             tx,
             cfg,
             last_seq: after_seq,
+            last_time_ms: 0,
             last_beat_ms: 0,
+            resume_on_gap,
+            span,
             end_reason: EndReason::ClientGone,
         }
     }
@@ -181,12 +195,18 @@ impl SessionActor {
     }
 
     fn end(&mut self, reason: EndReason, ctx: &mut Context<Self>) {
+        if reason == EndReason::Stalled {
+            metrics().evicted.inc();
+            self.span
+                .in_scope(|| tracing::info!("evicted: no write progress for the stall timeout"));
+        }
         self.end_reason = reason;
         ctx.stop();
     }
 
     /// Notes a completed write of `events` events and `bytes` bytes.
     fn wrote(&mut self, last_seq: u64, events: u64, bytes: u64) {
+        metrics().delivered.inc_by(events);
         self.last_seq = last_seq;
         let l = &self.link;
         l.acked_seq.store(last_seq, Ordering::SeqCst);
@@ -256,12 +276,8 @@ impl Actor for SessionActor {
             id: self.link.id,
             reason: self.end_reason,
         });
-        tracing::debug!(
-            conn = self.link.id,
-            topic = %self.link.topic,
-            reason = self.end_reason.as_str(),
-            "stream closed"
-        );
+        self.span
+            .in_scope(|| tracing::debug!(reason = self.end_reason.as_str(), "stream closed"));
         Running::Stop
     }
 }
@@ -290,12 +306,14 @@ impl Handler<Deliver> for SessionActor {
             return self.end(EndReason::Gap, ctx);
         }
         let last_seq = last.seq;
+        let last_time = last.time_ms;
         let events = fresh.len() as u64;
         let mut buf = BytesMut::with_capacity(fresh.iter().map(|e| e.frame.len()).sum());
         for e in &fresh {
             buf.extend_from_slice(&e.frame);
         }
         let bytes = buf.len() as u64;
+        let times: Vec<i64> = fresh.iter().map(|e| e.time_ms).collect();
         let tx = self.tx.clone();
         let link = self.link.clone();
         let stall = self.cfg.stall_timeout;
@@ -305,7 +323,15 @@ impl Handler<Deliver> for SessionActor {
             async move { write(&tx, &link, buf.freeze(), stall).await }
                 .into_actor(self)
                 .map(move |res, act, ctx| match res {
-                    Ok(()) => act.wrote(last_seq, events, bytes),
+                    Ok(()) => {
+                        let now = crate::cursor::now_ms();
+                        let h = &metrics().delivery_seconds;
+                        for t in times {
+                            h.observe((now - t).max(0) as f64 / 1000.0);
+                        }
+                        act.last_time_ms = last_time;
+                        act.wrote(last_seq, events, bytes)
+                    }
                     Err(reason) => act.end(reason, ctx),
                 }),
         );
@@ -321,7 +347,9 @@ impl Handler<CatchUp> for SessionActor {
         let link = self.link.clone();
         let epoch = self.epoch.clone();
         let stall = self.cfg.stall_timeout;
+        let resume_on_gap = self.resume_on_gap;
         let mut after = self.last_seq.max(msg.after_seq);
+        let mut after_time = self.last_time_ms;
         ctx.wait(
             async move {
                 let mut written = (0u64, 0u64);
@@ -329,12 +357,25 @@ impl Handler<CatchUp> for SessionActor {
                     let page = store
                         .read(&link.topic, after, CATCH_UP_PAGE)
                         .await
-                        .map_err(|_| EndReason::StoreError)?;
+                        .map_err(|_| {
+                            metrics().store_errors.inc();
+                            EndReason::StoreError
+                        })?;
                     let Some(first) = page.first() else { break };
-                    if first.seq != after + 1 {
-                        return Err(EndReason::Gap);
-                    }
                     let mut buf = BytesMut::new();
+                    if first.seq != after + 1 {
+                        // Retention trimmed events while this subscriber lagged.
+                        if !resume_on_gap {
+                            return Err(EndReason::Gap);
+                        }
+                        let requested = Cursor::new(after_time, after, epoch.clone()).to_string();
+                        let resumed = Cursor::new(first.time_ms, first.seq - 1, epoch.clone());
+                        buf.extend_from_slice(&gap_notice(
+                            &requested,
+                            &resumed.to_string(),
+                            Some(first.seq - 1 - after),
+                        ));
+                    }
                     for ev in &page {
                         buf.extend_from_slice(&frame_event(ev, &epoch).frame);
                     }
@@ -342,7 +383,9 @@ impl Handler<CatchUp> for SessionActor {
                     link.delivered_bytes.fetch_add(bytes, Ordering::SeqCst);
                     write(&tx, &link, buf.freeze(), stall).await?;
                     after = page[page.len() - 1].seq;
+                    after_time = page[page.len() - 1].time_ms;
                     link.delivered_seq.fetch_max(after, Ordering::SeqCst);
+                    metrics().delivered.inc_by(page.len() as u64);
                     written.0 += page.len() as u64;
                     written.1 += bytes;
                     link.acked_seq.store(after, Ordering::SeqCst);
@@ -351,12 +394,13 @@ impl Handler<CatchUp> for SessionActor {
                         break;
                     }
                 }
-                Ok((after, written))
+                Ok((after, after_time, written))
             }
             .into_actor(self)
             .map(|res, act, ctx| match res {
-                Ok((after, (events, bytes))) => {
+                Ok((after, after_time, (events, bytes))) => {
                     act.last_seq = after;
+                    act.last_time_ms = after_time;
                     let l = &act.link;
                     l.events_sent.fetch_add(events, Ordering::Relaxed);
                     l.bytes_sent.fetch_add(bytes, Ordering::Relaxed);

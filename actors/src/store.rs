@@ -19,6 +19,9 @@ pub enum StoreError {
     /// The topic is not known to the store (only from read-only calls).
     #[error("unknown topic")]
     UnknownTopic,
+    /// Too much is already waiting for the store; retry later.
+    #[error("topic is overloaded; retry")]
+    Overloaded,
 }
 
 /// The extent of one topic's log.

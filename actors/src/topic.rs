@@ -16,6 +16,7 @@ use crate::{
     cursor::{monotonic_time, Cursor, Epoch},
     event::{AppendOutcome, NewEvent},
     link::SessionLink,
+    metrics::metrics,
     session::{CatchUp, Deliver, SessionActor},
     sse::{frame_event, FramedEvent},
     store::{SharedStore, StoreError, TopicBounds},
@@ -38,8 +39,11 @@ pub struct TopicConfig {
     pub low_bytes: u64,
     /// Most events taken from the mailbox into one store append.
     pub max_coalesce_events: usize,
-    /// Capacity of the topic mailbox; a full one makes publishes answer 503.
+    /// Capacity of the topic mailbox and of its queue of publishes waiting
+    /// for the store; past it a publish answers 503.
     pub mailbox_capacity: usize,
+    /// Most events waiting for the store; past it a publish answers 503.
+    pub max_pending_events: usize,
 }
 
 impl Default for TopicConfig {
@@ -53,6 +57,7 @@ impl Default for TopicConfig {
             low_bytes: 256 << 10,
             max_coalesce_events: 10_000,
             mailbox_capacity: 1024,
+            max_pending_events: 100_000,
         }
     }
 }
@@ -173,6 +178,8 @@ pub struct TopicActor {
     tail_bytes: usize,
     subscribers: HashMap<u64, Subscriber>,
     pending: VecDeque<Publish>,
+    /// Events in `pending`.
+    pending_events: usize,
     in_flight: bool,
 }
 
@@ -188,6 +195,7 @@ impl TopicActor {
             tail_bytes: 0,
             subscribers: HashMap::new(),
             pending: VecDeque::new(),
+            pending_events: 0,
             in_flight: false,
         }
     }
@@ -232,6 +240,7 @@ impl TopicActor {
                 break;
             }
             let p = self.pending.pop_front().expect("front exists");
+            self.pending_events -= p.events.len();
             waiters.push((p.events.len(), p.reply));
             batch.extend(p.events);
         }
@@ -259,6 +268,7 @@ impl TopicActor {
         let outcomes = match res {
             Ok(o) => o,
             Err(e) => {
+                metrics().store_errors.inc();
                 tracing::warn!(topic = %self.name, error = %e, "append failed");
                 for (_, reply) in waiters {
                     let _ = reply.send(Err(e.clone()));
@@ -272,6 +282,11 @@ impl TopicActor {
         let bounds = self.bounds.as_mut().expect("bounds loaded");
         let epoch = bounds.epoch.clone();
         let mut framed = Vec::new();
+        let duplicates = outcomes
+            .iter()
+            .filter(|o| matches!(o, AppendOutcome::Duplicate(_)))
+            .count();
+        metrics().dedup_hits.inc_by(duplicates as u64);
         for o in &outcomes {
             if let AppendOutcome::Stored(ev) = o {
                 if bounds.latest_seq + 1 == bounds.first_seq {
@@ -290,6 +305,7 @@ impl TopicActor {
                 outcomes: mine,
             }));
         }
+        metrics().published.inc_by(framed.len() as u64);
         if framed.is_empty() {
             return;
         }
@@ -395,6 +411,7 @@ impl TopicActor {
         let tail_first = self.tail.front().map_or(latest + 1, |e| e.seq);
         if delivered + 1 < tail_first {
             sub.state = SubState::CatchingUp;
+            sub.link.lagging.store(true, Ordering::Relaxed);
             if sub
                 .session
                 .try_send(CatchUp {
@@ -478,6 +495,7 @@ impl Actor for TopicActor {
 
 impl Supervised for TopicActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        metrics().actor_restarts.inc();
         tracing::warn!(topic = %self.name, "topic actor restarting");
         // `started` runs again and reloads the bounds; subscribers stay and
         // are fed from their delivered positions once the bounds are back.
@@ -493,6 +511,19 @@ impl Handler<Publish> for TopicActor {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
+        // The mailbox bound alone is not enough: publishes leave it at once
+        // for `pending`, so that queue is bounded too (in requests and events).
+        if self.pending.len() >= self.cfg.mailbox_capacity
+            || self.pending_events + msg.events.len() > self.cfg.max_pending_events
+        {
+            metrics()
+                .publish_rejected
+                .with_label_values(&["overloaded"])
+                .inc();
+            let _ = msg.reply.send(Err(StoreError::Overloaded));
+            return;
+        }
+        self.pending_events += msg.events.len();
         self.pending.push_back(msg);
         self.flush(ctx);
     }

@@ -28,6 +28,7 @@ fn topic_cfg() -> TopicConfig {
         low_bytes: 1 << 19,
         max_coalesce_events: 10,
         mailbox_capacity: 1024,
+        max_pending_events: 100_000,
     }
 }
 
@@ -73,6 +74,7 @@ async fn subscribe(broker: &Broker, topic: &str, start: Start) -> mpsc::Receiver
         tx,
         session_cfg(),
         sub.after_seq,
+        false,
     ));
     rx
 }
@@ -114,7 +116,7 @@ async fn read_events(rx: &mut mpsc::Receiver<Bytes>, n: usize) -> Vec<usize> {
 #[actix::test]
 async fn slow_subscriber_is_paused_then_catches_up_without_gap_or_duplicate() {
     let store: SharedStore = Arc::new(MemoryStore::new());
-    let broker = Broker::start(store, topic_cfg(), 2);
+    let broker = Broker::start(store, topic_cfg(), 2, Duration::from_secs(30));
     let mut fast = subscribe(&broker, "t", Start::Latest).await;
     let mut slow = subscribe(&broker, "t", Start::Latest).await;
     let total = 500;
@@ -142,7 +144,7 @@ async fn slow_subscriber_is_paused_then_catches_up_without_gap_or_duplicate() {
 #[actix::test]
 async fn resume_from_earliest_reads_history_then_live() {
     let store: SharedStore = Arc::new(MemoryStore::new());
-    let broker = Broker::start(store, topic_cfg(), 1);
+    let broker = Broker::start(store, topic_cfg(), 1, Duration::from_secs(30));
     publish(&broker, "h", 200, 0).await;
     let mut rx = subscribe(&broker, "h", Start::Earliest).await;
     publish(&broker, "h", 50, 200).await;

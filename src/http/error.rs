@@ -48,6 +48,12 @@ pub enum ApiError {
     /// The same `Idempotency-Key` was used with a different body.
     #[error("Idempotency-Key already used with a different body")]
     KeyConflict,
+    /// The client is over its rate limit; nothing was done.
+    #[error("rate limit exceeded; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until a request would be admitted.
+        retry_after_secs: u64,
+    },
     /// Full mailbox or store unavailable; nothing was stored.
     #[error("{0}")]
     Unavailable(String),
@@ -71,6 +77,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "Payload Too Large",
             ApiError::RangeNotSatisfiable { .. } => "Cursor cannot be resumed",
             ApiError::KeyConflict => "Idempotency key conflict",
+            ApiError::RateLimited { .. } => "Too Many Requests",
             ApiError::Unavailable(_) => "Service Unavailable",
         }
     }
@@ -84,6 +91,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload-too-large",
             ApiError::RangeNotSatisfiable { .. } => "cursor-not-resumable",
             ApiError::KeyConflict => "idempotency-key-conflict",
+            ApiError::RateLimited { .. } => "rate-limited",
             ApiError::Unavailable(_) => "unavailable",
         }
     }
@@ -111,6 +119,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::KeyConflict => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -142,6 +151,10 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable(_) => {
                 resp.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                resp.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
+                obj.insert("retry_after".into(), json!(retry_after_secs.max(&1)));
             }
             ApiError::MethodNotAllowed => {
                 resp.insert_header((header::ALLOW, "GET, POST, OPTIONS"));

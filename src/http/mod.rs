@@ -3,7 +3,8 @@
 //! - `publish`: single and batch publish.
 //! - `subscribe`: the SSE stream and the JSON history poll.
 //! - `topics`: topic listing and information.
-//! - `ops`: health, readiness, connections.
+//! - `ops`: health, readiness, connections, metrics.
+//! - `rate_limit`: per-client limits (governor).
 //! - `error`: [`error::ApiError`], the problem+json responses.
 //! - `validate`: names and header values.
 //! - `problem`: the middleware that makes every error problem+json.
@@ -12,6 +13,7 @@ pub mod error;
 mod ops;
 pub mod problem;
 mod publish;
+pub mod rate_limit;
 mod subscribe;
 mod topics;
 pub mod validate;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Session tunables derived from the configuration.
     pub session_cfg: SessionConfig,
+    /// Per-client rate limits.
+    pub limits: rate_limit::RateLimits,
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -77,6 +81,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/healthz")
             .route(web::get().to(ops::healthz))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(ops::metrics))
             .default_service(web::to(method_not_allowed)),
     )
     .service(

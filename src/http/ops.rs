@@ -9,9 +9,6 @@ use sluice_actors::broker::{GetStreamHealth, ListSessions};
 
 use super::{error::ApiError, AppState};
 
-/// No write progress for this long while events wait: UNRESPONSIVE.
-const UNRESPONSIVE_MS: i64 = 90_000;
-
 /// `?probe=stream`.
 #[derive(Deserialize)]
 pub struct HealthQuery {
@@ -63,24 +60,11 @@ pub async fn connections(state: web::Data<AppState>) -> Result<HttpResponse, Api
         .iter()
         .map(|l| {
             let age = l.age_ms();
-            let waiting = l.waiting_since_ms.load(Ordering::Relaxed);
-            let queued = l.outstanding_events();
-            let stuck_ms = if waiting >= 0 { age - waiting } else { 0 };
-            // STALLED: a write has waited half the stall timeout, eviction is
-            // near. UNRESPONSIVE: no progress for 90 s while events wait
-            // (seen only with a stall timeout above 180 s).
-            let state = if stuck_ms > 0 && stuck_ms >= stall_ms / 2 {
-                "STALLED"
-            } else if queued > 0 && stuck_ms >= UNRESPONSIVE_MS {
-                "UNRESPONSIVE"
-            } else {
-                "HEALTHY"
-            };
             json!({
                 "id": l.id,
                 "topic": l.topic,
-                "state": state,
-                "queued_events": queued,
+                "state": l.health(stall_ms).as_str(),
+                "queued_events": l.outstanding_events(),
                 "queued_bytes": l.outstanding_bytes(),
                 "bytes_sent": l.bytes_sent.load(Ordering::Relaxed),
                 "events_sent": l.events_sent.load(Ordering::Relaxed),
@@ -101,4 +85,15 @@ impl OwnedResponse for ApiError {
     fn error_response_owned(self) -> HttpResponse {
         actix_web::ResponseError::error_response(&self)
     }
+}
+
+/// Prometheus text exposition of every `sluice_` metric.
+pub async fn metrics() -> Result<HttpResponse, ApiError> {
+    let families = sluice_actors::metrics::metrics().registry.gather();
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&families)
+        .map_err(|e| ApiError::Unavailable(format!("metrics encoding failed: {e}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
 }

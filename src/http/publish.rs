@@ -11,7 +11,9 @@ use sluice_actors::{
 };
 use tokio::sync::oneshot;
 
-use super::{error::ApiError, validate, AppState};
+use sluice_actors::metrics::metrics;
+
+use super::{error::ApiError, rate_limit::Kind, validate, AppState};
 
 /// Reads a request body, refusing it past `limit` bytes without buffering more.
 async fn read_body(
@@ -43,6 +45,7 @@ async fn read_body(
 
 /// The validated topic name and a body of at most `limit` bytes of UTF-8.
 async fn topic_and_text(
+    state: &AppState,
     path: web::Path<String>,
     payload: web::Payload,
     req: &HttpRequest,
@@ -50,6 +53,7 @@ async fn topic_and_text(
 ) -> Result<(String, Bytes), ApiError> {
     let topic = path.into_inner();
     validate::topic(&topic)?;
+    state.limits.check(Kind::Publish, req)?;
     let body = read_body(payload, req, limit).await?;
     std::str::from_utf8(&body).map_err(|_| ApiError::bad("body is not valid UTF-8"))?;
     Ok((topic, body))
@@ -61,11 +65,16 @@ async fn store(
     topic: &str,
     events: Vec<NewEvent>,
 ) -> Result<PublishReply, ApiError> {
+    let started = std::time::Instant::now();
     let addr = state.broker.topic(topic).await?;
     let (tx, rx) = oneshot::channel();
     addr.try_send(Publish { events, reply: tx })
         .map_err(|e| match e {
             actix::prelude::SendError::Full(_) => {
+                metrics()
+                    .publish_rejected
+                    .with_label_values(&["overloaded"])
+                    .inc();
                 ApiError::Unavailable("topic is overloaded; retry".into())
             }
             actix::prelude::SendError::Closed(_) => {
@@ -75,6 +84,9 @@ async fn store(
     let reply = rx
         .await
         .map_err(|_| ApiError::Unavailable("topic restarted before storing; retry".into()))??;
+    metrics()
+        .publish_seconds
+        .observe(started.elapsed().as_secs_f64());
     Ok(reply)
 }
 
@@ -137,8 +149,14 @@ pub async fn publish(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (topic, body) =
-        topic_and_text(path, payload, &req, state.settings.limits.max_event_bytes).await?;
+    let (topic, body) = topic_and_text(
+        &state,
+        path,
+        payload,
+        &req,
+        state.settings.limits.max_event_bytes,
+    )
+    .await?;
     let event = event_from_headers(&req, body)?;
     let reply = store(&state, &topic, vec![event]).await?;
     let (result, duplicate) = result_json(&reply.outcomes[0], &reply)?;
@@ -229,8 +247,14 @@ pub async fn publish_batch(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (topic, body) =
-        topic_and_text(path, payload, &req, state.settings.limits.max_batch_bytes).await?;
+    let (topic, body) = topic_and_text(
+        &state,
+        path,
+        payload,
+        &req,
+        state.settings.limits.max_batch_bytes,
+    )
+    .await?;
     let text = std::str::from_utf8(&body).expect("checked UTF-8");
     let events = parse_batch(text, &state)?;
     let reply = store(&state, &topic, events).await?;

@@ -17,7 +17,9 @@ use sluice_actors::{
 };
 use tokio::sync::mpsc;
 
-use super::{error::ApiError, validate, AppState};
+use sluice_actors::metrics::metrics;
+
+use super::{error::ApiError, rate_limit::Kind, validate, AppState};
 
 /// Chunks buffered between a session and its socket. Small: the session's
 /// mailbox is where backlog is measured, not here.
@@ -58,7 +60,22 @@ fn wants_sse(req: &HttpRequest, q: &EventsQuery) -> Result<bool, ApiError> {
 }
 
 fn parse_cursor(s: &str, source: &str) -> Result<Cursor, ApiError> {
-    Cursor::parse(s).map_err(|e| ApiError::bad(format!("{source}: {e}")))
+    Cursor::parse(s).map_err(|e| {
+        let m = metrics();
+        m.cursor_parse_failures.inc();
+        m.resumes.with_label_values(&["invalid"]).inc();
+        ApiError::bad(format!("{source}: {e}"))
+    })
+}
+
+/// Counts a resume from a cursor by its result.
+fn count_resume(start: &Start, gap: bool) {
+    if matches!(start, Start::After(_)) {
+        metrics()
+            .resumes
+            .with_label_values(&[if gap { "gap" } else { "ok" }])
+            .inc();
+    }
 }
 
 /// The start position, by API.md's precedence; without any, `default`.
@@ -125,6 +142,7 @@ pub async fn events(
     let start = start_position(&req, &q, default)?;
     let on_gap = resume_on_gap(&q)?;
     if sse {
+        state.limits.check(Kind::Stream, &req)?;
         stream(state, topic, start, on_gap).await
     } else {
         history(state, topic, start, &q).await
@@ -149,14 +167,18 @@ async fn stream(
         .send(Subscribe {
             session: ctx.address(),
             link: link.clone(),
-            start,
+            start: start.clone(),
             resume_on_gap: on_gap,
         })
         .await?
         .map_err(|e| match e {
-            SubscribeError::Gap(g) => gap_error(g),
+            SubscribeError::Gap(g) => {
+                count_resume(&start, true);
+                gap_error(g)
+            }
             SubscribeError::Store(e) => e.into(),
         })?;
+    count_resume(&start, subscribed.gap.is_some());
 
     let (tx, rx) = mpsc::channel::<Bytes>(BODY_CHANNEL_CHUNKS);
     let opening = tx.try_send(retry_frame(state.settings.stream.retry()));
@@ -178,9 +200,10 @@ async fn stream(
         tx,
         state.session_cfg.clone(),
         subscribed.after_seq,
+        on_gap,
     );
     ctx.run(session);
-    tracing::debug!(conn = id, after = subscribed.after_seq, "stream opened");
+    tracing::info!(conn = id, after = subscribed.after_seq, "stream opened");
 
     let mut rx = rx;
     let body = futures_util::stream::poll_fn(move |cx| {
@@ -219,7 +242,11 @@ async fn history(
     let (after, after_cursor) = match start {
         Start::Earliest => (bounds.first_seq - 1, bounds.boundary_cursor()),
         Start::Latest => (bounds.latest_seq, bounds.latest_cursor()),
-        Start::After(c) => (bounds.resume_point(&c).map_err(gap_error)?, c),
+        Start::After(c) => {
+            let resumed = bounds.resume_point(&c);
+            count_resume(&Start::After(c.clone()), resumed.is_err());
+            (resumed.map_err(gap_error)?, c)
+        }
     };
     let events = store.read(&topic, after, limit).await?;
     let next_cursor = events

@@ -1,0 +1,131 @@
+//! Process-wide Prometheus metrics (prefix `sluice_`). No per-topic or
+//! per-connection labels: every label has a fixed, small set of values.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Every metric the broker exports.
+#[allow(missing_docs)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub published: IntCounter,
+    pub delivered: IntCounter,
+    pub publish_seconds: Histogram,
+    pub delivery_seconds: Histogram,
+    pub active_streams: IntGauge,
+    pub streams_by_state: IntGaugeVec,
+    pub disconnects: IntCounterVec,
+    pub resumes: IntCounterVec,
+    pub cursor_parse_failures: IntCounter,
+    pub subscriber_pauses: IntCounter,
+    pub lagging_subscribers: IntGauge,
+    pub evicted: IntCounter,
+    pub dedup_hits: IntCounter,
+    pub actor_restarts: IntCounter,
+    pub store_errors: IntCounter,
+    pub publish_rejected: IntCounterVec,
+}
+
+/// Latency buckets from 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+fn build() -> Metrics {
+    let registry = Registry::new();
+    macro_rules! reg {
+        ($m:expr) => {{
+            let m = $m.expect("valid metric");
+            registry
+                .register(Box::new(m.clone()))
+                .expect("unique metric");
+            m
+        }};
+    }
+    let counter = |name: &str, help: &str| IntCounter::new(format!("sluice_{name}"), help);
+    let hist = |name: &str, help: &str| {
+        Histogram::with_opts(
+            HistogramOpts::new(format!("sluice_{name}"), help).buckets(LATENCY_BUCKETS.to_vec()),
+        )
+    };
+    Metrics {
+        published: reg!(counter(
+            "events_published_total",
+            "Events stored by publishes."
+        )),
+        delivered: reg!(counter(
+            "events_delivered_total",
+            "Events written to SSE streams."
+        )),
+        publish_seconds: reg!(hist(
+            "publish_duration_seconds",
+            "Publish request time, from the request to the durable acknowledgement."
+        )),
+        delivery_seconds: reg!(hist(
+            "delivery_latency_seconds",
+            "Time from an event's storage to its write on a live stream."
+        )),
+        active_streams: reg!(IntGauge::new("sluice_active_streams", "Open SSE streams.")),
+        streams_by_state: reg!(IntGaugeVec::new(
+            Opts::new(
+                "sluice_streams",
+                "Open SSE streams by health state (5 s snapshot)."
+            ),
+            &["state"]
+        )),
+        disconnects: reg!(IntCounterVec::new(
+            Opts::new(
+                "sluice_stream_disconnects_total",
+                "Closed SSE streams by reason."
+            ),
+            &["reason"]
+        )),
+        resumes: reg!(IntCounterVec::new(
+            Opts::new(
+                "sluice_resumes_total",
+                "Requests that resumed from a cursor, by result."
+            ),
+            &["result"]
+        )),
+        cursor_parse_failures: reg!(counter(
+            "cursor_parse_failures_total",
+            "Cursors that could not be parsed."
+        )),
+        subscriber_pauses: reg!(counter(
+            "subscriber_pauses_total",
+            "Times a subscriber lagged past its high watermark and was paused."
+        )),
+        lagging_subscribers: reg!(IntGauge::new(
+            "sluice_subscribers_lagging",
+            "Subscribers paused or catching up from the store (5 s snapshot)."
+        )),
+        evicted: reg!(counter(
+            "subscribers_evicted_total",
+            "Subscribers disconnected for making no write progress."
+        )),
+        dedup_hits: reg!(counter(
+            "dedup_hits_total",
+            "Publishes answered as duplicates (Idempotency-Key or Producer-Seq)."
+        )),
+        actor_restarts: reg!(counter("actor_restarts_total", "Topic actor restarts.")),
+        store_errors: reg!(counter("store_errors_total", "Failed store operations.")),
+        publish_rejected: reg!(IntCounterVec::new(
+            Opts::new(
+                "sluice_publish_rejected_total",
+                "Publishes refused before storing, by reason."
+            ),
+            &["reason"]
+        )),
+        registry,
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(build)
+}
