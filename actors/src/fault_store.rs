@@ -87,7 +87,7 @@ impl Store for FaultyStore {
             tokio::time::sleep(self.faults.append_delay).await;
         }
         let n = self.appends.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.faults.append_fail_every > 0 && n % self.faults.append_fail_every == 0 {
+        if self.faults.append_fail_every > 0 && n.is_multiple_of(self.faults.append_fail_every) {
             return Err(StoreError::Unavailable("injected fault".into()));
         }
         self.inner.append(topic, batch, time_ms).await
