@@ -16,6 +16,10 @@ pub enum StoreError {
     /// The store cannot take the request now (disk error, backend down).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The topic's log was wiped and recreated under another epoch since the
+    /// caller loaded it.
+    #[error("topic log was reset (new epoch)")]
+    EpochChanged,
     /// The topic is not known to the store (only from read-only calls).
     #[error("unknown topic")]
     UnknownTopic,
@@ -101,6 +105,17 @@ pub struct Gap {
     pub lost: Option<u64>,
 }
 
+/// Store → topic: events another broker instance appended to the topic.
+#[derive(actix::Message, Debug)]
+#[rtype(result = "()")]
+pub struct ExternalAppends {
+    /// Events in log order, each after the previous one.
+    pub events: Vec<StoredEvent>,
+}
+
+/// Where a store sends the appends it learns of from other instances.
+pub type AppendSink = actix::Recipient<ExternalAppends>;
+
 /// Durable storage of topic logs and their dedup state.
 ///
 /// Appends to one topic are issued one at a time by its topic actor; the store
@@ -143,6 +158,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes everything appended so far durable (used at shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Asks to be sent, on `sink`, the events appended to `topic` after
+    /// `after_seq` by any instance sharing the store (this one's included:
+    /// receivers skip what they already have). A store that no other
+    /// instance writes to ignores it.
+    fn watch(&self, _topic: &str, _after_seq: u64, _sink: AppendSink) {}
+
+    /// Stops `watch`.
+    fn unwatch(&self, _topic: &str) {}
 }
 
 /// A shared store handle.

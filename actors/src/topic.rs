@@ -6,6 +6,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{atomic::Ordering, Arc},
+    time::Duration,
 };
 
 use actix::prelude::*;
@@ -14,13 +15,18 @@ use tokio::sync::oneshot;
 pub use crate::store::Gap;
 use crate::{
     cursor::{monotonic_time, Cursor, Epoch},
-    event::{AppendOutcome, NewEvent},
+    event::{AppendOutcome, NewEvent, StoredEvent},
     link::SessionLink,
     metrics::metrics,
-    session::{CatchUp, Deliver, SessionActor},
+    session::{CatchUp, Deliver, EndReason, SessionActor, Terminate},
     sse::{frame_event, FramedEvent},
-    store::{SharedStore, StoreError, TopicBounds},
+    store::{ExternalAppends, SharedStore, StoreError, TopicBounds},
 };
+
+/// Pause before reloading a topic whose store did not answer.
+const RELOAD_BACKOFF: Duration = Duration::from_millis(500);
+/// Events read from the store per round when filling a hole.
+const FILL_PAGE: usize = 1000;
 
 /// Tunables of a topic actor.
 #[derive(Clone, Debug)]
@@ -181,6 +187,10 @@ pub struct TopicActor {
     /// Events in `pending`.
     pending_events: usize,
     in_flight: bool,
+    /// Highest sequence known to be stored (by us or another instance).
+    known_latest: u64,
+    /// A fill from the store is in flight.
+    filling: bool,
 }
 
 impl TopicActor {
@@ -197,6 +207,8 @@ impl TopicActor {
             pending: VecDeque::new(),
             pending_events: 0,
             in_flight: false,
+            known_latest: 0,
+            filling: false,
         }
     }
 
@@ -208,11 +220,7 @@ impl TopicActor {
                 .into_actor(self)
                 .map(|res, act, ctx| match res {
                     Ok(b) => {
-                        // The tail restarts empty just past the latest stored
-                        // event; older positions are served from the store.
-                        act.tail.clear();
-                        act.tail_bytes = 0;
-                        act.bounds = Some(b);
+                        act.adopt(b, ctx);
                         let ids: Vec<u64> = act.subscribers.keys().copied().collect();
                         for id in ids {
                             act.feed(id);
@@ -220,11 +228,40 @@ impl TopicActor {
                         act.flush(ctx);
                     }
                     Err(e) => {
-                        tracing::error!(topic = %act.name, error = %e, "cannot open topic");
-                        ctx.stop();
+                        // Store down: keep serving (publishes get 503,
+                        // streams keep their heartbeats) and try again soon.
+                        tracing::warn!(topic = %act.name, error = %e, "cannot open topic; retrying");
+                        // Nothing of what waits was attempted: say so now
+                        // rather than keep the publishers hanging.
+                        for p in act.pending.drain(..) {
+                            let _ = p.reply.send(Err(e.clone()));
+                        }
+                        act.pending_events = 0;
+                        ctx.run_later(RELOAD_BACKOFF, |act, ctx| act.load_bounds(ctx));
                     }
                 }),
         );
+    }
+
+    /// Takes freshly loaded bounds. A new epoch means the log was wiped:
+    /// every subscriber's position belongs to the old log, so their streams
+    /// end and their resumes get the 416 treatment.
+    fn adopt(&mut self, b: TopicBounds, ctx: &mut Context<Self>) {
+        if self.bounds.as_ref().is_some_and(|old| old.epoch != b.epoch) {
+            tracing::warn!(topic = %self.name, "topic log was reset; ending its streams");
+            for sub in self.subscribers.values() {
+                sub.session.do_send(Terminate(EndReason::Gap));
+            }
+            self.subscribers.clear();
+        }
+        // The tail restarts empty just past the latest stored event; older
+        // positions are served from the store.
+        self.tail.clear();
+        self.tail_bytes = 0;
+        self.known_latest = b.latest_seq;
+        self.store
+            .watch(&self.name, b.latest_seq, ctx.address().recipient());
+        self.bounds = Some(b);
     }
 
     /// Starts one coalesced append of everything waiting, unless one is in flight.
@@ -279,24 +316,20 @@ impl TopicActor {
                 return;
             }
         };
-        let bounds = self.bounds.as_mut().expect("bounds loaded");
-        let epoch = bounds.epoch.clone();
-        let mut framed = Vec::new();
+        let epoch = self.bounds.as_ref().expect("bounds loaded").epoch.clone();
         let duplicates = outcomes
             .iter()
             .filter(|o| matches!(o, AppendOutcome::Duplicate(_)))
             .count();
         metrics().dedup_hits.inc_by(duplicates as u64);
-        for o in &outcomes {
-            if let AppendOutcome::Stored(ev) = o {
-                if bounds.latest_seq + 1 == bounds.first_seq {
-                    bounds.first_time_ms = ev.time_ms;
-                }
-                bounds.latest_seq = ev.seq;
-                bounds.latest_time_ms = ev.time_ms;
-                framed.push(frame_event(ev, &epoch));
-            }
-        }
+        let stored: Vec<StoredEvent> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                AppendOutcome::Stored(ev) => Some(ev.clone()),
+                _ => None,
+            })
+            .collect();
+        metrics().published.inc_by(stored.len() as u64);
         let mut it = outcomes.into_iter();
         for (n, reply) in waiters {
             let mine: Vec<AppendOutcome> = it.by_ref().take(n).collect();
@@ -305,13 +338,82 @@ impl TopicActor {
                 outcomes: mine,
             }));
         }
-        metrics().published.inc_by(framed.len() as u64);
-        if framed.is_empty() {
+        self.apply_stored(stored, ctx);
+    }
+
+    /// Makes stored events live: frames them, extends the tail and fans them
+    /// out, strictly in log order. Events this actor already applied are
+    /// skipped (with a shared store, its own appends also come back through
+    /// the store's watch); a hole before them (events another instance
+    /// stored that have not arrived yet) is filled from the store first.
+    fn apply_stored(&mut self, events: Vec<StoredEvent>, ctx: &mut Context<Self>) {
+        let Some(last) = events.last() else { return };
+        self.known_latest = self.known_latest.max(last.seq);
+        if self.filling {
             return;
+        }
+        let Some(bounds) = self.bounds.as_mut() else {
+            return;
+        };
+        let fresh: Vec<&StoredEvent> = events
+            .iter()
+            .filter(|e| e.seq > bounds.latest_seq)
+            .collect();
+        let Some(first) = fresh.first() else { return };
+        if first.seq != bounds.latest_seq + 1 {
+            return self.fill(ctx);
+        }
+        let epoch = bounds.epoch.clone();
+        let mut framed = Vec::with_capacity(fresh.len());
+        for ev in fresh {
+            if bounds.latest_seq + 1 == bounds.first_seq {
+                bounds.first_time_ms = ev.time_ms;
+            }
+            bounds.latest_seq = ev.seq;
+            bounds.latest_time_ms = ev.time_ms;
+            framed.push(frame_event(ev, &epoch));
         }
         let batch: Arc<[FramedEvent]> = framed.into();
         self.push_tail(&batch);
         self.fan_out(&batch);
+    }
+
+    /// Reads from the store until this actor has applied everything it
+    /// knows was stored.
+    fn fill(&mut self, ctx: &mut Context<Self>) {
+        let Some(bounds) = &self.bounds else { return };
+        if bounds.latest_seq >= self.known_latest {
+            self.filling = false;
+            return;
+        }
+        self.filling = true;
+        let (store, name, after) = (self.store.clone(), self.name.clone(), bounds.latest_seq);
+        ctx.spawn(
+            async move { store.read(&name, after, FILL_PAGE).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    act.filling = false;
+                    match res {
+                        Ok(page) if !page.is_empty() => {
+                            let known = act.known_latest;
+                            act.apply_stored(page, ctx);
+                            act.known_latest = known;
+                            act.fill(ctx);
+                        }
+                        Ok(_) => {
+                            // The store has nothing more (trimmed or not yet
+                            // visible): what we know of is not readable.
+                            let latest = act.bounds.as_ref().map_or(0, |b| b.latest_seq);
+                            act.known_latest = latest;
+                        }
+                        Err(e) => {
+                            metrics().store_errors.inc();
+                            tracing::warn!(topic = %act.name, error = %e, "cannot fill from store; restarting");
+                            ctx.stop();
+                        }
+                    }
+                }),
+        );
     }
 
     fn push_tail(&mut self, batch: &[FramedEvent]) {
@@ -446,6 +548,13 @@ impl TopicActor {
         }
     }
 
+    /// Adopts fresh bounds of a log that was wiped and recreated meanwhile.
+    fn adopt_if_reset(&mut self, fresh: &TopicBounds, ctx: &mut Context<Self>) {
+        if self.bounds.as_ref().is_some_and(|b| b.epoch != fresh.epoch) {
+            self.adopt(fresh.clone(), ctx);
+        }
+    }
+
     /// Takes the start of the log from fresh store bounds; the latest
     /// position stays ours, since appends in flight are not ours to show yet.
     fn refresh_first(&mut self, fresh: &TopicBounds) {
@@ -499,8 +608,9 @@ impl Supervised for TopicActor {
         tracing::warn!(topic = %self.name, "topic actor restarting");
         // `started` runs again and reloads the bounds; subscribers stay and
         // are fed from their delivered positions once the bounds are back.
-        self.bounds = None;
+        // Bounds stay until `started` reloads them, so a new epoch is noticed.
         self.in_flight = false;
+        self.filling = false;
         for sub in self.subscribers.values_mut() {
             sub.state = SubState::Paused;
         }
@@ -538,10 +648,11 @@ impl Handler<Subscribe> for TopicActor {
         let store = self.store.clone();
         let name = self.name.clone();
         Box::pin(
-            async move { store.bounds(&name).await }
+            async move { store.open_topic(&name).await }
                 .into_actor(self)
-                .map(move |res, act, _ctx| {
+                .map(move |res, act, ctx| {
                     let fresh = res.map_err(SubscribeError::Store)?;
+                    act.adopt_if_reset(&fresh, ctx);
                     if act.bounds.is_none() {
                         return Err(SubscribeError::Store(StoreError::Unavailable(
                             "topic is restarting".into(),
@@ -605,10 +716,12 @@ impl Handler<GetInfo> for TopicActor {
         let store = self.store.clone();
         let name = self.name.clone();
         Box::pin(
-            async move { store.bounds(&name).await }
+            async move { store.open_topic(&name).await }
                 .into_actor(self)
-                .map(|res, act, _ctx| {
-                    act.refresh_first(&res?);
+                .map(|res, act, ctx| {
+                    let fresh = res?;
+                    act.adopt_if_reset(&fresh, ctx);
+                    act.refresh_first(&fresh);
                     let b = act
                         .bounds
                         .clone()
@@ -616,5 +729,13 @@ impl Handler<GetInfo> for TopicActor {
                     Ok((b, act.subscribers.len()))
                 }),
         )
+    }
+}
+
+impl Handler<ExternalAppends> for TopicActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ExternalAppends, ctx: &mut Context<Self>) {
+        self.apply_stored(msg.events, ctx);
     }
 }
