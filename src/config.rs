@@ -6,7 +6,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
-use crate::store::embedded::{EmbeddedConfig, Fsync};
+use crate::store::{
+    embedded::{EmbeddedConfig, Fsync},
+    redis::RedisConfig,
+};
 
 /// The defaults, also the documented reference.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -34,7 +37,10 @@ pub trait Choice: Sized + Copy + 'static {
 }
 
 impl Choice for StoreKind {
-    const CHOICES: &'static [(&'static str, Self)] = &[("embedded", StoreKind::Embedded)];
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("embedded", StoreKind::Embedded),
+        ("redis", StoreKind::Redis),
+    ];
 }
 
 impl Choice for Fsync {
@@ -83,6 +89,8 @@ impl<T: Choice> Named<T> {
 pub enum StoreKind {
     /// The on-disk log.
     Embedded,
+    /// Redis Streams, shared by several instances.
+    Redis,
 }
 
 /// Log output format.
@@ -106,6 +114,7 @@ pub struct Settings {
     pub workers: usize,
     pub topic_arbiters: usize,
     pub embedded: EmbeddedSettings,
+    pub redis: RedisSettings,
     pub retention: RetentionSettings,
     pub limits: Limits,
     pub stream: StreamSettings,
@@ -133,6 +142,16 @@ pub struct EmbeddedSettings {
     pub fsync: Named<Fsync>,
     pub fsync_interval_ms: u64,
     pub segment_bytes: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RedisSettings {
+    pub url: String,
+    pub pool_size: usize,
+    pub timeout_ms: u64,
+    pub key_prefix: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -307,10 +326,36 @@ impl Settings {
                 "at least 1",
             );
         }
+        if self.store.get() == StoreKind::Redis {
+            let r = &self.redis;
+            if !(r.url.starts_with("redis://") || r.url.starts_with("redis+unix://")) {
+                return fail("redis.url", "a redis:// (or redis+unix://) URL");
+            }
+            if r.pool_size == 0 || r.timeout_ms == 0 {
+                return fail("redis.pool_size and redis.timeout_ms", "at least 1");
+            }
+            if r.key_prefix.is_empty() || r.key_prefix.contains(['{', '}']) {
+                return fail("redis.key_prefix", "a non-empty prefix without braces");
+            }
+        }
         if self.cors.allowed_origins.is_empty() {
             return fail("cors.allowed_origins", "a list of origins, or [\"*\"]");
         }
         Ok(())
+    }
+
+    /// Settings of the Redis store.
+    pub fn redis_config(&self) -> RedisConfig {
+        RedisConfig {
+            url: self.redis.url.clone(),
+            pool_size: self.redis.pool_size,
+            timeout: Duration::from_millis(self.redis.timeout_ms),
+            key_prefix: self.redis.key_prefix.clone(),
+            max_events: self.retention.max_events,
+            max_age_ms: (self.retention.max_age_secs > 0)
+                .then(|| (self.retention.max_age_secs as i64).saturating_mul(1000)),
+            dedup_window_ms: (self.limits.dedup_window_secs as i64).saturating_mul(1000),
+        }
     }
 
     /// Settings of the embedded store.

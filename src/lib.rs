@@ -17,3 +17,5 @@ pub mod config;
 pub mod http;
 pub mod server;
 pub mod store;
+#[cfg(feature = "otel")]
+pub mod telemetry;

@@ -24,17 +24,45 @@ struct Cli {
     log_format: Option<String>,
 }
 
-fn init_logging(settings: &Settings) {
+/// What [`init_logging`] set up besides the log output; shut down at exit.
+struct Telemetry {
+    /// The OpenTelemetry exporter (inactive unless an OTLP endpoint is set).
+    #[cfg(feature = "otel")]
+    otel: sluice::telemetry::Otel,
+}
+
+impl Telemetry {
+    /// Flushes what is still buffered; call once the server has stopped.
+    fn shutdown(self) {
+        #[cfg(feature = "otel")]
+        self.otel.shutdown();
+    }
+}
+
+fn init_logging(settings: &Settings) -> Telemetry {
+    use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _, Layer as _};
+
     let filter = EnvFilter::try_from_env("RUST_LOG")
         .or_else(|_| EnvFilter::try_new(&settings.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    match settings.log.format.get() {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    let fmt = match settings.log.format.get() {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    let registry = tracing_subscriber::registry();
+    #[cfg(feature = "otel")]
+    let (otel_layer, otel) = sluice::telemetry::from_env();
+    #[cfg(feature = "otel")]
+    let registry = registry.with(otel_layer);
+    registry.with(filter).with(fmt).init();
+    #[cfg(feature = "otel")]
+    otel.log_status();
+    Telemetry {
+        #[cfg(feature = "otel")]
+        otel,
     }
 }
 
@@ -53,7 +81,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&settings);
+    let telemetry = init_logging(&settings);
     let listener = match TcpListener::bind(settings.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -66,11 +94,13 @@ fn main() -> ExitCode {
         listener,
         sluice::server::shutdown_signal(),
     ));
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }

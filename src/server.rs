@@ -20,7 +20,7 @@ use crate::{
         rate_limit::{RateLimits, FORGET_IDLE_EVERY},
         AppState,
     },
-    store::embedded::EmbeddedStore,
+    store::{embedded::EmbeddedStore, redis::RedisStore},
 };
 
 /// Headers a browser page may read from responses.
@@ -77,6 +77,10 @@ fn open_store(settings: &Settings) -> io::Result<SharedStore> {
             &settings.data_dir,
             settings.embedded_config(),
         )?),
+        StoreKind::Redis => Arc::new(
+            RedisStore::open(settings.redis_config())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        ),
     };
     match std::env::var(FAULTS_ENV) {
         Ok(spec) if !spec.is_empty() => {

@@ -1,3 +1,4 @@
 //! Store backends behind [`sluice_actors::store::Store`].
 
 pub mod embedded;
+pub mod redis;

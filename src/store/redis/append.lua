@@ -1,0 +1,98 @@
+-- Appends a batch atomically with its dedup records.
+-- KEYS[1] meta hash, KEYS[2] log stream. Every other key of the topic shares
+-- the same {topic} hash tag, so the whole script runs on one cluster slot.
+-- ARGV: epoch, time_ms, dedup window ms, max events, n, key prefix, then six
+-- values per event: data, type, idempotency key, fingerprint, producer id,
+-- producer seq ('' where absent).
+-- Returns one reply per event: {'ok', seq, time}, {'dup', seq, time},
+-- {'dup'} (original unknown), {'conflict'} or {'gap', expected producer seq}.
+local meta, log = KEYS[1], KEYS[2]
+if redis.call('HGET', meta, 'epoch') ~= ARGV[1] then
+  return redis.error_reply('EPOCH log was reset')
+end
+local t = tonumber(ARGV[2])
+local last = tonumber(redis.call('HGET', meta, 'last_ms'))
+if last > t then t = last end
+local window, maxev, n, prefix = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local seq = tonumber(redis.call('HGET', meta, 'seq'))
+
+-- Producer sequences are unsigned 64-bit: compare them as decimal strings
+-- (no leading zeros), since Lua numbers are doubles.
+local function cmp(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+
+-- The decimal string one above `s`.
+local function incr(s)
+  local d = {}
+  for i = 1, #s do d[i] = s:byte(i) - 48 end
+  local i = #d
+  while i >= 1 do
+    if d[i] == 9 then d[i] = 0; i = i - 1 else d[i] = d[i] + 1; break end
+  end
+  local r = {}
+  if i == 0 then r[1] = '1' end
+  for j = 1, #d do r[#r + 1] = tostring(d[j]) end
+  return table.concat(r)
+end
+
+local out = {}
+for i = 0, n - 1 do
+  local b = 7 + i * 6
+  local data, ty, key, fp, prod, pseq = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
+  local verdict = nil
+  if key ~= '' then
+    local rec = redis.call('GET', prefix .. 'k:' .. key)
+    if rec then
+      local rs, rt, rfp = string.match(rec, '^(%d+):(%d+):(%x+)$')
+      if rfp == fp then verdict = {'dup', rs, rt} else verdict = {'conflict'} end
+    end
+  end
+  if not verdict and prod ~= '' then
+    local high = redis.call('HGET', prefix .. 'p', prod)
+    if high then
+      local c = cmp(pseq, high)
+      if c <= 0 then
+        local rec = redis.call('GET', prefix .. 'ps:' .. prod .. ':' .. pseq)
+        if rec then
+          local rs, rt = string.match(rec, '^(%d+):(%d+)$')
+          verdict = {'dup', rs, rt}
+        else
+          verdict = {'dup'}
+        end
+      elseif pseq ~= incr(high) then
+        verdict = {'gap', incr(high)}
+      end
+    end
+  end
+  if verdict then
+    out[#out + 1] = verdict
+  else
+    seq = seq + 1
+    if ty ~= '' then
+      redis.call('XADD', log, seq .. '-0', 'd', data, 't', t, 'y', ty)
+    else
+      redis.call('XADD', log, seq .. '-0', 'd', data, 't', t)
+    end
+    if key ~= '' then
+      redis.call('SET', prefix .. 'k:' .. key, seq .. ':' .. t .. ':' .. fp, 'PX', window)
+    end
+    if prod ~= '' then
+      redis.call('HSET', prefix .. 'p', prod, pseq)
+      redis.call('SET', prefix .. 'ps:' .. prod .. ':' .. pseq, seq .. ':' .. t, 'PX', window)
+    end
+    out[#out + 1] = {'ok', tostring(seq), tostring(t)}
+  end
+end
+if seq > tonumber(redis.call('HGET', meta, 'seq')) then
+  redis.call('HSET', meta, 'seq', seq, 'last_ms', t)
+  local first = tonumber(redis.call('HGET', meta, 'first'))
+  if seq - first + 1 > maxev then
+    first = seq - maxev + 1
+    redis.call('HSET', meta, 'first', first)
+    redis.call('XTRIM', log, 'MINID', '~', first .. '-0')
+  end
+end
+return out

@@ -1,0 +1,511 @@
+//! The Redis Streams store (cluster mode): any number of stateless broker
+//! instances share one Redis (or Sentinel/Cluster-managed Redis).
+//!
+//! Key layout, every key of a topic under the `{topic}` hash tag so a
+//! topic lives on one Redis Cluster slot (`sluice` is `redis.key_prefix`):
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `sluice:{t}:meta` | hash | `epoch`, `seq` (latest), `last_ms` (its time), `first` (oldest retained seq) |
+//! | `sluice:{t}:log` | stream | one entry per event, id `<seq>-0`, fields `d` data, `t` time ms, `y` type |
+//! | `sluice:{t}:k:<key>` | string, expires after the dedup window | `seq:time:fingerprint` of an `Idempotency-Key` |
+//! | `sluice:{t}:p` | hash | producer id → highest `Producer-Seq` |
+//! | `sluice:{t}:ps:<producer>:<seq>` | string, expires after the dedup window | `seq:time` of that producer sequence |
+//! | `sluice:topics` | set | topic names |
+//!
+//! A cursor maps one to one onto a stream id (`<seq>-0`) plus the epoch kept
+//! in `meta`: after a `FLUSHALL` or a lost Redis the next open creates a new
+//! epoch, so old cursors get a 416 instead of a wrong position.
+//!
+//! Appends run one Lua script (loaded once, called by SHA) that checks
+//! idempotency keys and producer sequences, `XADD`s the batch and writes the
+//! dedup records, atomically: two instances can never store one key twice.
+//! One tailer task per instance multiplexes every watched topic over a
+//! single `XREAD BLOCK` connection. Every call has a deadline.
+
+mod tailer;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_redis::{
+    redis::{self, Script, Value},
+    Pool, Runtime,
+};
+use sluice_actors::{
+    cursor::{now_ms, Cursor, Epoch},
+    event::{AppendOutcome, NewEvent, StoredEvent},
+    store::{AppendSink, Store, StoreError, TopicBounds},
+};
+
+/// Settings of the Redis store.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Pooled connections for commands (the tailer has its own).
+    pub pool_size: usize,
+    /// Deadline of every Redis call.
+    pub timeout: Duration,
+    /// First part of every key.
+    pub key_prefix: String,
+    /// Retention: most events per topic.
+    pub max_events: u64,
+    /// Retention: oldest event age, `None` for no age limit.
+    pub max_age_ms: Option<i64>,
+    /// How long idempotency keys and producer sequences are remembered.
+    pub dedup_window_ms: i64,
+}
+
+struct Inner {
+    pool: Pool,
+    client: redis::Client,
+    cfg: RedisConfig,
+    open: Script,
+    append: Script,
+    trim: Script,
+    /// Epoch of each topic this instance opened, passed to the scripts so a
+    /// reset log is noticed instead of written into.
+    epochs: Mutex<HashMap<String, Epoch>>,
+    watched: Mutex<HashMap<String, tailer::Watch>>,
+}
+
+/// The Redis Streams store.
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+impl RedisStore {
+    /// Connects (lazily: Redis may be down at start) and starts the tailer
+    /// and the age-retention task on the current actix runtime.
+    pub fn open(cfg: RedisConfig) -> Result<Self, String> {
+        let client =
+            redis::Client::open(cfg.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
+        let mut pool_cfg = deadpool_redis::Config::from_url(cfg.url.clone());
+        pool_cfg.pool = Some(deadpool_redis::PoolConfig {
+            max_size: cfg.pool_size,
+            timeouts: deadpool_redis::Timeouts {
+                wait: Some(cfg.timeout),
+                create: Some(cfg.timeout),
+                recycle: Some(cfg.timeout),
+            },
+            ..Default::default()
+        });
+        let pool = pool_cfg
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| format!("redis pool: {e}"))?;
+        let inner = Arc::new(Inner {
+            pool,
+            client,
+            cfg,
+            open: Script::new(include_str!("open.lua")),
+            append: Script::new(include_str!("append.lua")),
+            trim: Script::new(include_str!("trim.lua")),
+            epochs: Mutex::new(HashMap::new()),
+            watched: Mutex::new(HashMap::new()),
+        });
+        actix_web::rt::spawn(tailer::run(Arc::downgrade(&inner)));
+        actix_web::rt::spawn(retention(Arc::downgrade(&inner)));
+        Ok(RedisStore { inner })
+    }
+}
+
+impl Inner {
+    fn key(&self, topic: &str, suffix: &str) -> String {
+        format!("{}:{{{topic}}}:{suffix}", self.cfg.key_prefix)
+    }
+
+    fn topics_key(&self) -> String {
+        format!("{}:topics", self.cfg.key_prefix)
+    }
+
+    /// Runs `f` with a pooled connection under the call deadline.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let work = async {
+            let conn = self.pool.get().await.map_err(unavailable)?;
+            f(conn).await.map_err(|e| {
+                if e.code() == Some("EPOCH") {
+                    StoreError::EpochChanged
+                } else {
+                    unavailable(e)
+                }
+            })
+        };
+        match tokio::time::timeout(self.cfg.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(unavailable(format!(
+                "no answer within {:?}",
+                self.cfg.timeout
+            ))),
+        }
+    }
+
+    async fn open_topic(&self, topic: &str) -> Result<TopicBounds, StoreError> {
+        let meta = self.key(topic, "meta");
+        let fresh = Epoch::generate();
+        let topics = self.topics_key();
+        let name = topic.to_owned();
+        let open = &self.open;
+        let (epoch, seq, last_ms, first): (String, u64, i64, u64) = self
+            .call(|mut c| async move {
+                let r = open
+                    .key(&meta)
+                    .arg(fresh.as_str())
+                    .invoke_async(&mut c)
+                    .await?;
+                let _: i64 = redis::cmd("SADD")
+                    .arg(&topics)
+                    .arg(&name)
+                    .query_async(&mut c)
+                    .await?;
+                Ok(r)
+            })
+            .await?;
+        let epoch = Epoch::parse(&epoch).ok_or_else(|| unavailable("bad epoch in meta"))?;
+        self.epochs
+            .lock()
+            .expect("poisoned")
+            .insert(topic.to_owned(), epoch.clone());
+        self.bounds_from(topic, epoch, seq, last_ms, first).await
+    }
+
+    async fn bounds(&self, topic: &str) -> Result<TopicBounds, StoreError> {
+        let meta = self.key(topic, "meta");
+        let (epoch, seq, last_ms, first): (Option<String>, Option<u64>, Option<i64>, Option<u64>) =
+            self.call(|mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(&meta)
+                    .arg(&["epoch", "seq", "last_ms", "first"])
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let (Some(epoch), Some(seq), Some(last_ms), Some(first)) = (epoch, seq, last_ms, first)
+        else {
+            return Err(StoreError::UnknownTopic);
+        };
+        let epoch = Epoch::parse(&epoch).ok_or_else(|| unavailable("bad epoch in meta"))?;
+        self.bounds_from(topic, epoch, seq, last_ms, first).await
+    }
+
+    async fn bounds_from(
+        &self,
+        topic: &str,
+        epoch: Epoch,
+        latest_seq: u64,
+        latest_time_ms: i64,
+        first_seq: u64,
+    ) -> Result<TopicBounds, StoreError> {
+        let first_seq = first_seq.min(latest_seq + 1);
+        let first_time_ms = if first_seq <= latest_seq {
+            self.range(topic, first_seq, 1)
+                .await?
+                .first()
+                .map_or(latest_time_ms, |e| e.time_ms)
+        } else {
+            latest_time_ms
+        };
+        Ok(TopicBounds {
+            epoch,
+            first_seq,
+            first_time_ms,
+            latest_seq,
+            latest_time_ms,
+        })
+    }
+
+    /// Up to `count` entries from `from_seq` on.
+    async fn range(
+        &self,
+        topic: &str,
+        from_seq: u64,
+        count: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let log = self.key(topic, "log");
+        let v: Value = self
+            .call(|mut c| async move {
+                redis::cmd("XRANGE")
+                    .arg(&log)
+                    .arg(format!("{from_seq}-0"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        parse_entries(&v)
+    }
+
+    fn epoch_of(&self, topic: &str) -> Option<Epoch> {
+        self.epochs.lock().expect("poisoned").get(topic).cloned()
+    }
+}
+
+/// Parses `XRANGE`/`XREAD` entries: `[[id, [field, value, ...]], ...]`.
+fn parse_entries(v: &Value) -> Result<Vec<StoredEvent>, StoreError> {
+    let bad = || unavailable("unexpected stream entry");
+    let Value::Array(entries) = v else {
+        return if matches!(v, Value::Nil) {
+            Ok(Vec::new())
+        } else {
+            Err(bad())
+        };
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let Value::Array(parts) = e else {
+            return Err(bad());
+        };
+        let [id, Value::Array(fields)] = parts.as_slice() else {
+            return Err(bad());
+        };
+        let id = text(id).ok_or_else(bad)?;
+        let seq: u64 = id
+            .split('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(bad)?;
+        let mut ev = StoredEvent {
+            seq,
+            time_ms: 0,
+            event_type: None,
+            data: Bytes::new(),
+        };
+        for pair in fields.chunks_exact(2) {
+            let Value::BulkString(val) = &pair[1] else {
+                return Err(bad());
+            };
+            match text(&pair[0]).as_deref() {
+                Some("d") => ev.data = Bytes::copy_from_slice(val),
+                Some("t") => {
+                    ev.time_ms = std::str::from_utf8(val)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(bad)?
+                }
+                Some("y") => ev.event_type = Some(String::from_utf8_lossy(val).into_owned()),
+                _ => {}
+            }
+        }
+        out.push(ev);
+    }
+    Ok(out)
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn reply_field(v: &Value, i: usize) -> Option<String> {
+    match v {
+        Value::Array(a) => a.get(i).and_then(text),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn open_topic(&self, topic: &str) -> Result<TopicBounds, StoreError> {
+        self.inner.open_topic(topic).await
+    }
+
+    async fn bounds(&self, topic: &str) -> Result<TopicBounds, StoreError> {
+        self.inner.bounds(topic).await
+    }
+
+    async fn append(
+        &self,
+        topic: &str,
+        batch: Vec<NewEvent>,
+        time_ms: i64,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let inner = &self.inner;
+        let epoch = match inner.epoch_of(topic) {
+            Some(e) => e,
+            None => inner.open_topic(topic).await?.epoch,
+        };
+        let (meta, log) = (inner.key(topic, "meta"), inner.key(topic, "log"));
+        let prefix = inner.key(topic, "");
+        let cfg = &inner.cfg;
+        let mut inv = inner.append.prepare_invoke();
+        inv.key(&meta)
+            .key(&log)
+            .arg(epoch.as_str())
+            .arg(time_ms)
+            .arg(cfg.dedup_window_ms)
+            .arg(cfg.max_events)
+            .arg(batch.len())
+            .arg(&prefix);
+        for ev in &batch {
+            let (producer, pseq) = ev
+                .producer
+                .as_ref()
+                .map_or((String::new(), String::new()), |(p, s)| {
+                    (p.clone(), s.to_string())
+                });
+            inv.arg(&ev.data[..])
+                .arg(ev.event_type.as_deref().unwrap_or(""))
+                .arg(ev.idempotency_key.as_deref().unwrap_or(""))
+                .arg(format!("{:032x}", ev.fingerprint()))
+                .arg(producer)
+                .arg(pseq);
+        }
+        let replies: Vec<Value> = inner
+            .call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await
+            .inspect_err(|e| {
+                if matches!(e, StoreError::EpochChanged) {
+                    inner.epochs.lock().expect("poisoned").remove(topic);
+                }
+            })?;
+        if replies.len() != batch.len() {
+            return Err(unavailable(
+                "append script answered the wrong number of results",
+            ));
+        }
+        let bad = || unavailable("unexpected append reply");
+        let mut out = Vec::with_capacity(batch.len());
+        for (ev, r) in batch.into_iter().zip(&replies) {
+            let num = |i| reply_field(r, i).and_then(|s| s.parse::<i64>().ok());
+            out.push(match reply_field(r, 0).as_deref() {
+                Some("ok") => AppendOutcome::Stored(StoredEvent {
+                    seq: num(1).ok_or_else(bad)? as u64,
+                    time_ms: num(2).ok_or_else(bad)?,
+                    event_type: ev.event_type,
+                    data: ev.data,
+                }),
+                Some("dup") => AppendOutcome::Duplicate(
+                    num(1)
+                        .zip(num(2))
+                        .map(|(seq, t)| Cursor::new(t, seq as u64, epoch.clone())),
+                ),
+                Some("conflict") => AppendOutcome::KeyConflict,
+                Some("gap") => AppendOutcome::SequenceGap {
+                    expected: reply_field(r, 1)
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(bad)?,
+                },
+                _ => return Err(bad()),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let b = self.inner.bounds(topic).await?;
+        let from = (after_seq + 1).max(b.first_seq);
+        if from > b.latest_seq {
+            return Ok(Vec::new());
+        }
+        self.inner.range(topic, from, limit).await
+    }
+
+    async fn topics(&self) -> Result<Vec<String>, StoreError> {
+        let key = self.inner.topics_key();
+        let mut names: Vec<String> = self
+            .inner
+            .call(|mut c| async move { redis::cmd("SMEMBERS").arg(&key).query_async(&mut c).await })
+            .await?;
+        names.sort();
+        Ok(names)
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        self.inner
+            .call(|mut c| async move {
+                let _: String = redis::cmd("PING").query_async(&mut c).await?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // Durability is Redis's own (AOF, replication); nothing is buffered here.
+        Ok(())
+    }
+
+    fn watch(&self, topic: &str, after_seq: u64, sink: AppendSink) {
+        tailer::watch(&self.inner, topic, after_seq, sink);
+    }
+
+    fn unwatch(&self, topic: &str) {
+        self.inner.watched.lock().expect("poisoned").remove(topic);
+    }
+}
+
+/// Age retention for the topics this instance watches: moves each log's
+/// logical start past expired events (idempotent across instances).
+async fn retention(inner: std::sync::Weak<Inner>) {
+    const EVERY: Duration = Duration::from_secs(1);
+    const PAGE: usize = 1000;
+    loop {
+        tokio::time::sleep(EVERY).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let Some(max_age) = inner.cfg.max_age_ms else {
+            continue;
+        };
+        let topics: Vec<String> = inner
+            .watched
+            .lock()
+            .expect("poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        for topic in topics {
+            let Ok(b) = inner.bounds(&topic).await else {
+                continue;
+            };
+            let cutoff = now_ms() - max_age;
+            let Ok(page) = inner.range(&topic, b.first_seq, PAGE).await else {
+                continue;
+            };
+            let Some(last_old) = page.iter().take_while(|e| e.time_ms < cutoff).last() else {
+                continue;
+            };
+            let (meta, log, trim) = (
+                inner.key(&topic, "meta"),
+                inner.key(&topic, "log"),
+                &inner.trim,
+            );
+            let want = last_old.seq + 1;
+            let epoch = b.epoch.to_string();
+            let res: Result<i64, _> = inner
+                .call(|mut c| async move {
+                    trim.key(&meta)
+                        .key(&log)
+                        .arg(&epoch)
+                        .arg(want)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(topic, error = %e, "age retention failed");
+            }
+        }
+    }
+}

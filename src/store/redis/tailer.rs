@@ -1,0 +1,147 @@
+//! Cross-instance fan-out: one task per broker instance tails every watched
+//! topic's stream with a single blocking `XREAD` on a connection of its own,
+//! and hands new entries to the topic actors.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use deadpool_redis::redis::{self, aio::MultiplexedConnection, Value};
+use sluice_actors::store::{AppendSink, ExternalAppends};
+
+use super::{parse_entries, text, Inner};
+
+/// How long one `XREAD` blocks; new watches join at the next round.
+const BLOCK: Duration = Duration::from_millis(250);
+/// Entries read per stream per round.
+const COUNT: usize = 1000;
+/// Pause after an error before reconnecting.
+const BACKOFF: Duration = Duration::from_millis(200);
+
+/// One watched topic.
+pub struct Watch {
+    /// Last sequence handed to the sink.
+    last: u64,
+    /// Bumped by every `watch`, so a stale round cannot move `last` of a
+    /// newer registration (e.g. after the log was reset).
+    generation: u64,
+    sink: AppendSink,
+}
+
+/// Registers (or re-registers) a topic from `after_seq` on.
+pub fn watch(inner: &Inner, topic: &str, after_seq: u64, sink: AppendSink) {
+    let mut w = inner.watched.lock().expect("poisoned");
+    let generation = w.get(topic).map_or(0, |x| x.generation + 1);
+    w.insert(
+        topic.to_owned(),
+        Watch {
+            last: after_seq,
+            generation,
+            sink,
+        },
+    );
+}
+
+async fn connect(inner: &Inner) -> redis::RedisResult<MultiplexedConnection> {
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(BLOCK + inner.cfg.timeout))
+        .set_connection_timeout(Some(inner.cfg.timeout));
+    inner
+        .client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
+}
+
+/// The tailer loop; ends when the store is dropped.
+pub async fn run(inner: Weak<Inner>) {
+    let mut conn: Option<MultiplexedConnection> = None;
+    loop {
+        let Some(inner) = inner.upgrade() else { return };
+        let round: Vec<(String, u64, u64)> = inner
+            .watched
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .map(|(t, w)| (t.clone(), w.last, w.generation))
+            .collect();
+        if round.is_empty() {
+            drop(inner);
+            tokio::time::sleep(BLOCK).await;
+            continue;
+        }
+        if conn.is_none() {
+            match connect(&inner).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    tracing::debug!(error = %e, "tailer cannot connect");
+                    drop(inner);
+                    tokio::time::sleep(BACKOFF).await;
+                    continue;
+                }
+            }
+        }
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(COUNT)
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("STREAMS");
+        for (topic, _, _) in &round {
+            cmd.arg(inner.key(topic, "log"));
+        }
+        for (_, last, _) in &round {
+            cmd.arg(format!("{last}-0"));
+        }
+        let c = conn.as_mut().expect("connected");
+        let reply: Value = match cmd.query_async(c).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(error = %e, "tailer read failed");
+                conn = None;
+                drop(inner);
+                tokio::time::sleep(BACKOFF).await;
+                continue;
+            }
+        };
+        deliver(&inner, &round, &reply);
+    }
+}
+
+/// Hands each stream's new entries to its topic, in order.
+fn deliver(inner: &Arc<Inner>, round: &[(String, u64, u64)], reply: &Value) {
+    let streams: Vec<(&Value, &Value)> = match reply {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|s| match s {
+                Value::Array(kv) if kv.len() == 2 => Some((&kv[0], &kv[1])),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(kv) => kv.iter().map(|(k, v)| (k, v)).collect(),
+        _ => return,
+    };
+    let by_key: HashMap<String, (&String, u64)> = round
+        .iter()
+        .map(|(t, _, g)| (inner.key(t, "log"), (t, *g)))
+        .collect();
+    for (key, entries) in streams {
+        let Some((topic, generation)) = text(key).and_then(|k| by_key.get(&k).copied()) else {
+            continue;
+        };
+        let Ok(events) = parse_entries(entries) else {
+            continue;
+        };
+        let Some(last) = events.last().map(|e| e.seq) else {
+            continue;
+        };
+        let mut watched = inner.watched.lock().expect("poisoned");
+        if let Some(w) = watched.get_mut(topic.as_str()) {
+            if w.generation == generation {
+                w.last = w.last.max(last);
+                w.sink.do_send(ExternalAppends { events });
+            }
+        }
+    }
+}
