@@ -25,6 +25,9 @@ use crate::{
 
 /// Pause before reloading a topic whose store did not answer.
 const RELOAD_BACKOFF: Duration = Duration::from_millis(500);
+/// How often a topic checks that its log was not wiped under it (with a
+/// shared store another process can do that, e.g. a Redis `FLUSHALL`).
+const EPOCH_CHECK: Duration = Duration::from_secs(5);
 /// Events read from the store per round when filling a hole.
 const FILL_PAGE: usize = 1000;
 
@@ -548,6 +551,31 @@ impl TopicActor {
         }
     }
 
+    /// Notices a log wiped under this actor: its streams end (their resumes
+    /// get the 416 treatment) and it follows the new log.
+    fn check_epoch(&mut self, ctx: &mut Context<Self>) {
+        let Some(epoch) = self.bounds.as_ref().map(|b| b.epoch.clone()) else {
+            return;
+        };
+        let (store, name) = (self.store.clone(), self.name.clone());
+        ctx.spawn(
+            async move {
+                match store.bounds(&name).await {
+                    Ok(b) if b.epoch == epoch => None,
+                    Ok(_) | Err(StoreError::UnknownTopic) => Some(store.open_topic(&name).await),
+                    // Store down: nothing to learn now.
+                    Err(_) => None,
+                }
+            }
+            .into_actor(self)
+            .map(|fresh, act, ctx| {
+                if let Some(Ok(fresh)) = fresh {
+                    act.adopt_if_reset(&fresh, ctx);
+                }
+            }),
+        );
+    }
+
     /// Adopts fresh bounds of a log that was wiped and recreated meanwhile.
     fn adopt_if_reset(&mut self, fresh: &TopicBounds, ctx: &mut Context<Self>) {
         if self.bounds.as_ref().is_some_and(|b| b.epoch != fresh.epoch) {
@@ -599,6 +627,7 @@ impl Actor for TopicActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.cfg.mailbox_capacity);
         self.load_bounds(ctx);
+        ctx.run_interval(EPOCH_CHECK, |act, ctx| act.check_epoch(ctx));
     }
 }
 
