@@ -19,7 +19,6 @@ use std::{env, fmt};
 use opentelemetry::{trace::TracerProvider as _, KeyValue};
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig as _};
 use opentelemetry_sdk::{
-    propagation::TraceContextPropagator,
     resource::{
         EnvResourceDetector, ResourceDetector as _, SdkProvidedResourceDetector,
         TelemetryResourceDetector,
@@ -106,10 +105,6 @@ where
         .with_resource(resource)
         .build();
     let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("sluice"));
-    // For other users of the global API, and so that tracing-actix-web
-    // continues traces whose `traceparent` header comes with the request.
-    opentelemetry::global::set_tracer_provider(provider.clone());
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     (
         Some(layer),
         Otel {
