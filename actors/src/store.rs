@@ -159,11 +159,11 @@ pub trait Store: Send + Sync + 'static {
     /// Makes everything appended so far durable (used at shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
 
-    /// Asks to be sent, on `sink`, the events appended to `topic` after
-    /// `after_seq` by any instance sharing the store (this one's included:
+    /// Asks to be sent, on `sink`, the events appended to `topic`'s log of
+    /// `epoch` after `after_seq` by any instance sharing the store (this one's included:
     /// receivers skip what they already have). A store that no other
     /// instance writes to ignores it.
-    fn watch(&self, _topic: &str, _after_seq: u64, _sink: AppendSink) {}
+    fn watch(&self, _topic: &str, _epoch: &Epoch, _after_seq: u64, _sink: AppendSink) {}
 
     /// Stops `watch`.
     fn unwatch(&self, _topic: &str) {}

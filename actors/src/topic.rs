@@ -262,8 +262,12 @@ impl TopicActor {
         self.tail.clear();
         self.tail_bytes = 0;
         self.known_latest = b.latest_seq;
-        self.store
-            .watch(&self.name, b.latest_seq, ctx.address().recipient());
+        self.store.watch(
+            &self.name,
+            &b.epoch,
+            b.latest_seq,
+            ctx.address().recipient(),
+        );
         self.bounds = Some(b);
     }
 

@@ -7,7 +7,7 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `sluice:{t}:meta` | hash | `epoch`, `seq` (latest), `last_ms` (its time), `first` (oldest retained seq) |
-//! | `sluice:{t}:log` | stream | one entry per event, id `<seq>-0`, fields `d` data, `t` time ms, `y` type |
+//! | `sluice:{t}:log:<epoch>` | stream | one entry per event, id `<seq>-0`, fields `d` data, `t` time ms, `y` type |
 //! | `sluice:{t}:k:<key>` | string, expires after the dedup window | `seq:time:fingerprint` of an `Idempotency-Key` |
 //! | `sluice:{t}:p` | hash | producer id → highest `Producer-Seq` |
 //! | `sluice:{t}:ps:<producer>:<seq>` | string, expires after the dedup window | `seq:time` of that producer sequence |
@@ -15,7 +15,9 @@
 //!
 //! A cursor maps one to one onto a stream id (`<seq>-0`) plus the epoch kept
 //! in `meta`: after a `FLUSHALL` or a lost Redis the next open creates a new
-//! epoch, so old cursors get a 416 instead of a wrong position.
+//! epoch, so old cursors get a 416 instead of a wrong position. The epoch is
+//! part of the stream's key, so nothing that still holds the old epoch (a
+//! tailer, a reader) can ever read the new log's entries as the old one's.
 //!
 //! Appends run one Lua script (loaded once, called by SHA) that checks
 //! idempotency keys and producer sequences, `XADD`s the batch and writes the
@@ -124,6 +126,11 @@ impl Inner {
         format!("{}:{{{topic}}}:{suffix}", self.cfg.key_prefix)
     }
 
+    /// The stream of one epoch of a topic's log.
+    fn log_key(&self, topic: &str, epoch: &Epoch) -> String {
+        self.key(topic, &format!("log:{epoch}"))
+    }
+
     fn topics_key(&self) -> String {
         format!("{}:topics", self.cfg.key_prefix)
     }
@@ -211,7 +218,7 @@ impl Inner {
     ) -> Result<TopicBounds, StoreError> {
         let first_seq = first_seq.min(latest_seq + 1);
         let first_time_ms = if first_seq <= latest_seq {
-            self.range(topic, first_seq, 1)
+            self.range(topic, &epoch, first_seq, 1)
                 .await?
                 .first()
                 .map_or(latest_time_ms, |e| e.time_ms)
@@ -231,10 +238,11 @@ impl Inner {
     async fn range(
         &self,
         topic: &str,
+        epoch: &Epoch,
         from_seq: u64,
         count: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let log = self.key(topic, "log");
+        let log = self.log_key(topic, epoch);
         let v: Value = self
             .call(|mut c| async move {
                 redis::cmd("XRANGE")
@@ -342,7 +350,7 @@ impl Store for RedisStore {
             Some(e) => e,
             None => inner.open_topic(topic).await?.epoch,
         };
-        let (meta, log) = (inner.key(topic, "meta"), inner.key(topic, "log"));
+        let (meta, log) = (inner.key(topic, "meta"), inner.log_key(topic, &epoch));
         let prefix = inner.key(topic, "");
         let cfg = &inner.cfg;
         let mut inv = inner.append.prepare_invoke();
@@ -420,7 +428,7 @@ impl Store for RedisStore {
         if from > b.latest_seq {
             return Ok(Vec::new());
         }
-        self.inner.range(topic, from, limit).await
+        self.inner.range(topic, &b.epoch, from, limit).await
     }
 
     async fn topics(&self) -> Result<Vec<String>, StoreError> {
@@ -448,8 +456,8 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    fn watch(&self, topic: &str, after_seq: u64, sink: AppendSink) {
-        tailer::watch(&self.inner, topic, after_seq, sink);
+    fn watch(&self, topic: &str, epoch: &Epoch, after_seq: u64, sink: AppendSink) {
+        tailer::watch(&self.inner, topic, epoch, after_seq, sink);
     }
 
     fn unwatch(&self, topic: &str) {
@@ -480,7 +488,7 @@ async fn retention(inner: std::sync::Weak<Inner>) {
                 continue;
             };
             let cutoff = now_ms() - max_age;
-            let Ok(page) = inner.range(&topic, b.first_seq, PAGE).await else {
+            let Ok(page) = inner.range(&topic, &b.epoch, b.first_seq, PAGE).await else {
                 continue;
             };
             let Some(last_old) = page.iter().take_while(|e| e.time_ms < cutoff).last() else {
@@ -488,7 +496,7 @@ async fn retention(inner: std::sync::Weak<Inner>) {
             };
             let (meta, log, trim) = (
                 inner.key(&topic, "meta"),
-                inner.key(&topic, "log"),
+                inner.log_key(&topic, &b.epoch),
                 &inner.trim,
             );
             let want = last_old.seq + 1;

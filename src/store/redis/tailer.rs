@@ -9,7 +9,10 @@ use std::{
 };
 
 use deadpool_redis::redis::{self, aio::MultiplexedConnection, Value};
-use sluice_actors::store::{AppendSink, ExternalAppends};
+use sluice_actors::{
+    cursor::Epoch,
+    store::{AppendSink, ExternalAppends},
+};
 
 use super::{parse_entries, text, Inner};
 
@@ -27,11 +30,13 @@ pub struct Watch {
     /// Bumped by every `watch`, so a stale round cannot move `last` of a
     /// newer registration (e.g. after the log was reset).
     generation: u64,
+    /// The log epoch the sink follows (part of the stream key).
+    epoch: Epoch,
     sink: AppendSink,
 }
 
 /// Registers (or re-registers) a topic from `after_seq` on.
-pub fn watch(inner: &Inner, topic: &str, after_seq: u64, sink: AppendSink) {
+pub fn watch(inner: &Inner, topic: &str, epoch: &Epoch, after_seq: u64, sink: AppendSink) {
     let mut w = inner.watched.lock().expect("poisoned");
     let generation = w.get(topic).map_or(0, |x| x.generation + 1);
     w.insert(
@@ -39,6 +44,7 @@ pub fn watch(inner: &Inner, topic: &str, after_seq: u64, sink: AppendSink) {
         Watch {
             last: after_seq,
             generation,
+            epoch: epoch.clone(),
             sink,
         },
     );
@@ -64,7 +70,7 @@ pub async fn run(inner: Weak<Inner>) {
             .lock()
             .expect("poisoned")
             .iter()
-            .map(|(t, w)| (t.clone(), w.last, w.generation))
+            .map(|(t, w)| (inner.log_key(t, &w.epoch), w.last, w.generation))
             .collect();
         if round.is_empty() {
             drop(inner);
@@ -88,8 +94,8 @@ pub async fn run(inner: Weak<Inner>) {
             .arg("BLOCK")
             .arg(BLOCK.as_millis() as u64)
             .arg("STREAMS");
-        for (topic, _, _) in &round {
-            cmd.arg(inner.key(topic, "log"));
+        for (key, _, _) in &round {
+            cmd.arg(key);
         }
         for (_, last, _) in &round {
             cmd.arg(format!("{last}-0"));
@@ -109,7 +115,8 @@ pub async fn run(inner: Weak<Inner>) {
     }
 }
 
-/// Hands each stream's new entries to its topic, in order.
+/// Hands each stream's new entries to its topic, in order. `round` holds
+/// (stream key, last seq, generation) of every watched topic.
 fn deliver(inner: &Arc<Inner>, round: &[(String, u64, u64)], reply: &Value) {
     let streams: Vec<(&Value, &Value)> = match reply {
         Value::Array(items) => items
@@ -122,12 +129,10 @@ fn deliver(inner: &Arc<Inner>, round: &[(String, u64, u64)], reply: &Value) {
         Value::Map(kv) => kv.iter().map(|(k, v)| (k, v)).collect(),
         _ => return,
     };
-    let by_key: HashMap<String, (&String, u64)> = round
-        .iter()
-        .map(|(t, _, g)| (inner.key(t, "log"), (t, *g)))
-        .collect();
+    let by_key: HashMap<&str, u64> = round.iter().map(|(k, _, g)| (k.as_str(), *g)).collect();
     for (key, entries) in streams {
-        let Some((topic, generation)) = text(key).and_then(|k| by_key.get(&k).copied()) else {
+        let Some(key) = text(key) else { continue };
+        let Some(&generation) = by_key.get(key.as_str()) else {
             continue;
         };
         let Ok(events) = parse_entries(entries) else {
@@ -137,11 +142,14 @@ fn deliver(inner: &Arc<Inner>, round: &[(String, u64, u64)], reply: &Value) {
             continue;
         };
         let mut watched = inner.watched.lock().expect("poisoned");
-        if let Some(w) = watched.get_mut(topic.as_str()) {
-            if w.generation == generation {
-                w.last = w.last.max(last);
-                w.sink.do_send(ExternalAppends { events });
-            }
+        // Only the registration this round read for: a topic re-watched
+        // meanwhile (new epoch, new position) is not moved by stale entries.
+        if let Some((_, w)) = watched
+            .iter_mut()
+            .find(|(t, w)| w.generation == generation && inner.log_key(t, &w.epoch) == key)
+        {
+            w.last = w.last.max(last);
+            w.sink.do_send(ExternalAppends { events });
         }
     }
 }

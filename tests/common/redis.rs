@@ -1,0 +1,250 @@
+//! A throw-away `redis-server` for the cluster tests: its own loopback port
+//! and directory, AOF on with `appendfsync always`, SIGKILL and restart on the
+//! same port and directory (so the AOF comes back).
+//!
+//! The server runs under `sh -c '... & echo $!; read _; kill -9 $!'` with a
+//! piped stdin: whenever the test process goes away (panic, abort, SIGKILL)
+//! the pipe closes and the shell kills the server, so none outlives a run.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// How long a start (or an AOF reload) may take before `PING` answers.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One running (or killed, restartable) `redis-server`.
+pub struct RedisServer {
+    /// Its loopback port (kept across restarts).
+    pub port: u16,
+    dir: tempfile::TempDir,
+    /// The `sh` wrapper and the pipe that keeps the server alive.
+    proc: Option<(Child, ChildStdin)>,
+    /// The server's own pid.
+    pub pid: Option<u32>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+impl RedisServer {
+    /// Starts a server on a free port with a fresh temporary directory.
+    pub async fn start() -> RedisServer {
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let mut s = RedisServer {
+                port: free_port(),
+                dir: tempfile::tempdir().expect("tempdir"),
+                proc: None,
+                pid: None,
+            };
+            match s.spawn_and_wait().await {
+                Ok(()) => return s,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("redis-server did not start: {last_err}");
+    }
+
+    /// `redis://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Its working directory (AOF files live here).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    /// The server's log so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        assert!(self.proc.is_none(), "redis-server is already running");
+        let dir = self.dir.path().to_str().expect("utf-8 temp dir").to_owned();
+        let port = self.port.to_string();
+        let log = self.log_path().to_str().expect("utf-8 path").to_owned();
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"redis-server "$@" & p=$!; echo "$p"; read _; kill -9 "$p" 2>/dev/null; wait"#)
+            .arg("sh")
+            .args(["--save", ""])
+            .args(["--appendonly", "yes"])
+            .args(["--appendfsync", "always"])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--port", &port])
+            .args(["--dir", &dir])
+            .args(["--logfile", &log])
+            .args(["--daemonize", "no"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot spawn sh/redis-server: {e}"))?;
+        let stdin = child.stdin.take().expect("stdin pipe");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout pipe"))
+            .read_line(&mut line)
+            .map_err(|e| format!("reading redis-server pid: {e}"))?;
+        self.pid = line.trim().parse().ok();
+        self.proc = Some((child, stdin));
+        Ok(())
+    }
+
+    async fn spawn_and_wait(&mut self) -> Result<(), String> {
+        self.spawn()?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if self.ping() {
+                return Ok(());
+            }
+            let exited = self
+                .proc
+                .as_mut()
+                .and_then(|(c, _)| c.try_wait().ok().flatten())
+                .is_some();
+            if exited || Instant::now() >= deadline {
+                let log = self.log_text();
+                self.kill_now();
+                return Err(format!(
+                    "no PONG on port {} (exited: {exited}); log:\n{log}",
+                    self.port
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// True when the server answers `PING` with `+PONG` (not `-LOADING`).
+    pub fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect_timeout(
+            &([127, 0, 0, 1], self.port).into(),
+            Duration::from_millis(200),
+        ) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        while !got.ends_with(b"\r\n") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        got.starts_with(b"+PONG")
+    }
+
+    fn kill_now(&mut self) {
+        let pid = self.pid.take();
+        if let Some((mut child, stdin)) = self.proc.take() {
+            // Closing the pipe makes the wrapper SIGKILL the server and reap it.
+            drop(stdin);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        // The wrapper is stuck: the server is still its
+                        // (unreaped) child, so its pid cannot be reused yet.
+                        if let Some(pid) = pid {
+                            let _ = Command::new("kill")
+                                .args(["-9", &pid.to_string()])
+                                .stderr(Stdio::null())
+                                .status();
+                        }
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }
+    }
+
+    /// SIGKILL the server and wait until it is gone (port closed).
+    pub async fn kill9(&mut self) {
+        self.kill_now();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(
+            &([127, 0, 0, 1], self.port).into(),
+            Duration::from_millis(100),
+        )
+        .is_ok()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} still accepts connections after SIGKILL",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts the server again on the same port and directory (the AOF is
+    /// reloaded) and waits until it answers `PING`.
+    pub async fn restart(&mut self) {
+        if self.proc.is_some() {
+            self.kill9().await;
+        }
+        if let Err(e) = self.spawn_and_wait().await {
+            panic!("redis-server did not restart: {e}");
+        }
+    }
+
+    /// Runs `redis-cli -p PORT args...`; returns its stdout (panics on failure).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `FLUSHALL` (synchronous).
+    pub fn flushall(&self) {
+        let r = self.cli(&["FLUSHALL", "SYNC"]);
+        assert_eq!(r, "OK", "FLUSHALL answered {r:?}");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let start = log.len().saturating_sub(4000);
+            let tail = log.get(start..).unwrap_or(&log);
+            eprintln!(
+                "---- redis-server (port {}) log tail ----\n{tail}\n---- end ----",
+                self.port
+            );
+        }
+        self.kill_now();
+    }
+}
