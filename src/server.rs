@@ -163,6 +163,10 @@ pub async fn run(
             .configure(http::configure)
     })
     .disable_signals()
+    // Long keep-alive: publishers reuse connections, and a short idle
+    // timeout racing a client's next request shows up as resets under load.
+    .keep_alive(Duration::from_secs(75))
+    .client_request_timeout(Duration::from_secs(30))
     .shutdown_timeout(grace.as_secs());
     if settings.workers > 0 {
         server = server.workers(settings.workers);

@@ -16,6 +16,7 @@
 //! - [`dedup`]: idempotency-key and producer-sequence bookkeeping.
 //! - [`cursor`], [`event`], [`sse`]: cursors, events, SSE framing.
 
+pub mod body;
 pub mod broker;
 pub mod cursor;
 pub mod dedup;

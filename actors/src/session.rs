@@ -1,7 +1,7 @@
 //! SessionActor: one per SSE connection. Writes framed events to the
-//! connection's body channel, one coalesced chunk per delivery, sends
-//! heartbeats while idle, catches up from the store when its topic says it
-//! fell behind the in-memory tail, and stops the moment the client is gone.
+//! connection's body (coalesced into bounded chunks, see [`crate::body`]),
+//! sends heartbeats while idle, catches up from the store when its topic says
+//! it fell behind the in-memory tail, and stops the moment the client is gone.
 //!
 //! States: IDLE (created, not yet running) → STREAMING ⇄ RECOVERING (catching
 //! up from the store) → TERMINATED.
@@ -12,10 +12,11 @@ use std::{
 };
 
 use actix::prelude::*;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::{
+    body::{pack, send, Ack, Acker, Chunk, ChunkSender, SendFailure},
     broker::{BrokerActor, SessionClosed, SessionOpened},
     cursor::{Cursor, Epoch},
     link::SessionLink,
@@ -26,7 +27,7 @@ use crate::{
 };
 
 /// Events read from the store per catch-up round.
-const CATCH_UP_PAGE: usize = 1000;
+const CATCH_UP_PAGE: usize = 256;
 
 /// Tunables of a session.
 #[derive(Clone, Debug)]
@@ -62,6 +63,15 @@ pub enum EndReason {
     Gap,
     /// The store failed while catching up.
     StoreError,
+}
+
+impl From<SendFailure> for EndReason {
+    fn from(f: SendFailure) -> Self {
+        match f {
+            SendFailure::Closed => EndReason::ClientGone,
+            SendFailure::Stalled => EndReason::Stalled,
+        }
+    }
 }
 
 impl EndReason {
@@ -106,9 +116,10 @@ pub struct SessionActor {
     broker: Addr<BrokerActor>,
     store: SharedStore,
     epoch: Epoch,
-    tx: mpsc::Sender<Bytes>,
+    tx: ChunkSender,
+    acker: Acker,
     cfg: SessionConfig,
-    /// Last sequence written to the body; anything at or below is skipped,
+    /// Last sequence queued to the body; anything at or below is skipped,
     /// which makes a duplicate impossible whatever the topic sends.
     last_seq: u64,
     /// Time of the event at `last_seq` (0 until the first write), to render
@@ -134,12 +145,13 @@ impl SessionActor {
         broker: Addr<BrokerActor>,
         store: SharedStore,
         epoch: Epoch,
-        tx: mpsc::Sender<Bytes>,
+        tx: ChunkSender,
         cfg: SessionConfig,
         after_seq: u64,
         resume_on_gap: bool,
     ) -> Self {
         let span = tracing::info_span!("session", conn = link.id, topic = %link.topic);
+        let acker = Self::acker(&link, &topic, &cfg);
         SessionActor {
             link,
             topic,
@@ -147,6 +159,7 @@ impl SessionActor {
             store,
             epoch,
             tx,
+            acker,
             cfg,
             last_seq: after_seq,
             last_time_ms: 0,
@@ -157,16 +170,24 @@ impl SessionActor {
         }
     }
 
+    /// The acknowledger the response body of this session must use.
+    pub fn acker(link: &Arc<SessionLink>, topic: &Addr<TopicActor>, cfg: &SessionConfig) -> Acker {
+        Acker {
+            link: link.clone(),
+            topic: topic.clone(),
+            low_events: cfg.low_events,
+            low_bytes: cfg.low_bytes,
+        }
+    }
+
     /// Writes a keep-alive when idle for the heartbeat, else a probe when
     /// idle for the probe interval.
     fn idle_tick(&mut self, ctx: &mut Context<Self>) {
         let l = &self.link;
         let now = l.age_ms();
-        let since_beat = now
-            - self
-                .last_beat_ms
-                .max(l.last_write_ms.load(Ordering::Relaxed));
-        let since_write = now - l.last_write_ms.load(Ordering::Relaxed);
+        let last_write = l.last_write_ms.load(Ordering::Relaxed);
+        let since_beat = now - self.last_beat_ms.max(last_write);
+        let since_write = now - last_write;
         let (frame, beat): (&'static [u8], bool) =
             if since_beat >= self.cfg.heartbeat.as_millis() as i64 {
                 (KEEP_ALIVE, true)
@@ -179,15 +200,13 @@ impl SessionActor {
             } else {
                 return;
             };
-        match self.tx.try_send(Bytes::from_static(frame)) {
-            Ok(()) => {
-                l.bytes_sent
-                    .fetch_add(frame.len() as u64, Ordering::Relaxed);
-                l.last_write_ms.store(now, Ordering::Relaxed);
-                if beat {
-                    self.last_beat_ms = now;
-                }
-            }
+        let chunk = Chunk {
+            bytes: Bytes::from_static(frame),
+            ack: None,
+        };
+        match self.tx.try_send(chunk) {
+            Ok(()) if beat => self.last_beat_ms = now,
+            Ok(()) => {}
             // Data is queued: that is a write already.
             Err(mpsc::error::TrySendError::Full(_)) => {}
             Err(mpsc::error::TrySendError::Closed(_)) => self.end(EndReason::ClientGone, ctx),
@@ -203,49 +222,6 @@ impl SessionActor {
         self.end_reason = reason;
         ctx.stop();
     }
-
-    /// Notes a completed write of `events` events and `bytes` bytes.
-    fn wrote(&mut self, last_seq: u64, events: u64, bytes: u64) {
-        metrics().delivered.inc_by(events);
-        self.last_seq = last_seq;
-        let l = &self.link;
-        l.acked_seq.store(last_seq, Ordering::SeqCst);
-        l.acked_bytes.fetch_add(bytes, Ordering::SeqCst);
-        l.events_sent.fetch_add(events, Ordering::Relaxed);
-        l.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
-        l.last_write_ms.store(l.age_ms(), Ordering::Relaxed);
-        if l.outstanding_events() <= self.cfg.low_events
-            && l.outstanding_bytes() <= self.cfg.low_bytes
-            && l.paused
-                .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-        {
-            // Control message: must not be dropped by a full mailbox, and
-            // there is at most one in flight per session.
-            self.topic.do_send(Ready {
-                id: l.id,
-                after_seq: None,
-            });
-        }
-    }
-}
-
-/// Sends one chunk, giving up after `stall`.
-async fn write(
-    tx: &mpsc::Sender<Bytes>,
-    link: &SessionLink,
-    chunk: Bytes,
-    stall: Duration,
-) -> Result<(), EndReason> {
-    link.waiting_since_ms
-        .store(link.age_ms(), Ordering::Relaxed);
-    let res = match tokio::time::timeout(stall, tx.send(chunk)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(EndReason::ClientGone),
-        Err(_) => Err(EndReason::Stalled),
-    };
-    link.waiting_since_ms.store(-1, Ordering::Relaxed);
-    res
 }
 
 impl Actor for SessionActor {
@@ -286,54 +262,60 @@ impl Handler<Deliver> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        // The topic counted every byte of the batch as delivered: all of it
+        // is acknowledged, the part already written (skipped here) included.
+        let batch_bytes: u64 = msg.events.iter().map(|e| e.frame.len() as u64).sum();
         let fresh: Vec<&FramedEvent> = msg
             .events
             .iter()
             .filter(|e| e.seq > self.last_seq)
             .collect();
         let (Some(first), Some(last)) = (fresh.first(), fresh.last()) else {
+            self.acker.acknowledge(Ack {
+                last_seq: self.last_seq,
+                events: 0,
+                bytes: batch_bytes,
+            });
             return;
         };
         if first.seq != self.last_seq + 1 {
             // A hole would break the contract; end the stream so the client
             // resumes from its last id and the store fills the hole.
-            tracing::error!(
-                conn = self.link.id,
-                expected = self.last_seq + 1,
-                got = first.seq,
-                "delivery gap"
-            );
+            let expected = self.last_seq + 1;
+            self.span
+                .in_scope(|| tracing::error!(expected, got = first.seq, "delivery gap"));
             return self.end(EndReason::Gap, ctx);
         }
-        let last_seq = last.seq;
-        let last_time = last.time_ms;
-        let events = fresh.len() as u64;
-        let mut buf = BytesMut::with_capacity(fresh.iter().map(|e| e.frame.len()).sum());
-        for e in &fresh {
-            buf.extend_from_slice(&e.frame);
-        }
-        let bytes = buf.len() as u64;
+        let (last_seq, last_time) = (last.seq, last.time_ms);
         let times: Vec<i64> = fresh.iter().map(|e| e.time_ms).collect();
-        let tx = self.tx.clone();
-        let link = self.link.clone();
-        let stall = self.cfg.stall_timeout;
-        // Waiting here holds further deliveries in the mailbox: the mailbox
-        // depth is what the topic reads as this subscriber's backlog.
+        let fresh_bytes: u64 = fresh.iter().map(|e| e.frame.len() as u64).sum();
+        let mut chunks = pack(fresh.iter().map(|e| (e.seq, &e.frame[..])));
+        if let Some(Chunk { ack: Some(a), .. }) = chunks.last_mut() {
+            a.bytes += batch_bytes - fresh_bytes;
+        }
+        self.last_seq = last_seq;
+        self.last_time_ms = last_time;
+        let (tx, link, stall) = (self.tx.clone(), self.link.clone(), self.cfg.stall_timeout);
+        // Waiting here holds further deliveries in the mailbox: with the
+        // small body channel, the socket's pace sets the session's.
         ctx.wait(
-            async move { write(&tx, &link, buf.freeze(), stall).await }
-                .into_actor(self)
-                .map(move |res, act, ctx| match res {
-                    Ok(()) => {
-                        let now = crate::cursor::now_ms();
-                        let h = &metrics().delivery_seconds;
-                        for t in times {
-                            h.observe((now - t).max(0) as f64 / 1000.0);
-                        }
-                        act.last_time_ms = last_time;
-                        act.wrote(last_seq, events, bytes)
+            async move {
+                for c in chunks {
+                    send(&tx, &link, c, stall).await?;
+                }
+                Ok(())
+            }
+            .into_actor(self)
+            .map(move |res: Result<(), SendFailure>, act, ctx| match res {
+                Ok(()) => {
+                    let now = crate::cursor::now_ms();
+                    let h = &metrics().delivery_seconds;
+                    for t in times {
+                        h.observe((now - t).max(0) as f64 / 1000.0);
                     }
-                    Err(reason) => act.end(reason, ctx),
-                }),
+                }
+                Err(f) => act.end(f.into(), ctx),
+            }),
         );
     }
 }
@@ -352,7 +334,6 @@ impl Handler<CatchUp> for SessionActor {
         let mut after_time = self.last_time_ms;
         ctx.wait(
             async move {
-                let mut written = (0u64, 0u64);
                 loop {
                     let page = store
                         .read(&link.topic, after, CATCH_UP_PAGE)
@@ -362,7 +343,6 @@ impl Handler<CatchUp> for SessionActor {
                             EndReason::StoreError
                         })?;
                     let Some(first) = page.first() else { break };
-                    let mut buf = BytesMut::new();
                     if first.seq != after + 1 {
                         // Retention trimmed events while this subscriber lagged.
                         if !resume_on_gap {
@@ -370,43 +350,40 @@ impl Handler<CatchUp> for SessionActor {
                         }
                         let requested = Cursor::new(after_time, after, epoch.clone()).to_string();
                         let resumed = Cursor::new(first.time_ms, first.seq - 1, epoch.clone());
-                        buf.extend_from_slice(&gap_notice(
-                            &requested,
-                            &resumed.to_string(),
-                            Some(first.seq - 1 - after),
-                        ));
+                        let notice = Chunk {
+                            bytes: gap_notice(
+                                &requested,
+                                &resumed.to_string(),
+                                Some(first.seq - 1 - after),
+                            ),
+                            ack: None,
+                        };
+                        send(&tx, &link, notice, stall).await?;
                     }
-                    for ev in &page {
-                        buf.extend_from_slice(&frame_event(ev, &epoch).frame);
-                    }
-                    let bytes = buf.len() as u64;
+                    let framed: Vec<FramedEvent> =
+                        page.iter().map(|ev| frame_event(ev, &epoch)).collect();
+                    let bytes: u64 = framed.iter().map(|f| f.frame.len() as u64).sum();
+                    let last = &page[page.len() - 1];
+                    // Events read here count as delivered to this session.
                     link.delivered_bytes.fetch_add(bytes, Ordering::SeqCst);
-                    write(&tx, &link, buf.freeze(), stall).await?;
-                    after = page[page.len() - 1].seq;
-                    after_time = page[page.len() - 1].time_ms;
-                    link.delivered_seq.fetch_max(after, Ordering::SeqCst);
-                    metrics().delivered.inc_by(page.len() as u64);
-                    written.0 += page.len() as u64;
-                    written.1 += bytes;
-                    link.acked_seq.store(after, Ordering::SeqCst);
-                    link.acked_bytes.fetch_add(bytes, Ordering::SeqCst);
+                    link.delivered_seq.fetch_max(last.seq, Ordering::SeqCst);
+                    for c in pack(framed.iter().map(|f| (f.seq, &f.frame[..]))) {
+                        send(&tx, &link, c, stall).await?;
+                    }
+                    (after, after_time) = (last.seq, last.time_ms);
                     if page.len() < CATCH_UP_PAGE {
                         break;
                     }
                 }
-                Ok((after, after_time, written))
+                Ok((after, after_time))
             }
             .into_actor(self)
-            .map(|res, act, ctx| match res {
-                Ok((after, after_time, (events, bytes))) => {
+            .map(|res: Result<(u64, i64), EndReason>, act, ctx| match res {
+                Ok((after, after_time)) => {
                     act.last_seq = after;
                     act.last_time_ms = after_time;
-                    let l = &act.link;
-                    l.events_sent.fetch_add(events, Ordering::Relaxed);
-                    l.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
-                    l.last_write_ms.store(l.age_ms(), Ordering::Relaxed);
                     act.topic.do_send(Ready {
-                        id: l.id,
+                        id: act.link.id,
                         after_seq: Some(after),
                     });
                 }

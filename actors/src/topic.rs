@@ -484,7 +484,11 @@ impl TopicActor {
         let Some(sub) = self.subscribers.get_mut(&id) else {
             return;
         };
+        if sub.state == SubState::Live {
+            metrics().subscriber_pauses.inc();
+        }
         sub.state = SubState::Paused;
+        sub.link.lagging.store(true, Ordering::Relaxed);
         sub.link.paused.store(true, Ordering::SeqCst);
         // The session may have drained between our check and the flag: if so,
         // and it did not see the flag, resume ourselves.
@@ -513,6 +517,7 @@ impl TopicActor {
             return;
         };
         sub.state = SubState::Live;
+        sub.link.lagging.store(false, Ordering::Relaxed);
         let delivered = sub.link.delivered_seq.load(Ordering::SeqCst);
         if delivered >= latest {
             return;

@@ -7,7 +7,9 @@ use std::{sync::Arc, time::Duration};
 
 use actix::prelude::*;
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use sluice_actors::{
+    body,
     broker::Broker,
     event::NewEvent,
     link::SessionLink,
@@ -16,7 +18,9 @@ use sluice_actors::{
     store::SharedStore,
     topic::{Publish, Start, Subscribe, TopicConfig},
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
+
+type Body = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::convert::Infallible>>>>;
 
 fn topic_cfg() -> TopicConfig {
     TopicConfig {
@@ -43,8 +47,8 @@ fn session_cfg() -> SessionConfig {
     }
 }
 
-/// Opens a session on `topic`; returns the receiving end of its body.
-async fn subscribe(broker: &Broker, topic: &str, start: Start) -> mpsc::Receiver<Bytes> {
+/// Opens a session on `topic`; returns its response body.
+async fn subscribe(broker: &Broker, topic: &str, start: Start) -> Body {
     let addr = broker.topic(topic).await.unwrap();
     let link = Arc::new(SessionLink::new(
         broker.next_connection_id(),
@@ -63,8 +67,8 @@ async fn subscribe(broker: &Broker, topic: &str, start: Start) -> mpsc::Receiver
         .await
         .unwrap()
         .unwrap();
-    // A tiny body channel, so an unread stream blocks its session quickly.
-    let (tx, rx) = mpsc::channel(1);
+    let (tx, rx) = body::channel();
+    let acker = SessionActor::acker(&link, &addr, &session_cfg());
     ctx.run(SessionActor::new(
         link,
         addr,
@@ -76,7 +80,7 @@ async fn subscribe(broker: &Broker, topic: &str, start: Start) -> mpsc::Receiver
         sub.after_seq,
         false,
     ));
-    rx
+    Box::pin(body::body_stream(rx, acker))
 }
 
 async fn publish(broker: &Broker, topic: &str, n: usize, from: usize) {
@@ -94,14 +98,15 @@ async fn publish(broker: &Broker, topic: &str, n: usize, from: usize) {
 }
 
 /// Reads `data:` payloads from a body until `n` events arrived.
-async fn read_events(rx: &mut mpsc::Receiver<Bytes>, n: usize) -> Vec<usize> {
+async fn read_events(rx: &mut Body, n: usize) -> Vec<usize> {
     let mut out = Vec::new();
     let mut text = String::new();
     while out.len() < n {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        let chunk = tokio::time::timeout(Duration::from_secs(10), rx.next())
             .await
             .expect("events arrive in time")
-            .expect("stream open");
+            .expect("stream open")
+            .unwrap();
         text.push_str(std::str::from_utf8(&chunk).unwrap());
         while let Some(end) = text.find("\n\n") {
             let frame: String = text.drain(..end + 2).collect();

@@ -1,29 +1,25 @@
 //! `GET /v1/topics/{topic}/events`: the SSE stream, or the JSON history poll
 //! when the client does not ask for `text/event-stream`.
 
-use std::{convert::Infallible, sync::Arc};
+use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 use sluice_actors::{
+    body::{self, Chunk},
     cursor::{rfc3339_millis, Cursor},
     link::SessionLink,
     session::{gap_notice, SessionActor},
     sse::retry_frame,
     topic::{Gap, Start, Subscribe, SubscribeError},
 };
-use tokio::sync::mpsc;
 
 use sluice_actors::metrics::metrics;
 
 use super::{error::ApiError, rate_limit::Kind, validate, AppState};
 
-/// Chunks buffered between a session and its socket. Small: the session's
-/// mailbox is where backlog is measured, not here.
-const BODY_CHANNEL_CHUNKS: usize = 8;
 /// Default and largest `limit` of the history poll.
 const HISTORY_DEFAULT: usize = 100;
 const HISTORY_MAX: usize = 1000;
@@ -180,17 +176,25 @@ async fn stream(
         })?;
     count_resume(&start, subscribed.gap.is_some());
 
-    let (tx, rx) = mpsc::channel::<Bytes>(BODY_CHANNEL_CHUNKS);
-    let opening = tx.try_send(retry_frame(state.settings.stream.retry()));
-    debug_assert!(opening.is_ok());
+    let (tx, rx) = body::channel();
+    let opening = Chunk {
+        bytes: retry_frame(state.settings.stream.retry()),
+        ack: None,
+    };
+    let queued = tx.try_send(opening);
+    debug_assert!(queued.is_ok(), "a new channel has room");
     if let Some(gap) = &subscribed.gap {
         let notice = gap_notice(
             &gap.requested.to_string(),
             &gap.next_cursor.to_string(),
             gap.lost,
         );
-        let _ = tx.try_send(notice);
+        let _ = tx.try_send(Chunk {
+            bytes: notice,
+            ack: None,
+        });
     }
+    let acker = SessionActor::acker(&link, &addr, &state.session_cfg);
     let session = SessionActor::new(
         link,
         addr,
@@ -205,10 +209,7 @@ async fn stream(
     ctx.run(session);
     tracing::info!(conn = id, after = subscribed.after_seq, "stream opened");
 
-    let mut rx = rx;
-    let body = futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, Infallible>))
-    });
+    let body = body::body_stream(rx, acker);
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
