@@ -3,6 +3,7 @@
 use std::{net::TcpListener, path::PathBuf, process::ExitCode};
 
 use clap::Parser;
+
 use sluice::config::{LogFormat, Overrides, Settings};
 use tracing_subscriber::EnvFilter;
 
@@ -66,7 +67,29 @@ fn init_logging(settings: &Settings) -> Telemetry {
     }
 }
 
+/// Caps glibc's malloc arenas at one per core. By default glibc grows up to
+/// eight per core, and buffers allocated on one thread (the store's blocking
+/// pool, the topic arbiters) and freed on another fragment them: RSS then
+/// measured 40 % above the live data under a fan-out load.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    const M_ARENA_MAX: i32 = -8;
+    extern "C" {
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: mallopt only sets an allocator tunable; called before any
+    // other thread exists.
+    unsafe {
+        mallopt(M_ARENA_MAX, cores.clamp(1, 64) as i32);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let overrides = Overrides {
         file: cli.config,

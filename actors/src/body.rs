@@ -151,32 +151,54 @@ pub async fn send(
 }
 
 /// Packs frames into chunks of at most [`CHUNK_MAX`] bytes, each with the
-/// progress it acknowledges.
-pub fn pack<'a>(frames: impl IntoIterator<Item = (u64, &'a [u8])>) -> Vec<Chunk> {
-    let mut out = Vec::new();
-    let mut buf = bytes::BytesMut::new();
-    let mut ack = Ack::default();
-    for (seq, frame) in frames {
-        if !buf.is_empty() && buf.len() + frame.len() > CHUNK_MAX {
-            ack.bytes = buf.len() as u64;
-            out.push(Chunk {
-                bytes: buf.split().freeze(),
-                ack: Some(ack),
-            });
-            ack = Ack::default();
-        }
-        buf.extend_from_slice(frame);
-        ack.last_seq = seq;
-        ack.events += 1;
+/// progress it acknowledges, one chunk at a time: a session holds one chunk
+/// of copies, never a whole batch.
+pub struct Packer<I: Iterator> {
+    frames: std::iter::Peekable<I>,
+}
+
+/// Chunks over `frames` (sequence, wire bytes), built as they are taken.
+pub fn pack<I: Iterator<Item = (u64, Bytes)>>(frames: I) -> Packer<I> {
+    Packer {
+        frames: frames.peekable(),
     }
-    if !buf.is_empty() {
+}
+
+impl<I: Iterator<Item = (u64, Bytes)>> Iterator for Packer<I> {
+    type Item = Chunk;
+
+    fn next(&mut self) -> Option<Chunk> {
+        let mut buf = bytes::BytesMut::new();
+        let mut ack = Ack::default();
+        while let Some((_, frame)) = self.frames.peek() {
+            if !buf.is_empty() && buf.len() + frame.len() > CHUNK_MAX {
+                break;
+            }
+            let (seq, frame) = self.frames.next().expect("peeked");
+            if buf.is_empty() && self.frames.peek().is_none() {
+                // A lone frame goes out as it is, without a copy.
+                return Some(Chunk {
+                    ack: Some(Ack {
+                        last_seq: seq,
+                        events: 1,
+                        bytes: frame.len() as u64,
+                    }),
+                    bytes: frame,
+                });
+            }
+            buf.extend_from_slice(&frame);
+            ack.last_seq = seq;
+            ack.events += 1;
+        }
+        if buf.is_empty() {
+            return None;
+        }
         ack.bytes = buf.len() as u64;
-        out.push(Chunk {
+        Some(Chunk {
             bytes: buf.freeze(),
             ack: Some(ack),
-        });
+        })
     }
-    out
 }
 
 #[cfg(test)]
@@ -185,11 +207,11 @@ mod tests {
 
     #[test]
     fn packs_into_bounded_chunks_with_exact_acks() {
-        let small = vec![b'x'; 1000];
-        let big = vec![b'y'; CHUNK_MAX + 10];
-        let mut frames: Vec<(u64, &[u8])> = (1..=100).map(|s| (s, &small[..])).collect();
-        frames.push((101, &big[..]));
-        let chunks = pack(frames);
+        let small = Bytes::from(vec![b'x'; 1000]);
+        let big = Bytes::from(vec![b'y'; CHUNK_MAX + 10]);
+        let mut frames: Vec<(u64, Bytes)> = (1..=100).map(|s| (s, small.clone())).collect();
+        frames.push((101, big));
+        let chunks: Vec<Chunk> = pack(frames.into_iter()).collect();
         assert!(chunks
             .iter()
             .all(|c| c.bytes.len() <= CHUNK_MAX || c.ack.unwrap().events == 1));

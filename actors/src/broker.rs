@@ -26,6 +26,25 @@ use crate::{
 
 /// Window of the disconnect rate in `/healthz?probe=stream`.
 const DISCONNECT_WINDOW: Duration = Duration::from_secs(60);
+/// Streams that must have closed since the last trim before the next one.
+const TRIM_AFTER_CLOSED: usize = 100;
+
+/// Returns freed heap memory to the OS (glibc keeps it otherwise).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    // SAFETY: malloc_trim only releases free pages of the allocator's own
+    // heaps; it takes no pointers and is thread-safe.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
+
 /// Period of the stream health snapshot behind the state gauges.
 const HEALTH_SNAPSHOT: Duration = Duration::from_secs(5);
 
@@ -92,6 +111,8 @@ pub struct BrokerActor {
     active: Arc<AtomicUsize>,
     /// Stall timeout in ms, to classify session health.
     stall_ms: i64,
+    /// Sessions at the last memory trim.
+    sessions_at_trim: usize,
 }
 
 impl BrokerActor {
@@ -149,6 +170,16 @@ impl BrokerActor {
         }
         m.lagging_subscribers.set(lagging);
         self.trim_disconnects();
+        // After many streams closed, hand their buffers back to the OS: the
+        // system allocator keeps freed memory in its arenas otherwise, and
+        // RSS would stay at the storm's peak.
+        let now = self.sessions.len();
+        if now + TRIM_AFTER_CLOSED <= self.sessions_at_trim {
+            release_free_memory();
+        }
+        if now + TRIM_AFTER_CLOSED <= self.sessions_at_trim || now > self.sessions_at_trim {
+            self.sessions_at_trim = now;
+        }
     }
 }
 
@@ -257,6 +288,7 @@ impl Broker {
             disconnects: VecDeque::new(),
             active: active.clone(),
             stall_ms: stall_timeout.as_millis() as i64,
+            sessions_at_trim: 0,
         }
         .start();
         Broker {

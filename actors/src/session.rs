@@ -289,18 +289,24 @@ impl Handler<Deliver> for SessionActor {
         let (last_seq, last_time) = (last.seq, last.time_ms);
         let times: Vec<i64> = fresh.iter().map(|e| e.time_ms).collect();
         let fresh_bytes: u64 = fresh.iter().map(|e| e.frame.len() as u64).sum();
-        let mut chunks = pack(fresh.iter().map(|e| (e.seq, &e.frame[..])));
-        if let Some(Chunk { ack: Some(a), .. }) = chunks.last_mut() {
-            a.bytes += batch_bytes - fresh_bytes;
-        }
+        let skipped_bytes = batch_bytes - fresh_bytes;
+        let from = msg.events.len() - fresh.len();
         self.last_seq = last_seq;
         self.last_time_ms = last_time;
         let (tx, link, stall) = (self.tx.clone(), self.link.clone(), self.cfg.stall_timeout);
+        let events = msg.events;
         // Waiting here holds further deliveries in the mailbox: with the
         // small body channel, the socket's pace sets the session's.
         ctx.wait(
             async move {
-                for c in chunks {
+                let frames = events[from..].iter().map(|e| (e.seq, e.frame.clone()));
+                let mut chunks = pack(frames).peekable();
+                while let Some(mut c) = chunks.next() {
+                    if chunks.peek().is_none() {
+                        if let Some(a) = c.ack.as_mut() {
+                            a.bytes += skipped_bytes;
+                        }
+                    }
                     send(&tx, &link, c, stall).await?;
                 }
                 Ok(())
@@ -367,7 +373,7 @@ impl Handler<CatchUp> for SessionActor {
                     // Events read here count as delivered to this session.
                     link.delivered_bytes.fetch_add(bytes, Ordering::SeqCst);
                     link.delivered_seq.fetch_max(last.seq, Ordering::SeqCst);
-                    for c in pack(framed.iter().map(|f| (f.seq, &f.frame[..]))) {
+                    for c in pack(framed.into_iter().map(|f| (f.seq, f.frame))) {
                         send(&tx, &link, c, stall).await?;
                     }
                     (after, after_time) = (last.seq, last.time_ms);

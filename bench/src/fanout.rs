@@ -34,6 +34,10 @@ pub struct Args {
     pub topic: String,
     #[arg(long, default_value_t = 100)]
     pub subscribers: usize,
+    /// Extra subscribers that connect, take their `retry:` line and then
+    /// never read again (slow consumers); not checked, held to the end.
+    #[arg(long, default_value_t = 0)]
+    pub paused_subscribers: usize,
     #[arg(long, default_value_t = 4)]
     pub publishers: u32,
     /// Events to publish in total, split evenly over the publishers.
@@ -117,7 +121,29 @@ pub async fn run(args: Args) -> Result<Report, Error> {
             _ => return Err(format!("subscriber {i}: not ready within 30 s").into()),
         }
     }
-    eprintln!("fanout: {} subscribers ready", subs.len());
+    let mut paused = Vec::new();
+    for i in 0..args.paused_subscribers {
+        let opened = async {
+            let mut stream = sse::subscribe(&base, &args.topic, "from=latest").await?;
+            loop {
+                match stream.next().await? {
+                    Some(russe::Event::Retry(_)) => return Ok::<_, Error>(stream),
+                    Some(_) => continue,
+                    None => return Err("stream ended before its retry: line".into()),
+                }
+            }
+        };
+        match timeout(Duration::from_secs(30), opened).await {
+            Ok(Ok(s)) => paused.push(s),
+            Ok(Err(e)) => return Err(format!("paused subscriber {i}: {e}").into()),
+            Err(_) => return Err(format!("paused subscriber {i}: not ready within 30 s").into()),
+        }
+    }
+    eprintln!(
+        "fanout: {} subscribers ready, {} paused (never read)",
+        subs.len(),
+        paused.len()
+    );
 
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.timeout_secs);
@@ -201,9 +227,11 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         all_delivered && dups == 0 && gaps == 0 && reorders == 0 && regressions == 0 && bad == 0;
 
     let processes = stats::processes_json(args.common.pid);
+    drop(paused);
     eprintln!(
-        "fanout: {} subscribers, {} publishers, {} events of {} B, {} event(s)/request",
+        "fanout: {} subscribers (+{} paused), {} publishers, {} events of {} B, {} event(s)/request",
         args.subscribers,
+        args.paused_subscribers,
         args.publishers,
         args.events,
         args.payload_bytes,
@@ -240,6 +268,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     let json = json!({
         "mode": "fanout",
         "subscribers": args.subscribers,
+        "paused_subscribers": args.paused_subscribers,
         "publishers": args.publishers,
         "events": args.events,
         "payload_bytes": args.payload_bytes,

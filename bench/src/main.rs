@@ -3,13 +3,15 @@
 //! Modes (see `--help` of each):
 //! - `publish`: publish throughput and request latency;
 //! - `fanout`: end-to-end delivery to many SSE subscribers, with ordering,
-//!   gap and duplicate checks and publish→deliver latency.
+//!   gap and duplicate checks and publish→deliver latency;
+//! - `idle`: hold many idle SSE streams; broker memory per stream.
 //!
 //! Each mode prints a human summary to stderr and one JSON line with every
 //! figure to stdout. The exit code is non-zero when a run fails its checks.
 
 mod fanout;
 mod http;
+mod idle;
 mod payload;
 mod publish;
 mod sse;
@@ -25,6 +27,8 @@ enum Cli {
     Publish(publish::Args),
     /// Fan events out to many SSE subscribers; check order and completeness.
     Fanout(fanout::Args),
+    /// Hold many idle SSE streams; report broker memory per stream.
+    Idle(idle::Args),
 }
 
 /// Options every mode takes.
@@ -49,6 +53,7 @@ async fn main() -> ExitCode {
     let result = match Cli::parse() {
         Cli::Publish(args) => publish::run(args).await,
         Cli::Fanout(args) => fanout::run(args).await,
+        Cli::Idle(args) => idle::run(args).await,
     };
     match result {
         Ok(report) => {

@@ -850,3 +850,278 @@ pub fn seq_of(data: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("no seq in {data:?}"))
 }
+
+// ---------------------------------------------------------------------------
+// Process memory and metrics
+// ---------------------------------------------------------------------------
+
+/// Resident set size of process `pid` in KiB (`VmRSS` of /proc/PID/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// Samples a process's RSS every 20 ms in a background task and keeps the
+/// peak, so a test sees the high point of a run rather than its end.
+pub struct RssSampler {
+    peak: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> RssSampler {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let peak = Arc::new(AtomicU64::new(rss_kib(pid)));
+        let p = peak.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                    if let Some(kib) = s
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                    {
+                        p.fetch_max(kib, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        RssSampler { peak, task }
+    }
+
+    /// Highest RSS (KiB) seen so far.
+    pub fn peak_kib(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A Prometheus text exposition, parsed just enough for tests.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of the sample named exactly `series` (name plus label set
+    /// as the server prints it, e.g. `sluice_resumes_total{result="ok"}`).
+    pub fn get(&self, series: &str) -> Option<f64> {
+        self.0.lines().find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+    }
+
+    /// Like `get`, 0 when the series is absent.
+    pub fn value(&self, series: &str) -> f64 {
+        self.get(series).unwrap_or(0.0)
+    }
+
+    /// Whether a `# TYPE name kind` line is present.
+    pub fn has_type(&self, name: &str, kind: &str) -> bool {
+        self.0.lines().any(|l| l == format!("# TYPE {name} {kind}"))
+    }
+}
+
+impl Broker {
+    /// `GET /metrics`, asserting a 200 in Prometheus text format.
+    pub async fn metrics(&self) -> Metrics {
+        let r = self.get("/metrics").await;
+        assert_eq!(r.status, 200, "/metrics: {}", r.text);
+        let ct = r.header("content-type").unwrap_or_default();
+        assert!(ct.starts_with("text/plain"), "/metrics content-type {ct:?}");
+        Metrics(r.text)
+    }
+
+    /// `active_connections` of `/healthz?probe=stream`.
+    pub async fn active_connections(&self) -> u64 {
+        let r = self.get("/healthz?probe=stream").await;
+        assert_eq!(r.status, 200, "/healthz?probe=stream: {}", r.text);
+        r.json["active_connections"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no active_connections in {}", r.text))
+    }
+
+    /// The rows of `/v1/connections`.
+    pub async fn connections(&self) -> Vec<Value> {
+        let r = self.get("/v1/connections").await;
+        assert_eq!(r.status, 200, "/v1/connections: {}", r.text);
+        r.json["connections"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no connections array: {}", r.text))
+            .clone()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw HTTP/1.1 SSE client (own socket options, chunked decoding by hand)
+// ---------------------------------------------------------------------------
+
+/// An SSE stream on a plain TCP socket: the test controls the socket (receive
+/// buffer size, linger, when it reads), which reqwest does not allow.
+pub struct RawSse {
+    pub sock: tokio::net::TcpStream,
+    /// Response status code.
+    pub status: u16,
+    /// Response head, as text.
+    pub head: String,
+    /// Received bytes not yet de-chunked.
+    raw: BytesMut,
+    /// De-chunked body bytes not yet decoded.
+    body: BytesMut,
+    decoder: russe::Decoder,
+    /// Bytes left in the current chunk (`None`: a size line is due).
+    chunk_left: Option<usize>,
+    ended: bool,
+}
+
+impl RawSse {
+    /// Connects to 127.0.0.1:`port` (with `SO_RCVBUF` = `rcvbuf` when given,
+    /// set before connecting so the kernel does not grow it), sends
+    /// `GET path` with `Accept: text/event-stream` and the extra headers,
+    /// and reads the response head.
+    pub async fn connect(
+        port: u16,
+        path: &str,
+        headers: &[(&str, &str)],
+        rcvbuf: Option<u32>,
+    ) -> std::io::Result<RawSse> {
+        use tokio::io::AsyncWriteExt;
+        let s = tokio::net::TcpSocket::new_v4()?;
+        if let Some(n) = rcvbuf {
+            s.set_recv_buffer_size(n)?;
+        }
+        let mut sock = s.connect(([127, 0, 0, 1], port).into()).await?;
+        let mut req = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n"
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        sock.write_all(req.as_bytes()).await?;
+        let mut raw = BytesMut::with_capacity(8192);
+        let head_end = loop {
+            if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if sock.read_buf(&mut raw).await? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed before the response head",
+                ));
+            }
+        };
+        let head = String::from_utf8_lossy(&raw.split_to(head_end)).into_owned();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            status != 200
+                || head
+                    .to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked"),
+            "expected a chunked SSE response: {head}"
+        );
+        Ok(RawSse {
+            sock,
+            status,
+            head,
+            raw,
+            body: BytesMut::new(),
+            decoder: russe::Decoder::default(),
+            chunk_left: None,
+            ended: false,
+        })
+    }
+
+    /// Moves complete chunk data from `raw` to `body`.
+    fn dechunk(&mut self) {
+        while !self.ended {
+            match self.chunk_left {
+                None => {
+                    let Some(i) = self.raw.windows(2).position(|w| w == b"\r\n") else {
+                        return;
+                    };
+                    let line = self.raw.split_to(i + 2);
+                    let size = std::str::from_utf8(&line[..i])
+                        .ok()
+                        .and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok())
+                        .unwrap_or_else(|| {
+                            panic!(
+                                "bad chunk size line {line:?}; next {:?}",
+                                &self.raw[..self.raw.len().min(80)]
+                            )
+                        });
+                    if size == 0 {
+                        self.ended = true;
+                        return;
+                    }
+                    self.chunk_left = Some(size);
+                }
+                Some(0) => {
+                    if self.raw.len() < 2 {
+                        return;
+                    }
+                    let _ = self.raw.split_to(2);
+                    self.chunk_left = None;
+                }
+                Some(n) => {
+                    if self.raw.is_empty() {
+                        return;
+                    }
+                    let take = n.min(self.raw.len());
+                    self.body.extend_from_slice(&self.raw.split_to(take));
+                    self.chunk_left = Some(n - take);
+                }
+            }
+        }
+    }
+
+    /// The next SSE item; `Eof` at the end of the body or connection, `Error`
+    /// on a reset; `None` when nothing arrives within `timeout`.
+    pub async fn next_item(&mut self, timeout: Duration) -> Option<SseItem> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.dechunk();
+            match self.decoder.decode(&mut self.body) {
+                Ok(Some(russe::Event::Message(m))) => return Some(SseItem::Message(m)),
+                Ok(Some(russe::Event::Comment(c))) => return Some(SseItem::Comment(c.to_string())),
+                Ok(Some(russe::Event::Retry(r))) => return Some(SseItem::Retry(r)),
+                Ok(None) => {}
+                Err(e) => return Some(SseItem::Error(format!("decode error: {e}"))),
+            }
+            if self.ended {
+                return Some(SseItem::Eof);
+            }
+            match tokio::time::timeout_at(deadline, self.sock.read_buf(&mut self.raw)).await {
+                Err(_) => return None,
+                Ok(Ok(0)) => {
+                    self.ended = true;
+                    return Some(SseItem::Eof);
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    self.ended = true;
+                    return Some(SseItem::Error(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Drops the connection with an RST (`SO_LINGER` 0) instead of a FIN.
+    pub fn reset(self) {
+        self.sock.set_zero_linger().expect("SO_LINGER 0");
+        drop(self.sock);
+    }
+}
