@@ -4,8 +4,7 @@
 //! sharing it.
 
 mod common;
-#[path = "common/redis.rs"]
-mod redis_server;
+use common::redis as redis_server;
 
 use std::{
     collections::{HashMap, HashSet},

@@ -28,6 +28,8 @@ use crate::{
 
 /// Events read from the store per catch-up round.
 const CATCH_UP_PAGE: usize = 256;
+/// Pause before a catch-up that met a store error tries again.
+const CATCH_UP_RETRY: Duration = Duration::from_millis(500);
 
 /// Tunables of a session.
 #[derive(Clone, Debug)]
@@ -340,19 +342,22 @@ impl Handler<CatchUp> for SessionActor {
         let mut after_time = self.last_time_ms;
         ctx.wait(
             async move {
-                loop {
-                    let page = store
-                        .read(&link.topic, after, CATCH_UP_PAGE)
-                        .await
-                        .map_err(|_| {
+                // Progress survives an early end: what was sent stays sent.
+                let end = loop {
+                    let page = match store.read(&link.topic, after, CATCH_UP_PAGE).await {
+                        Ok(p) => p,
+                        Err(_) => {
                             metrics().store_errors.inc();
-                            EndReason::StoreError
-                        })?;
-                    let Some(first) = page.first() else { break };
+                            break Some(EndReason::StoreError);
+                        }
+                    };
+                    let Some(first) = page.first() else {
+                        break None;
+                    };
                     if first.seq != after + 1 {
                         // Retention trimmed events while this subscriber lagged.
                         if !resume_on_gap {
-                            return Err(EndReason::Gap);
+                            break Some(EndReason::Gap);
                         }
                         let requested = Cursor::new(after_time, after, epoch.clone()).to_string();
                         let resumed = Cursor::new(first.time_ms, first.seq - 1, epoch.clone());
@@ -364,7 +369,9 @@ impl Handler<CatchUp> for SessionActor {
                             ),
                             ack: None,
                         };
-                        send(&tx, &link, notice, stall).await?;
+                        if let Err(f) = send(&tx, &link, notice, stall).await {
+                            break Some(f.into());
+                        }
                     }
                     let framed: Vec<FramedEvent> =
                         page.iter().map(|ev| frame_event(ev, &epoch)).collect();
@@ -374,26 +381,37 @@ impl Handler<CatchUp> for SessionActor {
                     link.delivered_bytes.fetch_add(bytes, Ordering::SeqCst);
                     link.delivered_seq.fetch_max(last.seq, Ordering::SeqCst);
                     for c in pack(framed.into_iter().map(|f| (f.seq, f.frame))) {
-                        send(&tx, &link, c, stall).await?;
+                        let seq = c.ack.map_or(after, |a| a.last_seq);
+                        if let Err(f) = send(&tx, &link, c, stall).await {
+                            return (after, after_time, Some(f.into()));
+                        }
+                        after = seq;
                     }
-                    (after, after_time) = (last.seq, last.time_ms);
+                    after_time = last.time_ms;
                     if page.len() < CATCH_UP_PAGE {
-                        break;
+                        break None;
                     }
-                }
-                Ok((after, after_time))
+                };
+                (after, after_time, end)
             }
             .into_actor(self)
-            .map(|res: Result<(u64, i64), EndReason>, act, ctx| match res {
-                Ok((after, after_time)) => {
-                    act.last_seq = after;
-                    act.last_time_ms = after_time;
-                    act.topic.do_send(Ready {
+            .map(|(after, after_time, end), act: &mut SessionActor, ctx| {
+                act.last_seq = after;
+                act.last_time_ms = after_time;
+                match end {
+                    None => act.topic.do_send(Ready {
                         id: act.link.id,
                         after_seq: Some(after),
-                    });
+                    }),
+                    // The store is away (e.g. Redis down): the stream stays
+                    // open with its heartbeats and the catch-up tries again.
+                    Some(EndReason::StoreError) => {
+                        ctx.run_later(CATCH_UP_RETRY, move |_, ctx| {
+                            ctx.notify(CatchUp { after_seq: after });
+                        });
+                    }
+                    Some(reason) => act.end(reason, ctx),
                 }
-                Err(reason) => act.end(reason, ctx),
             }),
         );
     }

@@ -1,7 +1,15 @@
 //! Shared helpers for the black-box integration tests: start the real `sluice`
 //! binary on port 0 with its own data directory, talk HTTP to it, read its SSE
 //! streams with a spec-following decoder, and poll conditions with a deadline.
+//!
+//! Both stores run the same suites: a test binary whose name starts with
+//! `redis_` (e.g. `tests/redis_api.rs`, which includes `tests/api.rs`) starts
+//! every broker on the Redis store, against one `redis-server` per test
+//! process with a key prefix per data directory, so tests stay isolated and a
+//! restart on the same directory finds its data again.
 #![allow(dead_code)]
+
+pub mod redis;
 
 use std::{
     future::Future,
@@ -108,6 +116,35 @@ pub struct Broker {
     exit: Option<ExitStatus>,
 }
 
+/// Whether this test binary runs its suite on the Redis store.
+pub fn on_redis() -> bool {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().starts_with("redis_"))
+        })
+        .unwrap_or(false)
+}
+
+/// Skips an embedded-store-only test in the Redis run (returns true when
+/// the caller should return).
+pub fn embedded_only(what: &str) -> bool {
+    if on_redis() {
+        eprintln!("skipped on the Redis store: {what} is a property of the embedded log");
+    }
+    on_redis()
+}
+
+/// URL of this process's shared `redis-server`, started on first use.
+static SHARED_REDIS: tokio::sync::OnceCell<redis::RedisServer> = tokio::sync::OnceCell::const_new();
+
+async fn ensure_store() {
+    if on_redis() {
+        SHARED_REDIS.get_or_init(redis::RedisServer::start).await;
+    }
+}
+
 /// Builds the command line shared by every start.
 fn command(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
@@ -120,6 +157,14 @@ fn command(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Comman
         if k.starts_with("SLUICE") {
             cmd.env_remove(k);
         }
+    }
+    if let Some(r) = SHARED_REDIS.get() {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        data_dir.hash(&mut h);
+        cmd.env("SLUICE__STORE", "redis")
+            .env("SLUICE__REDIS__URL", r.url())
+            .env("SLUICE__REDIS__KEY_PREFIX", format!("t{:016x}", h.finish()));
     }
     cmd.envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -162,6 +207,7 @@ impl Broker {
 
     /// Starts a broker with extra command-line arguments (e.g. `--config f`).
     pub async fn start_args(dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Broker {
+        ensure_store().await;
         let mut child = command(dir, extra_args, env)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {BIN}: {e}"));
