@@ -34,6 +34,10 @@ pub struct Args {
     pub topic: String,
     #[arg(long, default_value_t = 100)]
     pub subscribers: usize,
+    /// Subscribe through another instance (cluster mode): publishers use
+    /// `--url`, subscribers this one, so latency is cross-instance.
+    #[arg(long)]
+    pub sub_url: Option<String>,
     /// Extra subscribers that connect, take their `retry:` line and then
     /// never read again (slow consumers); not checked, held to the end.
     #[arg(long, default_value_t = 0)]
@@ -92,6 +96,10 @@ struct SubTally {
 /// Runs the mode.
 pub async fn run(args: Args) -> Result<Report, Error> {
     let base = Base::parse(&args.common.url)?;
+    let sub_base = match &args.sub_url {
+        Some(u) => Base::parse(u)?,
+        None => base.clone(),
+    };
     let shares: Vec<u64> = (0..args.publishers as u64)
         .map(|i| {
             args.events / args.publishers as u64
@@ -107,7 +115,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     for i in 0..args.subscribers {
         let (ready_tx, ready_rx) = oneshot::channel();
         let task = tokio::spawn(subscriber(
-            base.clone(),
+            sub_base.clone(),
             args.topic.clone(),
             shares.clone(),
             ready_tx,
