@@ -23,13 +23,14 @@ use crate::{
     store::{embedded::EmbeddedStore, redis::RedisStore},
 };
 
-/// Headers a browser page may read from responses.
+/// Headers a browser page may read from responses (lowercase, as
+/// `HeaderName::from_static` requires).
 const EXPOSED_HEADERS: [&str; 5] = [
-    "Event-Cursor",
-    "Idempotent-Replayed",
-    "X-Next-Cursor",
-    "X-Latest-Cursor",
-    "Retry-After",
+    "event-cursor",
+    "idempotent-replayed",
+    "x-next-cursor",
+    "x-latest-cursor",
+    "retry-after",
 ];
 
 fn cores() -> usize {
@@ -40,11 +41,7 @@ fn cors(origins: &[String]) -> Cors {
     let mut c = Cors::default()
         .allow_any_method()
         .allow_any_header()
-        .expose_headers(
-            EXPOSED_HEADERS
-                .iter()
-                .map(|h| header::HeaderName::from_static_lower(h)),
-        )
+        .expose_headers(EXPOSED_HEADERS.map(header::HeaderName::from_static))
         .max_age(86_400);
     if origins.iter().any(|o| o == "*") {
         c = c.allow_any_origin();
@@ -54,17 +51,6 @@ fn cors(origins: &[String]) -> Cors {
         }
     }
     c
-}
-
-trait FromStaticLower {
-    fn from_static_lower(s: &str) -> header::HeaderName;
-}
-
-impl FromStaticLower for header::HeaderName {
-    fn from_static_lower(s: &str) -> header::HeaderName {
-        header::HeaderName::from_bytes(s.to_ascii_lowercase().as_bytes())
-            .expect("valid header name")
-    }
 }
 
 /// Environment variable that wraps the store in a fault injector, for

@@ -8,7 +8,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc, RwLock,
     },
     time::{Duration, Instant},
@@ -28,6 +28,8 @@ use crate::{
 const DISCONNECT_WINDOW: Duration = Duration::from_secs(60);
 /// Streams that must have closed since the last trim before the next one.
 const TRIM_AFTER_CLOSED: usize = 100;
+/// Delay of a trim after the closes that call for it.
+const TRIM_DELAY: Duration = Duration::from_millis(500);
 
 /// Returns freed heap memory to the OS (glibc keeps it otherwise).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -108,11 +110,12 @@ pub struct BrokerActor {
     next_arbiter: usize,
     sessions: HashMap<u64, (Arc<SessionLink>, Addr<SessionActor>)>,
     disconnects: VecDeque<Instant>,
-    active: Arc<AtomicUsize>,
     /// Stall timeout in ms, to classify session health.
     stall_ms: i64,
-    /// Sessions at the last memory trim.
+    /// Most sessions open since the last memory trim.
     sessions_at_trim: usize,
+    /// A memory trim is scheduled.
+    trim_scheduled: bool,
 }
 
 impl BrokerActor {
@@ -170,16 +173,7 @@ impl BrokerActor {
         }
         m.lagging_subscribers.set(lagging);
         self.trim_disconnects();
-        // After many streams closed, hand their buffers back to the OS: the
-        // system allocator keeps freed memory in its arenas otherwise, and
-        // RSS would stay at the storm's peak.
-        let now = self.sessions.len();
-        if now + TRIM_AFTER_CLOSED <= self.sessions_at_trim {
-            release_free_memory();
-        }
-        if now + TRIM_AFTER_CLOSED <= self.sessions_at_trim || now > self.sessions_at_trim {
-            self.sessions_at_trim = now;
-        }
+        self.sessions_at_trim = self.sessions_at_trim.max(self.sessions.len());
     }
 }
 
@@ -196,7 +190,7 @@ impl Handler<SessionOpened> for BrokerActor {
 
     fn handle(&mut self, msg: SessionOpened, _ctx: &mut Context<Self>) {
         self.sessions.insert(msg.link.id, (msg.link, msg.session));
-        self.active.store(self.sessions.len(), Ordering::Relaxed);
+        self.sessions_at_trim = self.sessions_at_trim.max(self.sessions.len());
         metrics().active_streams.set(self.sessions.len() as i64);
     }
 }
@@ -204,7 +198,7 @@ impl Handler<SessionOpened> for BrokerActor {
 impl Handler<SessionClosed> for BrokerActor {
     type Result = ();
 
-    fn handle(&mut self, msg: SessionClosed, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: SessionClosed, ctx: &mut Context<Self>) {
         if self.sessions.remove(&msg.id).is_some() {
             self.disconnects.push_back(Instant::now());
             self.trim_disconnects();
@@ -213,13 +207,24 @@ impl Handler<SessionClosed> for BrokerActor {
                 .with_label_values(&[msg.reason.as_str()])
                 .inc();
         }
-        self.active.store(self.sessions.len(), Ordering::Relaxed);
         metrics().active_streams.set(self.sessions.len() as i64);
         tracing::debug!(
             conn = msg.id,
             reason = msg.reason.as_str(),
             "session closed"
         );
+        // After many streams closed, hand their buffers back to the OS (the
+        // system allocator keeps freed memory otherwise, and RSS would stay
+        // at the peak): once, shortly after the wave of closes, not per close.
+        if !self.trim_scheduled && self.sessions.len() + TRIM_AFTER_CLOSED <= self.sessions_at_trim
+        {
+            self.trim_scheduled = true;
+            ctx.run_later(TRIM_DELAY, |act, _| {
+                release_free_memory();
+                act.sessions_at_trim = act.sessions.len();
+                act.trim_scheduled = false;
+            });
+        }
     }
 }
 
@@ -261,7 +266,6 @@ pub struct Broker {
     topics: TopicMap,
     store: SharedStore,
     next_conn: Arc<AtomicU64>,
-    active: Arc<AtomicUsize>,
 }
 
 impl Broker {
@@ -274,7 +278,6 @@ impl Broker {
         stall_timeout: Duration,
     ) -> Self {
         let topics: TopicMap = Arc::default();
-        let active = Arc::new(AtomicUsize::new(0));
         let arbiters = (0..arbiters.max(1))
             .map(|_| Arbiter::new().handle())
             .collect();
@@ -286,9 +289,9 @@ impl Broker {
             next_arbiter: 0,
             sessions: HashMap::new(),
             disconnects: VecDeque::new(),
-            active: active.clone(),
             stall_ms: stall_timeout.as_millis() as i64,
             sessions_at_trim: 0,
+            trim_scheduled: false,
         }
         .start();
         Broker {
@@ -296,7 +299,6 @@ impl Broker {
             topics,
             store,
             next_conn: Arc::new(AtomicU64::new(1)),
-            active,
         }
     }
 
@@ -323,10 +325,5 @@ impl Broker {
     /// A fresh connection id.
     pub fn next_connection_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Open SSE streams, without a round trip to the broker actor.
-    pub fn active_sessions(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
     }
 }

@@ -267,11 +267,9 @@ impl Handler<Deliver> for SessionActor {
         // The topic counted every byte of the batch as delivered: all of it
         // is acknowledged, the part already written (skipped here) included.
         let batch_bytes: u64 = msg.events.iter().map(|e| e.frame.len() as u64).sum();
-        let fresh: Vec<&FramedEvent> = msg
-            .events
-            .iter()
-            .filter(|e| e.seq > self.last_seq)
-            .collect();
+        // Batches are in log order: what is not yet written is a suffix.
+        let from = msg.events.partition_point(|e| e.seq <= self.last_seq);
+        let fresh = &msg.events[from..];
         let (Some(first), Some(last)) = (fresh.first(), fresh.last()) else {
             self.acker.acknowledge(Ack {
                 last_seq: self.last_seq,
@@ -288,15 +286,13 @@ impl Handler<Deliver> for SessionActor {
                 .in_scope(|| tracing::error!(expected, got = first.seq, "delivery gap"));
             return self.end(EndReason::Gap, ctx);
         }
-        let (last_seq, last_time) = (last.seq, last.time_ms);
-        let times: Vec<i64> = fresh.iter().map(|e| e.time_ms).collect();
         let fresh_bytes: u64 = fresh.iter().map(|e| e.frame.len() as u64).sum();
         let skipped_bytes = batch_bytes - fresh_bytes;
-        let from = msg.events.len() - fresh.len();
-        self.last_seq = last_seq;
-        self.last_time_ms = last_time;
+        self.last_seq = last.seq;
+        self.last_time_ms = last.time_ms;
         let (tx, link, stall) = (self.tx.clone(), self.link.clone(), self.cfg.stall_timeout);
         let events = msg.events;
+        let written = events.clone();
         // Waiting here holds further deliveries in the mailbox: with the
         // small body channel, the socket's pace sets the session's.
         ctx.wait(
@@ -318,8 +314,8 @@ impl Handler<Deliver> for SessionActor {
                 Ok(()) => {
                     let now = crate::cursor::now_ms();
                     let h = &metrics().delivery_seconds;
-                    for t in times {
-                        h.observe((now - t).max(0) as f64 / 1000.0);
+                    for e in &written[from..] {
+                        h.observe((now - e.time_ms).max(0) as f64 / 1000.0);
                     }
                 }
                 Err(f) => act.end(f.into(), ctx),

@@ -402,9 +402,7 @@ impl TopicActor {
                     act.filling = false;
                     match res {
                         Ok(page) if !page.is_empty() => {
-                            let known = act.known_latest;
                             act.apply_stored(page, ctx);
-                            act.known_latest = known;
                             act.fill(ctx);
                         }
                         Ok(_) => {

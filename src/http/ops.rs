@@ -48,7 +48,7 @@ pub async fn healthz(
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.broker.store().ready().await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
-        Err(reason) => ApiError::Unavailable(reason).error_response_owned(),
+        Err(reason) => actix_web::ResponseError::error_response(&ApiError::Unavailable(reason)),
     }
 }
 
@@ -75,16 +75,6 @@ pub async fn connections(state: web::Data<AppState>) -> Result<HttpResponse, Api
         .collect();
     rows.sort_by_key(|r| r["id"].as_u64());
     Ok(HttpResponse::Ok().json(json!({ "connections": rows })))
-}
-
-trait OwnedResponse {
-    fn error_response_owned(self) -> HttpResponse;
-}
-
-impl OwnedResponse for ApiError {
-    fn error_response_owned(self) -> HttpResponse {
-        actix_web::ResponseError::error_response(&self)
-    }
 }
 
 /// Prometheus text exposition of every `sluice_` metric.
