@@ -1,28 +1,225 @@
 #!/usr/bin/env bash
-# Starts a fresh broker (new temp data dir, free port) and runs one
-# sluice-bench mode against it, passing --url and --pid; stops the broker after.
+# Benchmark driver. Two uses:
 #
-#   bench/run.sh publish --topics 1 --publishers 16 --duration-secs 10 --payload-bytes 256
-#   SLUICE__EMBEDDED__FSYNC=never bench/run.sh fanout --subscribers 100 --events 100000
+# 1. One mode against one fresh target (as before: Sluice by default):
+#      bench/run.sh publish --topics 1 --publishers 16 --duration-secs 10 --payload-bytes 256
+#      SLUICE__EMBEDDED__FSYNC=never bench/run.sh fanout --subscribers 100 --events 100000
+#      TARGET=ceiling bench/run.sh fanout --subscribers 100 --events 100000
+#    TARGET is one of sluice (default), sluice-redis, ceiling, pushpin, trivial.
+#    The mode gets --url, --pid (and --target, --publish-url) of the target.
 #
+# 2. The scenarios of issue 5 (S1..S6), each RUNS times (default 3), targets
+#    alternating within each run, every JSON line appended to $RESULTS:
+#      bench/run.sh all
+#      bench/run.sh S1 S3
+#      QUICK=1 bench/run.sh all        # short, small runs: a check of the harness
+#    Then: target/release/sluice-bench report $RESULTS --out bench/results
+#    (REPORT=1 does that at the end).
+#
+# Every target is started fresh for every run, on free loopback ports, and
+# everything started here is stopped by pid (process group for Pushpin) on exit.
 # SLUICE_BIN / BENCH_BIN override the binaries (default target/release/...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sluice=${SLUICE_BIN:-target/release/sluice}
 bench=${BENCH_BIN:-target/release/sluice-bench}
-data=$(mktemp -d /tmp/sluice-bench.XXXXXX)
-log="$data.log"
-"$sluice" --listen 127.0.0.1:0 --data-dir "$data" >"$log" 2>&1 &
-pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$data"' EXIT
-for _ in $(seq 100); do
-  addr=$(sed -n 's/^sluice listening on //p' "$log")
-  [ -n "$addr" ] && break
-  kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "broker did not start" >&2; exit 1; }
-echo "broker pid $pid on $addr, data $data, log $log (fsync=${SLUICE__EMBEDDED__FSYNC:-default})" >&2
-mode=$1
-shift
-"$bench" "$mode" --url "http://$addr" --pid "$pid" "$@"
+work=$(mktemp -d /tmp/sluice-bench.XXXXXX)
+# Raise our open-file limit (and so the targets' and the bench's) to the hard one.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+declare -a started_pids=() started_groups=()
+cleanup() {
+  local p
+  for p in "${started_groups[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
+  for p in "${started_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${started_pids[@]}" "${started_groups[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ -n "${KEEP:-}" ]; then log "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "run.sh: $*" >&2; }
+
+# Waits until $2 (a log file) has a line "$3 listening on ADDR"; prints ADDR.
+wait_listening() {
+  local pid=$1 file=$2 name=$3 addr=""
+  for _ in $(seq 200); do
+    addr=$(sed -n "s/^$name listening on //p" "$file" | head -1)
+    [ -n "$addr" ] && { echo "$addr"; return 0; }
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  log "$name did not start:"; cat "$file" >&2; return 1
+}
+
+# Waits until something accepts TCP connections on 127.0.0.1:$1.
+wait_port() {
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  log "nothing listens on port $1"; return 1
+}
+
+free_port() { "$bench" free-port; }
+
+# --- targets ---------------------------------------------------------------
+# start_target NAME sets T_URL, T_PUB (publish URL or empty), T_PIDS (comma
+# list), T_KIND and T_STOP (pids / groups to stop); stop_target stops it.
+
+redis_port=""
+start_redis() {
+  [ -n "$redis_port" ] && return 0
+  command -v redis-server >/dev/null || apt_install redis-server
+  redis_port=$(free_port)
+  mkdir -p "$work/redis"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$work/redis" >"$work/redis.log" 2>&1 &
+  started_pids+=($!)
+  wait_port "$redis_port"
+  log "redis-server pid $! on 127.0.0.1:$redis_port"
+}
+
+apt_install() {
+  log "installing $*"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@") >&2
+}
+
+start_sluice() { # store fsync
+  local store=$1 fsync=$2 data pid
+  data=$(mktemp -d "$work/data.XXXXXX")
+  local -a env=(SLUICE__EMBEDDED__FSYNC="$fsync")
+  if [ "$store" = redis ]; then
+    start_redis
+    redis-cli -p "$redis_port" flushall >/dev/null
+    env+=(SLUICE__STORE=redis SLUICE__REDIS__URL="redis://127.0.0.1:$redis_port")
+  fi
+  env "${env[@]}" "$sluice" --listen 127.0.0.1:0 --data-dir "$data" >"$data.log" 2>&1 &
+  pid=$!
+  started_pids+=("$pid")
+  T_URL="http://$(wait_listening "$pid" "$data.log" sluice)"
+  T_PUB="" T_PIDS=$pid T_KIND=sluice T_STOP="pid:$pid" T_DATA=$data
+  log "sluice ($store store, fsync=$fsync) pid $pid on $T_URL, data $data"
+}
+
+start_server() { # subcommand name-in-log kind
+  local pid file="$work/$1.$RANDOM.log"
+  "$bench" "$1" --listen 127.0.0.1:0 >"$file" 2>&1 &
+  pid=$!
+  started_pids+=("$pid")
+  T_URL="http://$(wait_listening "$pid" "$file" "$2")"
+  T_PUB="" T_PIDS=$pid T_KIND=$3 T_STOP="pid:$pid" T_DATA=""
+  log "$1 pid $pid on $T_URL"
+}
+
+# Pushpin (Debian package): a private instance with its own config, runtime
+# dir and free loopback ports, routed to a grip-origin started with it.
+pushpin_conf() { # dir http_port push_in_http_port
+  local dir=$1
+  sed -e "s#^rundir=.*#rundir=$dir/run#" \
+      -e "s#^logdir=.*#logdir=$dir/log#" \
+      -e "s#^ipc_prefix=.*#ipc_prefix=bench-#" \
+      -e "s#^http_port=.*#http_port=$2#" \
+      -e "s#^services=.*#services=condure,zurl,pushpin-proxy,pushpin-handler#" \
+      -e "s#^push_in_spec=.*#push_in_spec=ipc://{rundir}/{ipc_prefix}push-in#" \
+      -e "s#^push_in_sub_specs=.*#push_in_sub_specs=ipc://{rundir}/{ipc_prefix}push-in-sub#" \
+      -e "s#^command_spec=.*#command_spec=ipc://{rundir}/{ipc_prefix}command#" \
+      -e "s#^push_in_http_addr=.*#push_in_http_addr=127.0.0.1#" \
+      -e "s#^push_in_http_port=.*#push_in_http_port=$3#" \
+      -e "s#^push_in_http_max_body_size=.*#push_in_http_max_body_size=16000000#" \
+      -e "s#^message_rate=.*#message_rate=10000000#" \
+      -e "s#^message_hwm=.*#message_hwm=10000000#" \
+      -e "s#^stats_connection_ttl=.*#stats_connection_ttl=120#" \
+      -e "s#^\[proxy\]#[proxy]\nzurl_out_specs=ipc://{rundir}/{ipc_prefix}zurl-in\nzurl_out_stream_specs=ipc://{rundir}/{ipc_prefix}zurl-in-stream\nzurl_in_specs=ipc://{rundir}/{ipc_prefix}zurl-out#" \
+      /etc/pushpin/pushpin.conf >"$dir/pushpin.conf"
+}
+
+start_pushpin() {
+  command -v pushpin >/dev/null || apt_install pushpin
+  local dir origin_file origin_pid origin http push pid
+  dir=$(mktemp -d "$work/pushpin.XXXXXX")
+  mkdir -p "$dir/run" "$dir/log"
+  origin_file="$dir/origin.log"
+  "$bench" grip-origin --listen 127.0.0.1:0 >"$origin_file" 2>&1 &
+  origin_pid=$!
+  started_pids+=("$origin_pid")
+  origin=$(wait_listening "$origin_pid" "$origin_file" grip-origin)
+  echo "* $origin" >"$dir/routes"
+  http=$(free_port)
+  push=$(free_port)
+  pushpin_conf "$dir" "$http" "$push"
+  # Its own session, so the runner and its children (condure, zurl,
+  # pushpin-proxy, pushpin-handler) form one process group to stop.
+  setsid pushpin --config "$dir/pushpin.conf" --port "127.0.0.1:$http" --loglevel "${PUSHPIN_LOGLEVEL:-1}" \
+    >"$dir/pushpin.log" 2>&1 &
+  pid=$!
+  started_groups+=("$pid")
+  wait_port "$http"
+  wait_port "$push"
+  local pids=$pid
+  for _ in $(seq 100); do
+    pids=$(ps -o pid= -g "$pid" | tr -s ' \n' ',' | sed 's/^,//;s/,$//')
+    [ "$(echo "$pids" | tr ',' '\n' | wc -l)" -ge 5 ] && break
+    sleep 0.05
+  done
+  T_URL="http://127.0.0.1:$http" T_PUB="http://127.0.0.1:$push" T_PIDS=$pids T_KIND=pushpin
+  T_STOP="group:$pid pid:$origin_pid" T_DATA=$dir
+  log "pushpin group $pid (pids $pids) proxy $T_URL, control $T_PUB, origin $origin"
+}
+
+# Starts target NAME: sluice[-embedded][-always|-interval|-never], sluice-redis,
+# ceiling, pushpin, trivial.
+start_target() {
+  case $1 in
+    sluice | sluice-embedded) start_sluice embedded "${SLUICE__EMBEDDED__FSYNC:-always}" ;;
+    sluice-embedded-always | sluice-always) start_sluice embedded always ;;
+    sluice-embedded-interval | sluice-interval) start_sluice embedded interval ;;
+    sluice-embedded-never | sluice-never) start_sluice embedded never ;;
+    sluice-redis) start_sluice redis always ;;
+    ceiling) start_server ceiling ceiling ceiling ;;
+    trivial) start_server trivial trivial trivial ;;
+    pushpin) start_pushpin ;;
+    *) log "unknown target $1"; return 2 ;;
+  esac
+}
+
+stop_target() {
+  local s p
+  for s in $T_STOP; do
+    p=${s#*:}
+    case $s in
+      group:*) kill -TERM -- "-$p" 2>/dev/null || true
+               for _ in $(seq 50); do kill -0 -- "-$p" 2>/dev/null || break; sleep 0.1; done
+               kill -KILL -- "-$p" 2>/dev/null || true ;;
+      pid:*) kill -TERM "$p" 2>/dev/null || true ;;
+    esac
+    wait "$p" 2>/dev/null || true
+  done
+  if [ -n "${T_DATA:-}" ] && [ -z "${KEEP:-}" ]; then rm -rf "$T_DATA" "$T_DATA.log"; fi
+  T_STOP="" T_DATA=""
+}
+
+# The target's options for a load mode.
+target_args() {
+  T_ARGS=(--url "$T_URL" --target "$T_KIND" --pid "$T_PIDS")
+  [ -n "$T_PUB" ] && T_ARGS+=(--publish-url "$T_PUB")
+  return 0
+}
+
+# --- 1. one mode against one target ------------------------------------------
+case ${1:-} in
+  publish | fanout | idle | resume)
+    mode=$1
+    shift
+    start_target "${TARGET:-sluice}"
+    target_args
+    "$bench" "$mode" "${T_ARGS[@]}" "$@"
+    exit $?
+    ;;
+  "" | -h | --help)
+    sed -n '2,23p' "$0"
+    exit 0
+    ;;
+esac
+log "unknown mode $1"
+exit 2

@@ -4,7 +4,6 @@
 //! publish→deliver latency. The run ends when every subscriber holds every
 //! stored event, or at the timeout.
 
-use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use std::{
@@ -23,6 +22,7 @@ use crate::{
     http::{Base, Conn, Error},
     payload, sse, stats,
     stats::Statuses,
+    target::{self, Endpoints, Kind},
     Common, Report,
 };
 
@@ -95,11 +95,10 @@ struct SubTally {
 
 /// Runs the mode.
 pub async fn run(args: Args) -> Result<Report, Error> {
-    let base = Base::parse(&args.common.url)?;
-    let sub_base = match &args.sub_url {
-        Some(u) => Base::parse(u)?,
-        None => base.clone(),
-    };
+    let endpoints = Endpoints::new(&args.common, args.sub_url.as_deref())?;
+    let kind = endpoints.kind;
+    let base = endpoints.publish.clone();
+    let sub_base = endpoints.subscribe.clone();
     let shares: Vec<u64> = (0..args.publishers as u64)
         .map(|i| {
             args.events / args.publishers as u64
@@ -116,6 +115,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let task = tokio::spawn(subscriber(
             sub_base.clone(),
+            kind,
             args.topic.clone(),
             shares.clone(),
             ready_tx,
@@ -132,7 +132,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     let mut paused = Vec::new();
     for i in 0..args.paused_subscribers {
         let opened = async {
-            let mut stream = sse::subscribe(&base, &args.topic, "from=latest").await?;
+            let mut stream = sse::subscribe(&sub_base, &args.topic, "from=latest").await?;
             loop {
                 match stream.next().await? {
                     Some(russe::Event::Retry(_)) => return Ok::<_, Error>(stream),
@@ -153,22 +153,22 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         paused.len()
     );
 
+    if kind == Kind::Pushpin {
+        // Pushpin subscribes the channel as it takes over the held stream:
+        // give the last ones a moment before the first publish.
+        sleep(Duration::from_millis(500)).await;
+    }
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.timeout_secs);
-    let suffix = if args.batch.is_some() {
-        "batch"
-    } else {
-        "events"
-    };
-    let path = format!("/v1/topics/{}/{suffix}", args.topic);
     let pubs: Vec<_> = shares
         .iter()
         .enumerate()
         .map(|(p, &n)| {
-            let (base, path) = (base.clone(), path.clone());
+            let (base, topic) = (base.clone(), args.topic.clone());
             tokio::spawn(publisher(
                 base,
-                path,
+                kind,
+                topic,
                 p as u32,
                 n,
                 args.batch,
@@ -234,7 +234,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     let ok =
         all_delivered && dups == 0 && gaps == 0 && reorders == 0 && regressions == 0 && bad == 0;
 
-    let processes = stats::processes_json(args.common.pid);
+    let processes = stats::processes_json(&args.common.pid);
     drop(paused);
     eprintln!(
         "fanout: {} subscribers (+{} paused), {} publishers, {} events of {} B, {} event(s)/request",
@@ -273,7 +273,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         }
     );
 
-    let json = json!({
+    let mut json = json!({
         "mode": "fanout",
         "subscribers": args.subscribers,
         "paused_subscribers": args.paused_subscribers,
@@ -304,15 +304,18 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         "processes": processes,
         "ok": ok,
     });
+    args.common.label("fanout", &mut json);
     Ok(Report { json, ok })
 }
 
 /// Publishes sequences `0..count` as publisher `p`, in order, one request at
 /// a time. 429 and 503 (nothing stored) are retried; any other failure stops
 /// this publisher, since whether a failed request was stored is unknown.
+#[allow(clippy::too_many_arguments)]
 async fn publisher(
     base: Base,
-    path: String,
+    kind: Kind,
+    topic: String,
     p: u32,
     count: u64,
     batch: Option<u64>,
@@ -342,18 +345,12 @@ async fn publisher(
         let seq = t.accepted;
         let n = batch.map_or(1, |b| b.min(count - seq));
         let now = payload::unix_micros();
-        let (content_type, body) = match batch {
-            None => ("application/json", payload::encode(p, seq, now, size)),
-            Some(_) => {
-                let mut body = String::with_capacity((size + 16) * n as usize);
-                for s in seq..seq + n {
-                    payload::push_ndjson_line(&mut body, &payload::encode(p, s, now, size));
-                }
-                ("application/x-ndjson", body)
-            }
-        };
+        let events: Vec<_> = (seq..seq + n)
+            .map(|s| (p, s, payload::encode(p, s, now, size)))
+            .collect();
+        let req = target::publish_request(kind, &topic, &events, batch.is_some());
         let sent = Instant::now();
-        match timeout(left, conn.post(&path, content_type, Bytes::from(body))).await {
+        match timeout(left, conn.post(&req.path, req.content_type, req.body)).await {
             Ok(Ok((status, _))) if status.is_success() => {
                 t.latency
                     .saturating_record(sent.elapsed().as_micros() as u64);
@@ -384,8 +381,10 @@ async fn publisher(
 
 /// Reads one SSE stream until it holds every planned event or `stop` fires.
 /// `ready` is answered once the stream's `retry:` line has arrived.
+#[allow(clippy::too_many_arguments)]
 async fn subscriber(
     base: Base,
+    kind: Kind,
     topic: String,
     shares: Vec<u64>,
     ready: oneshot::Sender<Result<(), String>>,
@@ -455,7 +454,7 @@ async fn subscriber(
         let now = payload::unix_micros();
         t.deliveries += 1;
         t.last_delivery = Some(Instant::now());
-        if let (Some(prev), Some(id)) = (&last_id, &msg.id) {
+        if let (true, Some(prev), Some(id)) = (kind.assigns_ids(), &last_id, &msg.id) {
             if id.as_bytes() <= prev.as_bytes() {
                 t.cursor_regressions += 1;
             }

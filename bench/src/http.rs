@@ -12,7 +12,8 @@ use hyper::{
     header, Request, Response, StatusCode,
 };
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use std::net::{IpAddr, SocketAddr};
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Error type of the whole crate: runs report failures, they do not match on them.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -20,7 +21,7 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// The broker's base address, `http://host:port` (no path, no TLS).
 #[derive(Clone, Debug)]
 pub struct Base {
-    authority: String,
+    pub authority: String,
 }
 
 impl Base {
@@ -39,16 +40,40 @@ impl Base {
     }
 }
 
-/// One keep-alive HTTP/1.1 connection.
+/// One keep-alive HTTP/1.1 connection (replaced by a new one after the
+/// server answered `Connection: close`, as Pushpin's control API does).
 pub struct Conn {
     base: Base,
     sender: SendRequest<Full<Bytes>>,
+    /// The server said it closes this connection after the last answer.
+    closing: bool,
+    /// Connections opened after the first one.
+    pub reconnects: u64,
 }
 
 impl Conn {
     /// Opens a TCP connection (`TCP_NODELAY`) and performs the HTTP/1.1 handshake.
     pub async fn connect(base: &Base) -> Result<Self, Error> {
-        let tcp = TcpStream::connect(&base.authority).await?;
+        Self::connect_from(base, None).await
+    }
+
+    /// Like [`Conn::connect`], from a given local (source) address.
+    pub async fn connect_from(base: &Base, source: Option<IpAddr>) -> Result<Self, Error> {
+        let tcp = match source {
+            None => TcpStream::connect(&base.authority).await?,
+            Some(ip) => {
+                let remote = tokio::net::lookup_host(&base.authority)
+                    .await?
+                    .next()
+                    .ok_or("no address")?;
+                let socket = match remote {
+                    SocketAddr::V4(_) => TcpSocket::new_v4()?,
+                    SocketAddr::V6(_) => TcpSocket::new_v6()?,
+                };
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(remote).await?
+            }
+        };
         tcp.set_nodelay(true)?;
         let (sender, driver) = http1::handshake(TokioIo::new(tcp)).await?;
         // The driver ends when the connection closes; the next request then fails.
@@ -56,6 +81,8 @@ impl Conn {
         Ok(Self {
             base: base.clone(),
             sender,
+            closing: false,
+            reconnects: 0,
         })
     }
 
@@ -74,8 +101,18 @@ impl Conn {
         for (name, value) in headers {
             req = req.header(name, *value);
         }
+        if self.closing || self.sender.is_closed() {
+            let reconnects = self.reconnects + 1;
+            *self = Self::connect(&self.base).await?;
+            self.reconnects = reconnects;
+        }
         self.sender.ready().await?;
-        Ok(self.sender.send_request(req.body(Full::new(body))?).await?)
+        let resp = self.sender.send_request(req.body(Full::new(body))?).await?;
+        self.closing = resp
+            .headers()
+            .get(header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        Ok(resp)
     }
 
     /// POSTs `body` and reads the whole response, keeping the connection reusable.

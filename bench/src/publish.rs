@@ -12,6 +12,7 @@ use crate::{
     http::{Base, Conn},
     payload, stats,
     stats::Statuses,
+    target::{self, Endpoints, Kind},
     Common, Report,
 };
 
@@ -51,20 +52,18 @@ struct Tally {
 
 /// Runs the mode.
 pub async fn run(args: Args) -> Result<Report, crate::http::Error> {
-    let base = Base::parse(&args.common.url)?;
+    let endpoints = Endpoints::new(&args.common, None)?;
+    let base = endpoints.publish.clone();
     let events_per_request = args.batch.unwrap_or(1);
-    let (suffix, content_type, body) = request_body(&args);
     let duration = Duration::from_secs(args.duration_secs);
     let start = Instant::now();
     let deadline = start + duration;
     let tasks: Vec<_> = (0..args.publishers)
         .map(|i| {
-            let path = format!(
-                "/v1/topics/{}-{}/{suffix}",
-                args.topic_prefix,
-                i % args.topics.max(1)
-            );
-            let (base, body) = (base.clone(), body.clone());
+            let topic = format!("{}-{}", args.topic_prefix, i % args.topics.max(1));
+            let req = request(&args, endpoints.kind, &topic);
+            let (path, content_type, body) = (req.path, req.content_type, req.body);
+            let base = base.clone();
             let req_timeout = Duration::from_secs(args.request_timeout_secs);
             tokio::spawn(publisher(
                 base,
@@ -92,7 +91,7 @@ pub async fn run(args: Args) -> Result<Report, crate::http::Error> {
     let requests = ok_requests + non_2xx.total();
     let events = ok_requests * events_per_request;
 
-    let processes = stats::processes_json(args.common.pid);
+    let processes = stats::processes_json(&args.common.pid);
     eprintln!(
         "publish: {} publishers, {} topic(s), {} B payload, {} event(s)/request, {elapsed:.1} s",
         args.publishers, args.topics, args.payload_bytes, events_per_request
@@ -109,7 +108,7 @@ pub async fn run(args: Args) -> Result<Report, crate::http::Error> {
     );
 
     eprintln!("  {}", stats::processes_line(&processes));
-    let json = json!({
+    let mut json = json!({
         "mode": "publish",
         "publishers": args.publishers,
         "topics": args.topics,
@@ -121,31 +120,26 @@ pub async fn run(args: Args) -> Result<Report, crate::http::Error> {
         "events": events,
         "requests_per_sec": stats::per_sec(requests, elapsed),
         "events_per_sec": stats::per_sec(events, elapsed),
+        "delivered_events_per_sec": stats::per_sec(events, elapsed),
         "latency": stats::latency_json(&latency),
         "non_2xx": non_2xx.json(),
         "transport_errors": transport_errors,
         "connections_opened": connects,
         "processes": processes,
     });
+    args.common.label("publish", &mut json);
     Ok(Report {
         json,
         ok: ok_requests > 0,
     })
 }
 
-/// The path suffix, content type and body every request of the run sends.
-fn request_body(args: &Args) -> (&'static str, &'static str, Bytes) {
+/// The request every publisher of the run sends to `topic`.
+fn request(args: &Args, kind: Kind, topic: &str) -> target::PublishRequest {
     let data = payload::encode(0, 0, payload::unix_micros(), args.payload_bytes);
-    match args.batch {
-        None => ("events", "application/json", Bytes::from(data)),
-        Some(n) => {
-            let mut body = String::new();
-            for _ in 0..n {
-                payload::push_ndjson_line(&mut body, &data);
-            }
-            ("batch", "application/x-ndjson", Bytes::from(body))
-        }
-    }
+    let n = args.batch.unwrap_or(1);
+    let events: Vec<_> = (0..n).map(|s| (0, s, data.clone())).collect();
+    target::publish_request(kind, topic, &events, args.batch.is_some())
 }
 
 /// Publishes `body` to `path` back to back until `deadline`.
@@ -190,9 +184,12 @@ async fn publisher(
             Ok(Ok((status, _))) => t.non_2xx.add(status.as_u16(), 1),
             Ok(Err(_)) | Err(_) => {
                 t.transport_errors += 1;
+                t.connects += c.reconnects;
                 conn = None;
             }
         }
     }
+    // Reconnects after `Connection: close` answers (Pushpin's control API).
+    t.connects += conn.map_or(0, |c| c.reconnects);
     t
 }

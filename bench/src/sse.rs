@@ -59,7 +59,17 @@ pub async fn subscribe(
     topic: &str,
     query: &str,
 ) -> Result<SseStream<hyper::body::Incoming>, Error> {
-    let mut conn = Conn::connect(base).await?;
+    subscribe_from(base, topic, query, None).await
+}
+
+/// [`subscribe`] from a given local (source) address.
+pub async fn subscribe_from(
+    base: &Base,
+    topic: &str,
+    query: &str,
+    source: Option<std::net::IpAddr>,
+) -> Result<SseStream<hyper::body::Incoming>, Error> {
+    let mut conn = Conn::connect_from(base, source).await?;
     let path = format!("/v1/topics/{topic}/events?{query}");
     let resp = conn
         .send(

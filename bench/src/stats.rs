@@ -90,12 +90,34 @@ fn cpu_secs(pid: &str) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-/// The `"broker"` (when `--pid` was given) and `"bench"` process figures.
-pub fn processes_json(broker: Option<u32>) -> Value {
-    json!({
-        "broker": broker.map(|p| process_json(&p.to_string())),
-        "bench": process_json("self"),
-    })
+/// The `"broker"` (when `--pid` was given: every pid's figures summed) and
+/// `"bench"` process figures.
+pub fn processes_json(broker: &[u32]) -> Value {
+    let broker = match broker {
+        [] => Value::Null,
+        [one] => process_json(&one.to_string()),
+        many => {
+            let each: Vec<Value> = many.iter().map(|p| process_json(&p.to_string())).collect();
+            let sum = |k: &str| each.iter().filter_map(|v| v[k].as_u64()).sum::<u64>();
+            let cpu: f64 = each.iter().filter_map(|v| v["cpu_secs"].as_f64()).sum();
+            json!({
+                "pids": many,
+                "vm_rss_kb": sum("vm_rss_kb"),
+                "vm_hwm_kb": sum("vm_hwm_kb"),
+                "cpu_secs": (cpu * 100.0).round() / 100.0,
+                "each": each,
+            })
+        }
+    };
+    json!({ "broker": broker, "bench": process_json("self") })
+}
+
+/// Summed VmRSS (KiB) of the given processes, if any could be read.
+pub fn rss_kb(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    processes_json(pids)["broker"]["vm_rss_kb"].as_u64()
 }
 
 /// One line on memory and CPU of the broker (if known) and the bench.
