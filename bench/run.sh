@@ -13,8 +13,11 @@
 #      bench/run.sh all
 #      bench/run.sh S1 S3
 #      QUICK=1 bench/run.sh all        # short, small runs: a check of the harness
-#    Then: target/release/sluice-bench report $RESULTS --out bench/results
-#    (REPORT=1 does that at the end).
+#    RUNS, TARGETS (S1-S5; default "sluice-embedded sluice-redis ceiling
+#    pushpin"), S6_TARGETS, OUT (bench/results), RESULTS and S1_ARGS..S6_ARGS
+#    (extra options) adjust it. At the end the report is made:
+#      target/release/sluice-bench report $RESULTS --out $OUT [--markdown FILE]
+#    (MARKDOWN=bench/RESULTS-DRAFT.md puts its tables into that file too).
 #
 # Every target is started fresh for every run, on free loopback ports, and
 # everything started here is stopped by pid (process group for Pushpin) on exit.
@@ -217,9 +220,92 @@ case ${1:-} in
     exit $?
     ;;
   "" | -h | --help)
-    sed -n '2,23p' "$0"
+    sed -n '2,30p' "$0"
     exit 0
     ;;
 esac
-log "unknown mode $1"
-exit 2
+
+# --- 2. scenarios ---------------------------------------------------------------
+# Full size by default; QUICK=1 shrinks every scenario to a few seconds.
+q() { if [ -n "${QUICK:-}" ]; then echo "$2"; else echo "$1"; fi; }
+runs=${RUNS:-3}
+out=${OUT:-bench/results}
+mkdir -p "$out"
+results=${RESULTS:-$out/results-$(date -u +%Y%m%dT%H%M%SZ)$(q "" -quick).jsonl}
+# The targets of S1-S4 (S5 keeps the Sluice ones: the others keep no history).
+targets=${TARGETS:-sluice-embedded sluice-redis ceiling pushpin}
+step_timeout=$(q 1200 180)
+
+scenario_args() { # scenario -> the mode and its options, in S_ARGS
+  case $1 in
+    S1) S_ARGS=(fanout --topic s1 --subscribers "$(q 100 20)" --publishers 8
+                --duration-secs "$(q 10 2)" --payload-bytes 256 --drain-secs "$(q 30 10)" --timeout-secs 600) ;;
+    S2) S_ARGS=(fanout --topic s2 --subscribers "$(q 1000 100)" --publishers 4 --rate 1000
+                --duration-secs "$(q 10 2)" --payload-bytes 256 --drain-secs "$(q 30 10)" --timeout-secs 600) ;;
+    S3) S_ARGS=(fanout --topic s3 --topics "$(q 100 10)" --subscribers "$(q 10 5)" --publishers 16
+                --duration-secs "$(q 10 2)" --payload-bytes 256 --drain-secs "$(q 30 10)" --timeout-secs 600) ;;
+    S4) S_ARGS=(idle --topic-prefix s4 --streams "$(q 50000 2000)" --topics 100 --hold-secs "$(q 20 2)"
+                --per-process "$(q 9000 1000)") ;;
+    S5) S_ARGS=(resume --topic s5 --events "$(q 1000000 50000)" --batch 1000 --publishers 4 --payload-bytes 256) ;;
+    S6-single) S_ARGS=(publish --topic-prefix s6 --publishers 16 --duration-secs "$(q 10 2)" --payload-bytes 256) ;;
+    S6-batch100) S_ARGS=(publish --topic-prefix s6 --publishers 16 --duration-secs "$(q 10 2)" --payload-bytes 256 --batch 100) ;;
+  esac
+  # Extra options per scenario from the environment, e.g. S1_ARGS="--publishers 16".
+  local extra_var="${1//-/_}_ARGS"
+  # shellcheck disable=SC2206
+  [ -n "${!extra_var:-}" ] && S_ARGS+=(${!extra_var})
+  return 0
+}
+
+scenario_targets() { # scenario -> its targets
+  case $1 in
+    S1 | S2 | S3 | S4) echo "$targets" ;;
+    S5) for t in $targets; do case $t in sluice*) echo "$t" ;; esac; done ;;
+    S6) echo "${S6_TARGETS:-sluice-embedded-always sluice-embedded-interval sluice-embedded-never trivial}" ;;
+  esac
+}
+
+# One scenario step against a fresh target; its JSON line goes to $results.
+run_step() { # scenario run target
+  local scenario=$1 run=$2 target=$3 line status=0
+  start_target "$target"
+  target_args
+  local subs=("$scenario")
+  if [ "$scenario" = S6 ]; then
+    # The trivial handler is the yardstick of single-event publishes only.
+    if [ "$T_KIND" = trivial ]; then subs=(S6-single); else subs=(S6-single S6-batch100); fi
+  fi
+  for sub in "${subs[@]}"; do
+    scenario_args "$sub"
+    log "== $sub run $run target $target: ${S_ARGS[*]}"
+    status=0
+    line=$(timeout "$step_timeout" "$bench" "${S_ARGS[0]}" "${T_ARGS[@]}" --target-name "$target" \
+             --scenario "$sub" --run "$run" "${S_ARGS[@]:1}" | tail -1) || status=$?
+    case $line in
+      "{"*) ;;
+      *) line="{\"scenario\":\"$sub\",\"target\":\"$target\",\"run\":$run,\"ok\":false,\"error\":\"exit status $status, no result line\"}" ;;
+    esac
+    echo "$line" >>"$results"
+    log "-> $(echo "$line" | cut -c1-160)..."
+  done
+  stop_target
+}
+
+selected=()
+for a in "$@"; do
+  case $a in
+    all) selected+=(S1 S2 S3 S4 S5 S6) ;;
+    S1 | S2 | S3 | S4 | S5 | S6) selected+=("$a") ;;
+    *) log "unknown mode or scenario $a (publish|fanout|idle|resume, all, S1..S6)"; exit 2 ;;
+  esac
+done
+log "scenarios ${selected[*]}, $runs run(s), results in $results$(q "" ", QUICK")"
+for run in $(seq "$runs"); do
+  for scenario in "${selected[@]}"; do
+    for target in $(scenario_targets "$scenario"); do
+      run_step "$scenario" "$run" "$target"
+    done
+  done
+done
+log "results: $results"
+"$bench" report "$results" --out "$out" ${MARKDOWN:+--markdown "$MARKDOWN"} || log "report failed"

@@ -137,9 +137,12 @@ async fn open_streams(base: &Base, share: &HoldArgs) -> Result<Held, Error> {
                 }
             })
             .await;
-            drop(permit);
             let mut s = match res {
-                Ok(Ok(s)) => s,
+                Ok(Ok(s)) => {
+                    opened.fetch_add(1, Relaxed);
+                    drop(permit);
+                    s
+                }
                 other => {
                     let e = match other {
                         Ok(Err(e)) => e.to_string(),
@@ -151,10 +154,10 @@ async fn open_streams(base: &Base, share: &HoldArgs) -> Result<Held, Error> {
                         .lock()
                         .expect("not poisoned")
                         .get_or_insert(e.clone());
+                    drop(permit);
                     return Err(e);
                 }
             };
-            opened.fetch_add(1, Relaxed);
             loop {
                 match s.next().await {
                     Ok(Some(_)) => {}

@@ -23,6 +23,9 @@ mod idle;
 mod origin;
 mod payload;
 mod publish;
+mod report;
+mod resume;
+mod seq;
 mod server;
 mod sse;
 mod stats;
@@ -39,6 +42,8 @@ enum Cli {
     Publish(publish::Args),
     /// Fan events out to SSE subscribers on one or more topics; check order and completeness.
     Fanout(fanout::Args),
+    /// Fill a topic, then time one subscriber's catch-up from `earliest`.
+    Resume(resume::Args),
     /// Hold many idle SSE streams; report server memory per stream.
     Idle(idle::Args),
     /// (internal) One process's share of `idle`'s streams.
@@ -50,6 +55,8 @@ enum Cli {
     Trivial(trivial::Args),
     /// The origin behind Pushpin: holds every subscribe with `Grip-Hold: stream`.
     GripOrigin(origin::Args),
+    /// Medians per scenario and target from results files: Markdown and SVG charts.
+    Report(report::Args),
     /// (for run.sh) Prints a free loopback TCP port.
     #[command(hide = true)]
     FreePort,
@@ -115,6 +122,7 @@ fn main() -> ExitCode {
     let common = match &cli {
         Cli::Publish(a) => Some(a.common.clone()),
         Cli::Fanout(a) => Some(a.common.clone()),
+        Cli::Resume(a) => Some(a.common.clone()),
         Cli::Idle(a) => Some(a.common.clone()),
         _ => None,
     };
@@ -125,6 +133,7 @@ fn main() -> ExitCode {
         .to_lowercase();
     let result = match cli {
         Cli::Trivial(args) => return exit(trivial::run(args).map_err(Into::into)),
+        Cli::Report(args) => return exit(report::run(args)),
         Cli::IdleHold(args) => return exit(block_on(idle::hold(args))),
         Cli::Ceiling(args) => return exit(block_on(ceiling::run(args))),
         Cli::GripOrigin(args) => return exit(block_on(origin::run(args))),
@@ -138,6 +147,7 @@ fn main() -> ExitCode {
         }
         Cli::Publish(args) => block_on(publish::run(args)),
         Cli::Fanout(args) => block_on(fanout::run(args)),
+        Cli::Resume(args) => block_on(resume::run(args)),
         Cli::Idle(args) => block_on(idle::run(args)),
     };
     match result {
