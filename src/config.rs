@@ -149,6 +149,9 @@ pub struct EmbeddedSettings {
 #[allow(missing_docs)]
 pub struct RedisSettings {
     pub url: String,
+    pub sentinels: Vec<String>,
+    pub sentinel_master: String,
+    pub master_password: String,
     pub pool_size: usize,
     pub timeout_ms: u64,
     pub key_prefix: String,
@@ -254,7 +257,8 @@ impl Settings {
                 .separator("__")
                 .try_parsing(true)
                 .list_separator(",")
-                .with_list_parse_key("cors.allowed_origins"),
+                .with_list_parse_key("cors.allowed_origins")
+                .with_list_parse_key("redis.sentinels"),
         );
         let set = |b: config::ConfigBuilder<_>, k: &str, v: Option<String>| match v {
             Some(v) => b.set_override(k, v),
@@ -328,8 +332,25 @@ impl Settings {
         }
         if self.store.get() == StoreKind::Redis {
             let r = &self.redis;
-            if !(r.url.starts_with("redis://") || r.url.starts_with("redis+unix://")) {
-                return fail("redis.url", "a redis:// (or redis+unix://) URL");
+            let url_ok = |u: &str| {
+                ["redis://", "rediss://", "redis+unix://"]
+                    .iter()
+                    .any(|p| u.starts_with(p))
+            };
+            if !url_ok(&r.url) {
+                return fail("redis.url", "a redis://, rediss:// or redis+unix:// URL");
+            }
+            if !r.sentinels.iter().all(|u| url_ok(u)) {
+                return fail(
+                    "redis.sentinels",
+                    "a list of redis:// or rediss:// URLs of sentinels",
+                );
+            }
+            if !r.sentinels.is_empty() && r.sentinel_master.is_empty() {
+                return fail(
+                    "redis.sentinel_master",
+                    "the service name Sentinel monitors",
+                );
             }
             if r.pool_size == 0 || r.timeout_ms == 0 {
                 return fail("redis.pool_size and redis.timeout_ms", "at least 1");
@@ -348,10 +369,14 @@ impl Settings {
     pub fn redis_config(&self) -> RedisConfig {
         RedisConfig {
             url: self.redis.url.clone(),
+            sentinels: self.redis.sentinels.clone(),
+            sentinel_master: self.redis.sentinel_master.clone(),
+            master_password: self.redis.master_password.clone(),
             pool_size: self.redis.pool_size,
             timeout: Duration::from_millis(self.redis.timeout_ms),
             key_prefix: self.redis.key_prefix.clone(),
             max_events: self.retention.max_events,
+            max_bytes: self.retention.max_bytes,
             max_age_ms: (self.retention.max_age_secs > 0)
                 .then(|| (self.retention.max_age_secs as i64).saturating_mul(1000)),
             dedup_window_ms: (self.limits.dedup_window_secs as i64).saturating_mul(1000),

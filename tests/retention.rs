@@ -173,9 +173,6 @@ async fn max_age_expires_events() {
 
 #[tokio::test]
 async fn max_bytes_bounds_the_log() {
-    if common::embedded_only("retention.max_bytes") {
-        return;
-    }
     bounded(90, async {
         let b = Broker::start(&[
             ("SLUICE__RETENTION__MAX_BYTES", "2000"),

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub actor_restarts: IntCounter,
     pub store_errors: IntCounter,
     pub publish_rejected: IntCounterVec,
+    pub watched_topics: IntGauge,
 }
 
 /// Latency buckets from 100 µs to 10 s.
@@ -119,6 +120,10 @@ fn build() -> Metrics {
                 "Publishes refused before storing, by reason."
             ),
             &["reason"]
+        )),
+        watched_topics: reg!(IntGauge::new(
+            "sluice_store_watched_topics",
+            "Topics whose appends by other instances this instance follows (shared store only)."
         )),
         registry,
     }

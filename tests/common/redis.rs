@@ -27,6 +27,17 @@ pub struct RedisServer {
     proc: Option<(Child, ChildStdin)>,
     /// The server's own pid.
     pub pid: Option<u32>,
+    /// What to run: a server with these extra arguments, or a sentinel.
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Server(Vec<String>),
+    /// A Sentinel watching the master on this port as service `mymaster`.
+    Sentinel {
+        master_port: u16,
+    },
 }
 
 fn free_port() -> u16 {
@@ -40,6 +51,21 @@ fn free_port() -> u16 {
 impl RedisServer {
     /// Starts a server on a free port with a fresh temporary directory.
     pub async fn start() -> RedisServer {
+        Self::start_kind(Kind::Server(Vec::new())).await
+    }
+
+    /// Starts a server with extra `redis-server` arguments (e.g. TLS ports).
+    pub async fn start_with(args: &[&str]) -> RedisServer {
+        Self::start_kind(Kind::Server(args.iter().map(|a| a.to_string()).collect())).await
+    }
+
+    /// Starts a Redis Sentinel monitoring the master on `master_port` as
+    /// service `mymaster` (quorum 1, quick failure detection).
+    pub async fn start_sentinel(master_port: u16) -> RedisServer {
+        Self::start_kind(Kind::Sentinel { master_port }).await
+    }
+
+    async fn start_kind(kind: Kind) -> RedisServer {
         let mut last_err = String::new();
         for _ in 0..5 {
             let mut s = RedisServer {
@@ -47,6 +73,7 @@ impl RedisServer {
                 dir: tempfile::tempdir().expect("tempdir"),
                 proc: None,
                 pid: None,
+                kind: kind.clone(),
             };
             match s.spawn_and_wait().await {
                 Ok(()) => return s,
@@ -80,13 +107,34 @@ impl RedisServer {
         let dir = self.dir.path().to_str().expect("utf-8 temp dir").to_owned();
         let port = self.port.to_string();
         let log = self.log_path().to_str().expect("utf-8 path").to_owned();
-        let mut child = Command::new("sh")
-            .arg("-c")
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
             .arg(r#"redis-server "$@" & p=$!; echo "$p"; read _; kill -9 "$p" 2>/dev/null; wait"#)
-            .arg("sh")
-            .args(["--save", ""])
-            .args(["--appendonly", "yes"])
-            .args(["--appendfsync", "always"])
+            .arg("sh");
+        match &self.kind {
+            Kind::Server(extra) => {
+                cmd.args(["--save", ""])
+                    .args(["--appendonly", "yes"])
+                    .args(["--appendfsync", "always"])
+                    .args(extra);
+            }
+            Kind::Sentinel { master_port } => {
+                // Sentinel rewrites its config file: it must be its own.
+                let conf = self.dir.path().join("sentinel.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+                         sentinel down-after-milliseconds mymaster 1000\n\
+                         sentinel failover-timeout mymaster 5000\n"
+                    ),
+                )
+                .map_err(|e| format!("write sentinel.conf: {e}"))?;
+                cmd.arg(conf.to_str().expect("utf-8 path"))
+                    .arg("--sentinel");
+            }
+        }
+        let mut child = cmd
             .args(["--bind", "127.0.0.1"])
             .args(["--port", &port])
             .args(["--dir", &dir])

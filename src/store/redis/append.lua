@@ -1,8 +1,8 @@
 -- Appends a batch atomically with its dedup records.
 -- KEYS[1] meta hash, KEYS[2] log stream. Every other key of the topic shares
 -- the same {topic} hash tag, so the whole script runs on one cluster slot.
--- ARGV: epoch, time_ms, dedup window ms, max events, n, key prefix, then six
--- values per event: data, type, idempotency key, fingerprint, producer id,
+-- ARGV: epoch, time_ms, dedup window ms, max events, n, key prefix, max bytes,
+-- then six values per event: data, type, idempotency key, fingerprint, producer id,
 -- producer seq ('' where absent).
 -- Returns one reply per event: {'ok', seq, time}, {'dup', seq, time},
 -- {'dup'} (original unknown), {'conflict'} or {'gap', expected producer seq}.
@@ -14,7 +14,23 @@ local t = tonumber(ARGV[2])
 local last = tonumber(redis.call('HGET', meta, 'last_ms'))
 if last > t then t = last end
 local window, maxev, n, prefix = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local maxbytes = tonumber(ARGV[7])
 local seq = tonumber(redis.call('HGET', meta, 'seq'))
+-- Bytes (data and type) appended to this log so far. Each entry keeps the
+-- total before it in field 'o', so what a log from any start holds is one
+-- subtraction, and byte retention needs no sizes of the entries it drops.
+local total = tonumber(redis.call('HGET', meta, 'bytes') or '0')
+
+-- Field 'o' of entry `s`.
+local function offset(s)
+  local e = redis.call('XRANGE', log, s .. '-0', s .. '-0')[1]
+  if not e then return nil end
+  local f = e[2]
+  for i = 1, #f, 2 do
+    if f[i] == 'o' then return tonumber(f[i + 1]) end
+  end
+  return nil
+end
 
 -- Producer sequences are unsigned 64-bit: compare them as decimal strings
 -- (no leading zeros), since Lua numbers are doubles.
@@ -40,7 +56,7 @@ end
 
 local out = {}
 for i = 0, n - 1 do
-  local b = 7 + i * 6
+  local b = 8 + i * 6
   local data, ty, key, fp, prod, pseq = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local verdict = nil
   if key ~= '' then
@@ -72,10 +88,11 @@ for i = 0, n - 1 do
   else
     seq = seq + 1
     if ty ~= '' then
-      redis.call('XADD', log, seq .. '-0', 'd', data, 't', t, 'y', ty)
+      redis.call('XADD', log, seq .. '-0', 'd', data, 't', t, 'o', total, 'y', ty)
     else
-      redis.call('XADD', log, seq .. '-0', 'd', data, 't', t)
+      redis.call('XADD', log, seq .. '-0', 'd', data, 't', t, 'o', total)
     end
+    total = total + #data + #ty
     if key ~= '' then
       redis.call('SET', prefix .. 'k:' .. key, seq .. ':' .. t .. ':' .. fp, 'PX', window)
     end
@@ -87,12 +104,25 @@ for i = 0, n - 1 do
   end
 end
 if seq > tonumber(redis.call('HGET', meta, 'seq')) then
-  redis.call('HSET', meta, 'seq', seq, 'last_ms', t)
+  redis.call('HSET', meta, 'seq', seq, 'last_ms', t, 'bytes', total)
   local first = tonumber(redis.call('HGET', meta, 'first'))
-  if seq - first + 1 > maxev then
-    first = seq - maxev + 1
-    redis.call('HSET', meta, 'first', first)
-    redis.call('XTRIM', log, 'MINID', '~', first .. '-0')
+  local want = first
+  if seq - want + 1 > maxev then want = seq - maxev + 1 end
+  local o = offset(want)
+  if o and total - o > maxbytes then
+    -- The oldest start that keeps at most maxbytes (the newest event stays
+    -- even if larger): offsets grow with the sequence, so bisect.
+    local lo, hi = want + 1, seq
+    while lo < hi do
+      local mid = math.floor((lo + hi) / 2)
+      local om = offset(mid)
+      if om and total - om <= maxbytes then hi = mid else lo = mid + 1 end
+    end
+    want = lo
+  end
+  if want > first then
+    redis.call('HSET', meta, 'first', want)
+    redis.call('XTRIM', log, 'MINID', '~', want .. '-0')
   end
 end
 return out

@@ -6,8 +6,8 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `sluice:{t}:meta` | hash | `epoch`, `seq` (latest), `last_ms` (its time), `first` (oldest retained seq) |
-//! | `sluice:{t}:log:<epoch>` | stream | one entry per event, id `<seq>-0`, fields `d` data, `t` time ms, `y` type |
+//! | `sluice:{t}:meta` | hash | `epoch`, `seq` (latest), `last_ms` (its time), `first` (oldest retained seq), `bytes` (data and type bytes appended) |
+//! | `sluice:{t}:log:<epoch>` | stream | one entry per event, id `<seq>-0`, fields `d` data, `t` time ms, `o` bytes appended before it, `y` type |
 //! | `sluice:{t}:k:<key>` | string, expires after the dedup window | `seq:time:fingerprint` of an `Idempotency-Key` |
 //! | `sluice:{t}:p` | hash | producer id → highest `Producer-Seq` |
 //! | `sluice:{t}:ps:<producer>:<seq>` | string, expires after the dedup window | `seq:time` of that producer sequence |
@@ -25,6 +25,7 @@
 //! One tailer task per instance multiplexes every watched topic over a
 //! single `XREAD BLOCK` connection. Every call has a deadline.
 
+mod conn;
 mod tailer;
 
 use std::{
@@ -35,10 +36,7 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use deadpool_redis::{
-    redis::{self, Script, Value},
-    Pool, Runtime,
-};
+use deadpool_redis::redis::{self, Script, Value};
 use sluice_actors::{
     cursor::{now_ms, Cursor, Epoch},
     event::{AppendOutcome, NewEvent, StoredEvent},
@@ -48,8 +46,15 @@ use sluice_actors::{
 /// Settings of the Redis store.
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
     pub url: String,
+    /// Sentinel addresses; when any, the master of `sentinel_master` is
+    /// used instead of `url`.
+    pub sentinels: Vec<String>,
+    /// The service name Sentinel monitors.
+    pub sentinel_master: String,
+    /// Password of the servers found through Sentinel ("" for none).
+    pub master_password: String,
     /// Pooled connections for commands (the tailer has its own).
     pub pool_size: usize,
     /// Deadline of every Redis call.
@@ -58,6 +63,8 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// Retention: most events per topic.
     pub max_events: u64,
+    /// Retention: most bytes of event data and type per topic.
+    pub max_bytes: u64,
     /// Retention: oldest event age, `None` for no age limit.
     pub max_age_ms: Option<i64>,
     /// How long idempotency keys and producer sequences are remembered.
@@ -65,8 +72,7 @@ pub struct RedisConfig {
 }
 
 struct Inner {
-    pool: Pool,
-    client: redis::Client,
+    conn: conn::Connector,
     cfg: RedisConfig,
     open: Script,
     append: Script,
@@ -90,24 +96,8 @@ impl RedisStore {
     /// Connects (lazily: Redis may be down at start) and starts the tailer
     /// and the age-retention task on the current actix runtime.
     pub fn open(cfg: RedisConfig) -> Result<Self, String> {
-        let client =
-            redis::Client::open(cfg.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
-        let mut pool_cfg = deadpool_redis::Config::from_url(cfg.url.clone());
-        pool_cfg.pool = Some(deadpool_redis::PoolConfig {
-            max_size: cfg.pool_size,
-            timeouts: deadpool_redis::Timeouts {
-                wait: Some(cfg.timeout),
-                create: Some(cfg.timeout),
-                recycle: Some(cfg.timeout),
-            },
-            ..Default::default()
-        });
-        let pool = pool_cfg
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| format!("redis pool: {e}"))?;
         let inner = Arc::new(Inner {
-            pool,
-            client,
+            conn: conn::Connector::new(&cfg)?,
             cfg,
             open: Script::new(include_str!("open.lua")),
             append: Script::new(include_str!("append.lua")),
@@ -138,12 +128,12 @@ impl Inner {
     /// Runs `f` with a pooled connection under the call deadline.
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let work = async {
-            let conn = self.pool.get().await.map_err(unavailable)?;
-            f(conn).await.map_err(|e| {
+            let pooled = self.conn.get().await.map_err(unavailable)?;
+            f(pooled.handle()).await.map_err(|e| {
                 if e.code() == Some("EPOCH") {
                     StoreError::EpochChanged
                 } else {
@@ -361,7 +351,8 @@ impl Store for RedisStore {
             .arg(cfg.dedup_window_ms)
             .arg(cfg.max_events)
             .arg(batch.len())
-            .arg(&prefix);
+            .arg(&prefix)
+            .arg(cfg.max_bytes);
         for ev in &batch {
             let (producer, pseq) = ev
                 .producer

@@ -11,6 +11,7 @@ use std::{
 use deadpool_redis::redis::{self, aio::MultiplexedConnection, Value};
 use sluice_actors::{
     cursor::Epoch,
+    metrics::metrics,
     store::{AppendSink, ExternalAppends},
 };
 
@@ -54,10 +55,7 @@ async fn connect(inner: &Inner) -> redis::RedisResult<MultiplexedConnection> {
     let cfg = redis::AsyncConnectionConfig::new()
         .set_response_timeout(Some(BLOCK + inner.cfg.timeout))
         .set_connection_timeout(Some(inner.cfg.timeout));
-    inner
-        .client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await
+    inner.conn.dedicated(&cfg).await
 }
 
 /// The tailer loop; ends when the store is dropped.
@@ -72,6 +70,7 @@ pub async fn run(inner: Weak<Inner>) {
             .iter()
             .map(|(t, w)| (inner.log_key(t, &w.epoch), w.last, w.generation))
             .collect();
+        metrics().watched_topics.set(round.len() as i64);
         if round.is_empty() {
             drop(inner);
             tokio::time::sleep(BLOCK).await;
