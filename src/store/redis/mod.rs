@@ -414,8 +414,36 @@ impl Store for RedisStore {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let b = self.inner.bounds(topic).await?;
-        let from = (after_seq + 1).max(b.first_seq);
+        let inner = &self.inner;
+        let from = after_seq + 1;
+        // The common case (a catch-up page, a fill) in one round trip: the
+        // log's start and the page, pipelined, under the epoch this instance
+        // knows; anything unusual (another epoch, a trimmed position) takes
+        // the careful path below.
+        if let Some(epoch) = inner.epoch_of(topic) {
+            let (meta, log) = (inner.key(topic, "meta"), inner.log_key(topic, &epoch));
+            let ((cur, first), page): ((Option<String>, Option<u64>), Value) = inner
+                .call(|mut c| async move {
+                    redis::pipe()
+                        .cmd("HMGET")
+                        .arg(&meta)
+                        .arg(&["epoch", "first"])
+                        .cmd("XRANGE")
+                        .arg(&log)
+                        .arg(format!("{from}-0"))
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(limit)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            if cur.as_deref() == Some(epoch.as_str()) && first.is_some_and(|f| f <= from) {
+                return parse_entries(&page);
+            }
+        }
+        let b = inner.bounds(topic).await?;
+        let from = from.max(b.first_seq);
         if from > b.latest_seq {
             return Ok(Vec::new());
         }
@@ -456,8 +484,9 @@ impl Store for RedisStore {
     }
 }
 
-/// Age retention for the topics this instance watches: moves each log's
-/// logical start past expired events (idempotent across instances).
+/// Age retention for the topics this instance has opened (published to or
+/// read): moves each log's logical start past expired events (idempotent
+/// across instances, so several instances doing it is harmless).
 async fn retention(inner: std::sync::Weak<Inner>) {
     const EVERY: Duration = Duration::from_secs(1);
     const PAGE: usize = 1000;
@@ -468,7 +497,7 @@ async fn retention(inner: std::sync::Weak<Inner>) {
             continue;
         };
         let topics: Vec<String> = inner
-            .watched
+            .epochs
             .lock()
             .expect("poisoned")
             .keys()
