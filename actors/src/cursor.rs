@@ -6,9 +6,9 @@
 //! plain byte order is log order as long as the time never goes backwards
 //! within a topic (the topic actor enforces that, see [`monotonic_time`]).
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -23,24 +23,27 @@ const SEQ_LEN: usize = 16;
 
 /// The identity of one incarnation of a topic's log. A log that is wiped and
 /// recreated gets a new epoch, so cursors of the old log are recognised.
+///
+/// Shared, not owned: every stored event's cursor carries its log's epoch,
+/// and cloning it must not allocate.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Epoch(String);
+pub struct Epoch(Arc<str>);
 
 impl Epoch {
     /// A fresh random epoch (8 characters of `[a-z0-9]`).
     pub fn generate() -> Self {
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
         let mut rng = rand::rng();
-        let token = (0..EPOCH_LEN)
+        let token: String = (0..EPOCH_LEN)
             .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
             .collect();
-        Epoch(token)
+        Epoch(token.into())
     }
 
     /// Accepts an epoch read back from storage; `None` when it is not one we
     /// could have generated.
     pub fn parse(s: &str) -> Option<Self> {
-        valid_epoch(s).then(|| Epoch(s.to_owned()))
+        valid_epoch(s).then(|| Epoch(s.into()))
     }
 
     /// The token as it appears in cursors.
@@ -121,27 +124,97 @@ impl Cursor {
         Ok(Cursor {
             time_ms,
             seq,
-            epoch: Epoch(epoch.to_owned()),
+            epoch: Epoch(epoch.into()),
         })
     }
 }
 
+impl Cursor {
+    /// Appends the textual form to `out`. Publishes and fan-out render a
+    /// cursor for every event, so this avoids the formatting machinery.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        write_cursor(out, self.time_ms, self.seq, &self.epoch);
+    }
+}
+
+/// Appends the textual form of the cursor (`time_ms`, `seq`, `epoch`) to `out`.
+pub fn write_cursor(out: &mut Vec<u8>, time_ms: i64, seq: u64, epoch: &Epoch) {
+    thread_local! {
+        /// The last time rendered on this thread: the events of one batch
+        /// share their time, so most cursors reuse it.
+        static LAST_TIME: std::cell::Cell<(i64, [u8; TIME_LEN])> =
+            const { std::cell::Cell::new((0, *b"19700101T000000.000Z")) };
+    }
+    let time = LAST_TIME.with(|last| {
+        let (t, text) = last.get();
+        if t == time_ms {
+            return text;
+        }
+        let mut text = [0u8; TIME_LEN];
+        format_time(time_ms, &mut text);
+        last.set((time_ms, text));
+        text
+    });
+    out.reserve(TIME_LEN + SEQ_LEN + 2 + epoch.0.len());
+    out.extend_from_slice(&time);
+    out.push(b'-');
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0u8; SEQ_LEN];
+    for (i, h) in hex.iter_mut().enumerate() {
+        *h = HEX[((seq >> (4 * (SEQ_LEN - 1 - i))) & 0xf) as usize];
+    }
+    out.extend_from_slice(&hex);
+    out.push(b'-');
+    out.extend_from_slice(epoch.0.as_bytes());
+}
+
+/// `YYYYMMDDTHHMMSS.mmmZ` of a time in ms since the Unix epoch; a time
+/// outside years 0..=9999 renders as the Unix epoch, as chrono's default.
+fn format_time(time_ms: i64, out: &mut [u8; TIME_LEN]) {
+    // Days since 0000-03-01 and the civil date from them (H. Hinnant's
+    // days_from_civil inverse), in plain integer arithmetic.
+    const MIN_MS: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00Z
+    const MAX_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+    let t = if (MIN_MS..=MAX_MS).contains(&time_ms) {
+        time_ms
+    } else {
+        0
+    };
+    let days = t.div_euclid(86_400_000);
+    let ms_of_day = t.rem_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (secs, ms) = (ms_of_day / 1000, ms_of_day % 1000);
+    let put = |out: &mut [u8; TIME_LEN], at: usize, width: usize, mut v: i64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(out, 0, 4, year);
+    put(out, 4, 2, month);
+    put(out, 6, 2, day);
+    out[8] = b'T';
+    put(out, 9, 2, secs / 3600);
+    put(out, 11, 2, secs / 60 % 60);
+    put(out, 13, 2, secs % 60);
+    out[15] = b'.';
+    put(out, 16, 3, ms);
+    out[19] = b'Z';
+}
+
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = to_datetime(self.time_ms);
-        write!(
-            f,
-            "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z-{:016x}-{}",
-            t.year(),
-            t.month(),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.timestamp_subsec_millis(),
-            self.seq,
-            self.epoch
-        )
+        let mut buf = Vec::with_capacity(TIME_LEN + SEQ_LEN + 2 + MAX_EPOCH_LEN);
+        self.write_to(&mut buf);
+        f.write_str(std::str::from_utf8(&buf).expect("cursors are ASCII"))
     }
 }
 
@@ -198,6 +271,7 @@ pub fn monotonic_time(latest_ms: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{Datelike, Timelike};
 
     #[test]
     fn round_trips_and_orders() {
@@ -226,6 +300,38 @@ mod tests {
         ] {
             assert!(Cursor::parse(bad).is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn formats_like_chrono() {
+        let e = Epoch::parse("abcd").unwrap();
+        let mut t = -62_167_219_200_000i64;
+        while t <= 253_402_300_799_999 {
+            let fast = Cursor::new(t, 0x0123_4567_89ab_cdef, e.clone()).to_string();
+            let d = to_datetime(t);
+            let slow = format!(
+                "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z-0123456789abcdef-abcd",
+                d.year(),
+                d.month(),
+                d.day(),
+                d.hour(),
+                d.minute(),
+                d.second(),
+                d.timestamp_subsec_millis()
+            );
+            assert_eq!(fast, slow, "{t}");
+            t += 7_777_777_777_777 / 1000 + 12_345;
+        }
+        for t in [0, 1, 951_782_400_000, 4_107_542_399_999, -1, -86_400_001] {
+            let d = to_datetime(t);
+            assert_eq!(
+                &Cursor::new(t, 0, e.clone()).to_string()[..8],
+                format!("{:04}{:02}{:02}", d.year(), d.month(), d.day())
+            );
+        }
+        assert!(Cursor::new(i64::MAX, 0, e.clone())
+            .to_string()
+            .starts_with("19700101T000000.000Z"));
     }
 
     #[test]

@@ -126,7 +126,8 @@ impl DedupIndex {
         }
     }
 
-    fn expire(&mut self, now_ms: i64) {
+    /// Forgets key records older than the window.
+    pub fn expire(&mut self, now_ms: i64) {
         let cutoff = now_ms - self.window_ms;
         while let Some((t, _)) = self.order.front() {
             if *t >= cutoff {

@@ -1,11 +1,23 @@
 //! `POST /v1/topics/{topic}/events` and `POST /v1/topics/{topic}/batch`.
 
-use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use std::{borrow::Cow, cell::RefCell};
+
+use actix_web::{
+    http::{
+        header::{HeaderName, HeaderValue},
+        StatusCode,
+    },
+    mime, web, HttpRequest, HttpResponse,
+};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde::{
+    de::{self, Visitor},
+    Deserialize,
+};
 use serde_json::{json, Map, Value};
 use sluice_actors::{
+    cursor::{write_cursor, Epoch},
     event::{AppendOutcome, NewEvent},
     topic::{Publish, PublishReply},
 };
@@ -14,6 +26,7 @@ use tokio::sync::oneshot;
 use sluice_actors::metrics::metrics;
 
 use super::{error::ApiError, rate_limit::Kind, validate, AppState};
+use crate::config::Limits;
 
 /// Reads a request body, refusing it past `limit` bytes without buffering more.
 async fn read_body(
@@ -22,29 +35,42 @@ async fn read_body(
     limit: usize,
 ) -> Result<Bytes, ApiError> {
     let too_large = || ApiError::PayloadTooLarge(format!("body exceeds {limit} bytes"));
-    if let Some(len) = req
+    let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        if len > limit {
-            return Err(too_large());
-        }
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large());
     }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
+    // A body that arrives in one chunk (the common case) is kept as is: no
+    // copy, and batch lines can share it.
+    let Some(first) = payload.next().await else {
+        return Ok(Bytes::new());
+    };
+    let first = first.map_err(|e| ApiError::bad(format!("cannot read body: {e}")))?;
+    if first.len() > limit {
+        return Err(too_large());
+    }
+    let Some(second) = payload.next().await else {
+        return Ok(first);
+    };
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).max(2 * first.len()));
+    body.extend_from_slice(&first);
+    let mut next = Some(second);
+    while let Some(chunk) = next {
         let chunk = chunk.map_err(|e| ApiError::bad(format!("cannot read body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);
+        next = payload.next().await;
     }
     Ok(body.freeze())
 }
 
-/// The validated topic name and a body of at most `limit` bytes of UTF-8.
-async fn topic_and_text(
+/// The validated topic name and a body of at most `limit` bytes.
+async fn topic_and_body(
     state: &AppState,
     path: web::Path<String>,
     payload: web::Payload,
@@ -55,7 +81,6 @@ async fn topic_and_text(
     validate::topic(&topic)?;
     state.limits.check(Kind::Publish, req)?;
     let body = read_body(payload, req, limit).await?;
-    std::str::from_utf8(&body).map_err(|_| ApiError::bad("body is not valid UTF-8"))?;
     Ok((topic, body))
 }
 
@@ -90,21 +115,48 @@ async fn store(
     Ok(reply)
 }
 
-/// One event's outcome as a JSON result, or the error it maps to.
-fn result_json(outcome: &AppendOutcome, reply: &PublishReply) -> Result<(Value, bool), ApiError> {
+/// The error an outcome stands for, if it is not a success.
+fn outcome_error(outcome: &AppendOutcome) -> Option<ApiError> {
     match outcome {
-        AppendOutcome::Stored(ev) => Ok((
-            json!({"cursor": ev.cursor(&reply.epoch).to_string(), "duplicate": false}),
-            false,
-        )),
-        AppendOutcome::Duplicate(c) => Ok((
-            json!({"cursor": c.as_ref().map(|c| c.to_string()), "duplicate": true}),
-            true,
-        )),
-        AppendOutcome::KeyConflict => Err(ApiError::KeyConflict),
-        AppendOutcome::SequenceGap { expected } => Err(ApiError::SequenceGap {
+        AppendOutcome::Stored(_) | AppendOutcome::Duplicate(_) => None,
+        AppendOutcome::KeyConflict => Some(ApiError::KeyConflict),
+        AppendOutcome::SequenceGap { expected } => Some(ApiError::SequenceGap {
             expected: *expected,
         }),
+    }
+}
+
+/// Appends `{"cursor":...,"duplicate":...}` for one outcome to `out`, with
+/// `error` and `status` for an event the store refused. Written directly:
+/// a batch answer has one per event.
+fn write_result(out: &mut Vec<u8>, outcome: &AppendOutcome, epoch: &Epoch) {
+    match outcome {
+        AppendOutcome::Stored(ev) => {
+            out.extend_from_slice(b"{\"cursor\":\"");
+            write_cursor(out, ev.time_ms, ev.seq, epoch);
+            out.extend_from_slice(b"\",\"duplicate\":false}");
+        }
+        AppendOutcome::Duplicate(Some(c)) => {
+            out.extend_from_slice(b"{\"cursor\":\"");
+            c.write_to(out);
+            out.extend_from_slice(b"\",\"duplicate\":true}");
+        }
+        AppendOutcome::Duplicate(None) => {
+            out.extend_from_slice(b"{\"cursor\":null,\"duplicate\":true}");
+        }
+        AppendOutcome::KeyConflict | AppendOutcome::SequenceGap { .. } => {
+            let e = outcome_error(outcome).expect("an error outcome");
+            out.extend_from_slice(b"{\"cursor\":null,\"duplicate\":false,\"error\":");
+            serde_json::to_writer(&mut *out, &e.to_string()).expect("writing to a Vec");
+            out.extend_from_slice(b",\"status\":");
+            out.extend_from_slice(
+                actix_web::ResponseError::status_code(&e)
+                    .as_u16()
+                    .to_string()
+                    .as_bytes(),
+            );
+            out.push(b'}');
+        }
     }
 }
 
@@ -142,14 +194,13 @@ fn event_from_headers(req: &HttpRequest, data: Bytes) -> Result<NewEvent, ApiErr
 }
 
 /// Publishes one event.
-#[tracing::instrument(skip_all, fields(topic = %path))]
 pub async fn publish(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (topic, body) = topic_and_text(
+    let (topic, body) = topic_and_body(
         &state,
         path,
         payload,
@@ -157,32 +208,122 @@ pub async fn publish(
         state.settings.limits.max_event_bytes,
     )
     .await?;
+    std::str::from_utf8(&body).map_err(|_| ApiError::bad("body is not valid UTF-8"))?;
     let event = event_from_headers(&req, body)?;
     let reply = store(&state, &topic, vec![event]).await?;
-    let (result, duplicate) = result_json(&reply.outcomes[0], &reply)?;
-    let cursor = result["cursor"].as_str().map(str::to_owned);
+    let outcome = &reply.outcomes[0];
+    if let Some(e) = outcome_error(outcome) {
+        return Err(e);
+    }
+    let duplicate = matches!(outcome, AppendOutcome::Duplicate(_));
+    let mut json = Vec::with_capacity(96 + topic.len());
+    json.extend_from_slice(b"{\"topic\":\"");
+    // Validated topic names need no escaping.
+    json.extend_from_slice(topic.as_bytes());
+    json.extend_from_slice(b"\",");
+    let result_at = json.len();
+    write_result(&mut json, outcome, &reply.epoch);
+    // The result object's fields continue the outer object.
+    json.remove(result_at);
     let mut resp = HttpResponse::build(if duplicate {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     });
-    if let Some(c) = &cursor {
-        resp.insert_header(("Event-Cursor", c.as_str()));
+    let cursor = match outcome {
+        AppendOutcome::Stored(ev) => Some(ev.cursor(&reply.epoch)),
+        AppendOutcome::Duplicate(c) => c.clone(),
+        _ => None,
+    };
+    if let Some(c) = cursor {
+        let mut text = Vec::with_capacity(64);
+        c.write_to(&mut text);
+        resp.insert_header((
+            HeaderName::from_static("event-cursor"),
+            HeaderValue::from_bytes(&text).expect("cursors are visible ASCII"),
+        ));
     }
     if duplicate {
         resp.insert_header(("Idempotent-Replayed", "true"));
     }
-    Ok(resp.json(json!({"topic": topic, "cursor": cursor, "duplicate": duplicate})))
+    Ok(resp.content_type(mime::APPLICATION_JSON).body(json))
 }
 
-/// One NDJSON line of a batch.
+/// One NDJSON line of a batch; strings borrow from the body when unescaped.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BatchLine {
-    data: Value,
-    #[serde(rename = "type")]
-    event_type: Option<String>,
-    idempotency_key: Option<String>,
+struct BatchLine<'a> {
+    #[serde(borrow)]
+    data: Data<'a>,
+    #[serde(rename = "type", borrow)]
+    event_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    idempotency_key: Option<Cow<'a, str>>,
+}
+
+/// A line's `data`: a string is the payload as is; any other JSON value is
+/// stored as its compact JSON text.
+enum Data<'a> {
+    /// A string without escapes, straight from the body.
+    Borrowed(&'a str),
+    /// Appended to [`DECODED`]: an unescaped string or a value's compact text.
+    Decoded,
+}
+
+thread_local! {
+    /// The decoded payloads of the batch being parsed on this thread, back to
+    /// back in one buffer, each event's data a shared slice of it: a batch
+    /// costs one allocation instead of one per event (and one more per event
+    /// when its data is first cloned). A thread-local because serde gives a
+    /// visitor no state; parsing never yields, so one batch has it at a time.
+    static DECODED: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+fn decoded<'a, E>(text: &[u8]) -> Result<Data<'a>, E> {
+    DECODED.with(|d| d.borrow_mut().extend_from_slice(text));
+    Ok(Data::Decoded)
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Data<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Data<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Data<'a>, E> {
+                Ok(Data::Borrowed(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Data<'a>, E> {
+                decoded(v.as_bytes())
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Data<'a>, E> {
+                decoded(Value::from(v).to_string().as_bytes())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Data<'a>, E> {
+                decoded(Value::from(v).to_string().as_bytes())
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Data<'a>, E> {
+                decoded(Value::from(v).to_string().as_bytes())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Data<'a>, E> {
+                decoded(Value::from(v).to_string().as_bytes())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Data<'a>, E> {
+                decoded(b"null")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Data<'a>, A::Error> {
+                let v = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                decoded(v.to_string().as_bytes())
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Data<'a>, A::Error> {
+                let v = Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                decoded(v.to_string().as_bytes())
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 fn bad_line(line: usize, detail: impl std::fmt::Display) -> ApiError {
@@ -194,42 +335,79 @@ fn bad_line(line: usize, detail: impl std::fmt::Display) -> ApiError {
     }
 }
 
-fn parse_batch(body: &str, state: &AppState) -> Result<Vec<NewEvent>, ApiError> {
-    let limits = &state.settings.limits;
-    let mut events = Vec::new();
-    for (i, line) in body.split('\n').enumerate() {
-        let n = i + 1;
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.trim().is_empty() {
-            continue;
+fn newlines(b: &[u8]) -> usize {
+    b.iter().filter(|&&c| c == b'\n').count()
+}
+
+/// Parses and validates every line of a batch.
+fn parse_batch(body: &Bytes, limits: &Limits) -> Result<Vec<NewEvent>, ApiError> {
+    // Decoded payloads are at most as long as their JSON text, give or take
+    // a few number spellings: one buffer for the whole batch, then released.
+    DECODED.with(|d| *d.borrow_mut() = BytesMut::with_capacity(body.len()));
+    let res = parse_lines(body, limits);
+    DECODED.with(|d| drop(std::mem::take(&mut *d.borrow_mut())));
+    res
+}
+
+/// One JSON deserializer runs over the whole body, so its scratch buffer is
+/// reused from line to line.
+fn parse_lines(body: &Bytes, limits: &Limits) -> Result<Vec<NewEvent>, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad("body is not valid UTF-8"))?;
+    let mut events = Vec::with_capacity(16);
+    let mut lines = serde_json::Deserializer::from_str(text).into_iter::<BatchLine>();
+    // Line number of `at` (the end of the last value), counted incrementally.
+    let (mut at, mut line) = (0, 1);
+    loop {
+        let start = at
+            + text.as_bytes()[at..]
+                .iter()
+                .position(|b| !b" \t\r\n".contains(b))
+                .unwrap_or(text.len() - at);
+        line += newlines(&body[at..start]);
+        let parsed = match lines.next() {
+            None => break,
+            Some(Ok(p)) => p,
+            // The error's position is counted over the whole body.
+            Some(Err(e)) => return Err(bad_line(e.line().max(line), e)),
+        };
+        let end = lines.byte_offset();
+        // One event per line: no line break inside a value, and nothing but
+        // blanks after it on its line.
+        if body[start..end].contains(&b'\n') {
+            return Err(bad_line(line, "an event must fit on one line"));
         }
+        let rest = &text.as_bytes()[end..];
+        let eol = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        if !rest[..eol].iter().all(|b| b" \t\r".contains(b)) {
+            return Err(bad_line(line, "trailing characters after the event"));
+        }
+        at = end;
         if events.len() == limits.max_batch_events {
             return Err(bad_line(
-                n,
+                line,
                 format!("a batch holds at most {} events", limits.max_batch_events),
             ));
         }
-        let parsed: BatchLine = serde_json::from_str(line).map_err(|e| bad_line(n, e))?;
         let data = match parsed.data {
-            Value::String(s) => s,
-            other => other.to_string(),
+            Data::Borrowed(s) => body.slice_ref(s.as_bytes()),
+            Data::Decoded => DECODED.with(|d| d.borrow_mut().split().freeze()),
         };
         if data.len() > limits.max_event_bytes {
             return Err(bad_line(
-                n,
+                line,
                 format!("data exceeds {} bytes", limits.max_event_bytes),
             ));
         }
         if let Some(t) = &parsed.event_type {
-            validate::token("type", t, 64).map_err(|e| bad_line(n, e))?;
+            validate::token("type", t, 64).map_err(|e| bad_line(line, e))?;
         }
         if let Some(k) = &parsed.idempotency_key {
-            validate::idempotency_key(k).map_err(|e| bad_line(n, e))?;
+            validate::idempotency_key(k).map_err(|e| bad_line(line, e))?;
         }
         events.push(NewEvent {
-            data: Bytes::from(data),
-            event_type: parsed.event_type,
-            idempotency_key: parsed.idempotency_key,
+            data,
+            event_type: parsed.event_type.map(Cow::into_owned),
+            idempotency_key: parsed.idempotency_key.map(Cow::into_owned),
             producer: None,
         });
     }
@@ -240,14 +418,13 @@ fn parse_batch(body: &str, state: &AppState) -> Result<Vec<NewEvent>, ApiError> 
 }
 
 /// Publishes an NDJSON batch, all lines validated before any is stored.
-#[tracing::instrument(skip_all, fields(topic = %path))]
 pub async fn publish_batch(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (topic, body) = topic_and_text(
+    let (topic, body) = topic_and_body(
         &state,
         path,
         payload,
@@ -255,17 +432,90 @@ pub async fn publish_batch(
         state.settings.limits.max_batch_bytes,
     )
     .await?;
-    let text = std::str::from_utf8(&body).expect("checked UTF-8");
-    let events = parse_batch(text, &state)?;
+    let events = parse_batch(&body, &state.settings.limits)?;
     let reply = store(&state, &topic, events).await?;
     // A conflict inside a batch fails just that line: the others are stored
     // (the store checks every event on its own), so report per line.
-    let mut results = Vec::with_capacity(reply.outcomes.len());
-    for o in &reply.outcomes {
-        results.push(match result_json(o, &reply) {
-            Ok((v, _)) => v,
-            Err(e) => json!({"cursor": null, "duplicate": false, "error": e.to_string(), "status": actix_web::ResponseError::status_code(&e).as_u16()}),
-        });
+    let mut json = Vec::with_capacity(32 + topic.len() + reply.outcomes.len() * 72);
+    json.extend_from_slice(b"{\"topic\":\"");
+    json.extend_from_slice(topic.as_bytes());
+    json.extend_from_slice(b"\",\"results\":[");
+    for (i, o) in reply.outcomes.iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        write_result(&mut json, o, &reply.epoch);
     }
-    Ok(HttpResponse::Ok().json(json!({"topic": topic, "results": results})))
+    json.extend_from_slice(b"]}");
+    Ok(HttpResponse::Ok()
+        .content_type(mime::APPLICATION_JSON)
+        .body(json))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_event_bytes: 100,
+            max_batch_events: 4,
+            max_batch_bytes: 1 << 20,
+            dedup_window_secs: 300,
+        }
+    }
+
+    fn parse(body: &str) -> Result<Vec<NewEvent>, ApiError> {
+        parse_batch(&Bytes::copy_from_slice(body.as_bytes()), &limits())
+    }
+
+    fn bad_line_of(body: &str) -> u64 {
+        match parse(body) {
+            Err(ApiError::BadRequest { extra, .. }) => extra["line"].as_u64().expect("line"),
+            Err(e) => panic!("{body:?}: {e}"),
+            Ok(_) => panic!("{body:?} was accepted"),
+        }
+    }
+
+    #[test]
+    fn lines_blank_lines_crlf_and_data_forms() {
+        let evs = parse(concat!(
+            "\r\n",
+            "  {\"data\":\"plain\"}  \r\n",
+            "\n",
+            "{\"data\":\"esc\\\"aped\\n\",\"type\":\"t\",\"idempotency_key\":\"k\"}\n",
+            "{\"data\":{\"b\": [1, 2.5, null], \"a\": true}}\n",
+            "{\"data\":-7}",
+        ))
+        .unwrap();
+        let data: Vec<&[u8]> = evs.iter().map(|e| &e.data[..]).collect();
+        assert_eq!(
+            data,
+            [
+                &b"plain"[..],
+                b"esc\"aped\n",
+                br#"{"a":true,"b":[1,2.5,null]}"#,
+                b"-7"
+            ]
+        );
+        assert_eq!(evs[1].event_type.as_deref(), Some("t"));
+        assert_eq!(evs[1].idempotency_key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn one_event_per_line_and_the_bad_line_is_named() {
+        assert_eq!(bad_line_of("{\"data\":1} {\"data\":2}\n"), 1);
+        assert_eq!(bad_line_of("{\"data\":1}\n{\"data\":\n2}\n"), 2);
+        assert_eq!(bad_line_of("{\"data\":1}\n\n{\"data\":2}x\n"), 3);
+        assert_eq!(bad_line_of("{\"data\":1}\n\nnot json\n"), 3);
+        assert_eq!(bad_line_of("{\"data\":1}\n{\"data\":2,\"extra\":3}\n"), 2);
+        assert_eq!(bad_line_of("{\"data\":1}\n{\"type\":\"t\"}\n"), 2);
+        assert_eq!(bad_line_of("{\"data\":1}\n{\"data\":\"a\""), 2);
+        assert_eq!(
+            bad_line_of(&format!("\n{{\"data\":\"{}\"}}", "x".repeat(101))),
+            2
+        );
+        assert_eq!(bad_line_of(&"{\"data\":1}\n".repeat(5)), 5);
+        assert!(matches!(parse(" \n\r\n"), Err(ApiError::BadRequest { .. })));
+    }
 }

@@ -147,6 +147,24 @@ impl Inner {
         Ok(shared)
     }
 
+    fn append(
+        &self,
+        topic: &str,
+        batch: Vec<NewEvent>,
+        time_ms: i64,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let log = self.log(topic, true)?;
+        let res = log
+            .lock()
+            .expect("poisoned")
+            .append(batch, time_ms, &self.cfg);
+        res.map_err(|e| {
+            tracing::error!(topic, error = %e, "append failed");
+            self.forget(topic);
+            unavailable(e)
+        })
+    }
+
     /// Drops a log whose last operation failed, so the next use reopens it
     /// from what is really on disk.
     fn forget(&self, topic: &str) {
@@ -180,20 +198,13 @@ impl Store for EmbeddedStore {
         batch: Vec<NewEvent>,
         time_ms: i64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        if self.inner.cfg.fsync != Fsync::Always {
+            // Without an fsync an append is a write into the page cache:
+            // cheaper done here than handed to another thread and back.
+            return self.inner.append(topic, batch, time_ms);
+        }
         let (inner, topic) = (self.inner.clone(), topic.to_owned());
-        blocking(move || {
-            let log = inner.log(&topic, true)?;
-            let res = log
-                .lock()
-                .expect("poisoned")
-                .append(batch, time_ms, &inner.cfg);
-            res.map_err(|e| {
-                tracing::error!(topic, error = %e, "append failed");
-                inner.forget(&topic);
-                unavailable(e)
-            })
-        })
-        .await
+        blocking(move || inner.append(&topic, batch, time_ms)).await
     }
 
     async fn read(
@@ -265,8 +276,13 @@ fn sync_all(inner: &Inner) {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     for (topic, log) in logs {
-        if let Err(e) = log.lock().expect("poisoned").sync() {
+        // The fsync runs without the log's lock: appends go on meanwhile.
+        let Some(file) = log.lock().expect("poisoned").take_dirty() else {
+            continue;
+        };
+        if let Err(e) = file.sync_data() {
             tracing::error!(topic, error = %e, "fsync failed");
+            log.lock().expect("poisoned").dirty = true;
         }
     }
 }

@@ -39,6 +39,16 @@ pub struct DecodedRecord {
     pub producer: Option<(String, u64)>,
 }
 
+/// Bytes [`encode`] appends for `ev`.
+pub fn encoded_len(ev: &NewEvent) -> usize {
+    HEADER_LEN
+        + 17
+        + ev.event_type.as_ref().map_or(0, |t| 1 + t.len())
+        + ev.idempotency_key.as_ref().map_or(0, |k| 1 + k.len() + 16)
+        + ev.producer.as_ref().map_or(0, |(p, _)| 1 + p.len() + 8)
+        + ev.data.len()
+}
+
 /// Appends the record of `ev` stored at `seq`/`time_ms` to `buf`.
 pub fn encode(buf: &mut Vec<u8>, ev: &NewEvent, seq: u64, time_ms: i64) {
     let start = buf.len();
@@ -187,6 +197,7 @@ mod tests {
         };
         let mut buf = Vec::new();
         encode(&mut buf, &ev, 3, 1234);
+        assert_eq!(buf.len(), encoded_len(&ev));
         let shared = Bytes::from(buf.clone());
         match next(&shared, Some(&shared)) {
             Next::Record(r, n) => {

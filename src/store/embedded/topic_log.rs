@@ -5,6 +5,7 @@ use std::{
     collections::HashMap,
     fs, io,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use serde::{Deserialize, Serialize};
@@ -233,11 +234,20 @@ impl TopicLog {
         let time_ms = time_ms.max(self.latest_time);
         let now = now_ms();
         let mut out = Vec::with_capacity(batch.len());
-        let mut buf = Vec::new();
-        let mut starts = Vec::new();
+        let mut buf = Vec::with_capacity(batch.iter().map(record::encoded_len).sum());
+        let mut starts = Vec::with_capacity(batch.len());
         let mut seq = self.latest_seq;
+        // Plain events skip the index entirely; expiry still runs once per
+        // append so keys leave memory even if no keyed event follows.
+        self.dedup.expire(now);
         for ev in batch {
-            match self.dedup.check(&ev, now, &self.epoch) {
+            let plain = ev.idempotency_key.is_none() && ev.producer.is_none();
+            let verdict = if plain {
+                Verdict::New
+            } else {
+                self.dedup.check(&ev, now, &self.epoch)
+            };
+            match verdict {
                 Verdict::Answer(a) => out.push(a),
                 Verdict::New => {
                     seq += 1;
@@ -246,13 +256,15 @@ impl TopicLog {
                     // Recorded now so a repeat later in this batch is seen;
                     // if the write fails the caller drops this log and
                     // reopens it from disk.
-                    self.dedup.record(
-                        ev.idempotency_key.as_deref(),
-                        ev.producer.as_ref().map(|(p, s)| (p.as_str(), *s)),
-                        ev.fingerprint(),
-                        seq,
-                        time_ms,
-                    );
+                    if !plain {
+                        self.dedup.record(
+                            ev.idempotency_key.as_deref(),
+                            ev.producer.as_ref().map(|(p, s)| (p.as_str(), *s)),
+                            ev.fingerprint(),
+                            seq,
+                            time_ms,
+                        );
+                    }
                     out.push(AppendOutcome::Stored(StoredEvent {
                         seq,
                         time_ms,
@@ -371,17 +383,15 @@ impl TopicLog {
         plans
     }
 
-    /// fsyncs the active segment if anything was appended since the last one.
-    pub fn sync(&mut self) -> io::Result<()> {
-        if self.dirty {
-            self.segments
-                .last()
-                .expect("active segment")
-                .file
-                .sync_data()?;
-            self.dirty = false;
+    /// The active segment's file if anything was appended since the last
+    /// fsync, marked clean: the caller fsyncs it (and marks the log dirty
+    /// again if that fails). Older segments were fsynced when sealed.
+    pub fn take_dirty(&mut self) -> Option<Arc<fs::File>> {
+        if !self.dirty {
+            return None;
         }
-        Ok(())
+        self.dirty = false;
+        Some(self.segments.last().expect("active segment").file.clone())
     }
 }
 
