@@ -109,8 +109,9 @@ pub async fn run(
         stall_timeout: Duration::from_secs(st.stall_timeout_secs),
         low_events: st.low_watermark_events,
         low_bytes: st.low_watermark_bytes,
-        // One delivery per batch at most, and never more batches than events.
-        mailbox_capacity: st.high_watermark_events as usize + 16,
+        // Live events bypass the session's mailbox (they go to its outbox);
+        // only catch-up requests and termination come this way.
+        mailbox_capacity: 16,
     };
     let arbiters = match settings.topic_arbiters {
         0 => cores(),

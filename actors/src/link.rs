@@ -5,9 +5,16 @@
 //! round trip to each.
 
 use std::{
-    sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+        Mutex,
+    },
     time::Instant,
 };
+
+use tokio::sync::Notify;
+
+use crate::body::Outbox;
 
 /// Shared state of one SSE session.
 #[derive(Debug)]
@@ -41,6 +48,11 @@ pub struct SessionLink {
     /// Milliseconds after `connected_at` since which a write has waited, or
     /// -1 when none is waiting.
     pub waiting_since_ms: AtomicI64,
+    /// Frames waiting for the socket, queued by the topic and the session.
+    pub(crate) outbox: Mutex<Outbox>,
+    /// Signalled each time the body takes a chunk (a catch-up waits on it
+    /// for room before it reads the next page).
+    pub(crate) room: Notify,
 }
 
 impl SessionLink {
@@ -60,7 +72,20 @@ impl SessionLink {
             bytes_sent: AtomicU64::new(0),
             last_write_ms: AtomicI64::new(0),
             waiting_since_ms: AtomicI64::new(-1),
+            outbox: Mutex::new(Outbox::new(after_seq)),
+            room: Notify::new(),
         }
+    }
+
+    /// Sets the position a new subscription starts after, before anything
+    /// is delivered to it.
+    pub fn start_after(&self, after_seq: u64) {
+        self.delivered_seq.store(after_seq, Ordering::SeqCst);
+        self.acked_seq.store(after_seq, Ordering::SeqCst);
+        self.outbox
+            .lock()
+            .expect("outbox poisoned")
+            .reset(after_seq);
     }
 
     /// Milliseconds since the session opened.

@@ -6,17 +6,13 @@
 //! States: IDLE (created, not yet running) → STREAMING ⇄ RECOVERING (catching
 //! up from the store) → TERMINATED.
 
-use std::{
-    sync::{atomic::Ordering, Arc},
-    time::Duration,
-};
+use std::{sync::atomic::Ordering, sync::Arc, time::Duration};
 
 use actix::prelude::*;
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::{
-    body::{pack, send, Ack, Acker, Chunk, ChunkSender, SendFailure},
+    body::{self, Acker, BodyGone, Queued},
     broker::{BrokerActor, SessionClosed, SessionOpened},
     cursor::{Cursor, Epoch},
     link::SessionLink,
@@ -26,8 +22,18 @@ use crate::{
     topic::{Ready, TopicActor, Unsubscribe},
 };
 
-/// Events read from the store per catch-up round.
+/// Events read from the store per catch-up round, at first; later rounds
+/// aim at [`CATCH_UP_PAGE_BYTES`] from the sizes seen.
 const CATCH_UP_PAGE: usize = 256;
+/// Bytes of frames a catch-up round aims at: large enough that a round's
+/// fixed costs (a store call, a wake-up) vanish, small enough to bound what
+/// one catching-up subscriber holds.
+const CATCH_UP_PAGE_BYTES: usize = 512 << 10;
+/// Most events per catch-up round.
+const CATCH_UP_PAGE_MAX: usize = 8192;
+/// A catch-up reads its next page once no more than this waits for the
+/// socket, so the store read overlaps the writes of the previous page.
+const CATCH_UP_AHEAD_BYTES: usize = 256 << 10;
 /// Pause before a catch-up that met a store error tries again.
 const CATCH_UP_RETRY: Duration = Duration::from_millis(500);
 
@@ -41,13 +47,14 @@ pub struct SessionConfig {
     /// (actix-web#1313), so this bounds how long a dead stream lingers.
     /// `None` disables probing.
     pub liveness_probe: Option<Duration>,
-    /// A write that waits this long for the socket ends the session.
+    /// Frames waiting this long without the socket taking any end the session.
     pub stall_timeout: Duration,
     /// Thresholds the session reports `Ready` at (must match the topic's).
     pub low_events: u64,
     /// Byte threshold for `Ready`.
     pub low_bytes: u64,
-    /// Mailbox capacity; at least the topic's high watermark in batches.
+    /// Mailbox capacity (catch-up requests and termination only: live
+    /// events go to the session's outbox, not through its mailbox).
     pub mailbox_capacity: usize,
 }
 
@@ -67,15 +74,6 @@ pub enum EndReason {
     StoreError,
 }
 
-impl From<SendFailure> for EndReason {
-    fn from(f: SendFailure) -> Self {
-        match f {
-            SendFailure::Closed => EndReason::ClientGone,
-            SendFailure::Stalled => EndReason::Stalled,
-        }
-    }
-}
-
 impl EndReason {
     /// Label for logs and metrics.
     pub fn as_str(self) -> &'static str {
@@ -87,14 +85,6 @@ impl EndReason {
             EndReason::StoreError => "store_error",
         }
     }
-}
-
-/// Topic → session: write these events (some may already be written).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deliver {
-    /// Framed events, shared by every subscriber of the batch.
-    pub events: Arc<[FramedEvent]>,
 }
 
 /// Topic → session: you are behind the tail; read from the store after
@@ -111,35 +101,30 @@ pub struct CatchUp {
 #[rtype(result = "()")]
 pub struct Terminate(pub EndReason);
 
-/// The actor behind one SSE stream.
+/// The actor behind one SSE stream. Live events do not pass through it (the
+/// topic queues them on the session's outbox); it catches up from the
+/// store, keeps an idle stream alive, and evicts a stalled one.
 pub struct SessionActor {
     link: Arc<SessionLink>,
     topic: Addr<TopicActor>,
     broker: Addr<BrokerActor>,
     store: SharedStore,
     epoch: Epoch,
-    tx: ChunkSender,
-    acker: Acker,
+    /// Resolves when the response body is dropped (taken on start).
+    gone: Option<BodyGone>,
     cfg: SessionConfig,
-    /// Last sequence queued to the body; anything at or below is skipped,
-    /// which makes a duplicate impossible whatever the topic sends.
-    last_seq: u64,
-    /// Time of the event at `last_seq` (0 until the first write), to render
-    /// the session's position as a cursor.
-    last_time_ms: i64,
     /// `link.age_ms()` at the last data or keep-alive write (probes excluded).
     last_beat_ms: i64,
+    /// Since when frames have waited with the body's take count unchanged.
+    stall_mark: Option<(u64, i64)>,
     /// `?on_gap=resume`: a catch-up that finds events trimmed by retention
     /// says so with `event: gap` and goes on, instead of ending the stream.
     resume_on_gap: bool,
-    /// Span with the connection id and topic, for every log line of the session.
-    span: tracing::Span,
-    end_reason: EndReason,
+    end_reason: Option<EndReason>,
 }
 
 impl SessionActor {
-    /// A session that has written everything up to `after_seq` (the body
-    /// channel may already hold the opening frames).
+    /// A session whose outbox and body are set up on `link`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         link: Arc<SessionLink>,
@@ -147,46 +132,59 @@ impl SessionActor {
         broker: Addr<BrokerActor>,
         store: SharedStore,
         epoch: Epoch,
-        tx: ChunkSender,
+        gone: BodyGone,
         cfg: SessionConfig,
-        after_seq: u64,
         resume_on_gap: bool,
     ) -> Self {
-        let span = tracing::info_span!("session", conn = link.id, topic = %link.topic);
-        let acker = Self::acker(&link, &topic, &cfg);
         SessionActor {
             link,
             topic,
             broker,
             store,
             epoch,
-            tx,
-            acker,
+            gone: Some(gone),
             cfg,
-            last_seq: after_seq,
-            last_time_ms: 0,
             last_beat_ms: 0,
+            stall_mark: None,
             resume_on_gap,
-            span,
-            end_reason: EndReason::ClientGone,
+            end_reason: None,
         }
     }
 
     /// The acknowledger the response body of this session must use.
-    pub fn acker(link: &Arc<SessionLink>, topic: &Addr<TopicActor>, cfg: &SessionConfig) -> Acker {
+    pub fn acker(topic: &Addr<TopicActor>, cfg: &SessionConfig) -> Acker {
         Acker {
-            link: link.clone(),
             topic: topic.clone(),
             low_events: cfg.low_events,
             low_bytes: cfg.low_bytes,
         }
     }
 
-    /// Writes a keep-alive when idle for the heartbeat, else a probe when
-    /// idle for the probe interval.
+    /// Evicts the session when queued frames have waited the stall timeout
+    /// with the socket taking nothing; otherwise, when idle, writes a
+    /// keep-alive after the heartbeat or a probe after the probe interval.
     fn idle_tick(&mut self, ctx: &mut Context<Self>) {
         let l = &self.link;
         let now = l.age_ms();
+        let (_, waiting, takes) = body::backlog(l);
+        if waiting {
+            let since = match self.stall_mark {
+                Some((t, since)) if t == takes => since,
+                _ => {
+                    self.stall_mark = Some((takes, now));
+                    now
+                }
+            };
+            l.waiting_since_ms.store(since, Ordering::Relaxed);
+            if now - since >= self.cfg.stall_timeout.as_millis() as i64 {
+                self.end(EndReason::Stalled, ctx);
+            }
+            // Queued data is a write already.
+            return;
+        }
+        if self.stall_mark.take().is_some() {
+            l.waiting_since_ms.store(-1, Ordering::Relaxed);
+        }
         let last_write = l.last_write_ms.load(Ordering::Relaxed);
         let since_beat = now - self.last_beat_ms.max(last_write);
         let since_write = now - last_write;
@@ -202,26 +200,26 @@ impl SessionActor {
             } else {
                 return;
             };
-        let chunk = Chunk {
-            bytes: Bytes::from_static(frame),
-            ack: None,
-        };
-        match self.tx.try_send(chunk) {
-            Ok(()) if beat => self.last_beat_ms = now,
-            Ok(()) => {}
-            // Data is queued: that is a write already.
-            Err(mpsc::error::TrySendError::Full(_)) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => self.end(EndReason::ClientGone, ctx),
+        match body::queue_raw(l, Bytes::from_static(frame), true) {
+            Queued::Yes if beat => self.last_beat_ms = now,
+            Queued::Closed => self.end(EndReason::ClientGone, ctx),
+            _ => {}
         }
     }
 
     fn end(&mut self, reason: EndReason, ctx: &mut Context<Self>) {
+        if self.end_reason.is_some() {
+            return;
+        }
         if reason == EndReason::Stalled {
             metrics().evicted.inc();
-            self.span
-                .in_scope(|| tracing::info!("evicted: no write progress for the stall timeout"));
+            tracing::info!(
+                conn = self.link.id,
+                topic = %self.link.topic,
+                "evicted: no write progress for the stall timeout"
+            );
         }
-        self.end_reason = reason;
+        self.end_reason = Some(reason);
         ctx.stop();
     }
 }
@@ -235,112 +233,84 @@ impl Actor for SessionActor {
             session: ctx.address(),
         });
         // Learn of a vanished client at once, not at the next write.
-        let tx = self.tx.clone();
-        ctx.spawn(
-            async move { tx.closed().await }
+        if let Some(gone) = self.gone.take() {
+            ctx.spawn(
+                async move {
+                    let _ = gone.await;
+                }
                 .into_actor(self)
                 .map(|(), act, ctx| act.end(EndReason::ClientGone, ctx)),
-        );
+            );
+        }
+        let stall_check = self.cfg.stall_timeout / 4;
         let tick = self
             .cfg
             .liveness_probe
-            .map_or(self.cfg.heartbeat, |p| p.min(self.cfg.heartbeat));
+            .map_or(self.cfg.heartbeat, |p| p.min(self.cfg.heartbeat))
+            .min(stall_check.max(Duration::from_millis(100)));
         ctx.run_interval(tick, |act, ctx| act.idle_tick(ctx));
     }
 
     fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
+        let reason = *self.end_reason.get_or_insert(EndReason::ClientGone);
+        // A stalled or vanished client will not read what is queued.
+        body::end(
+            &self.link,
+            matches!(reason, EndReason::Stalled | EndReason::ClientGone),
+        );
         self.topic.do_send(Unsubscribe { id: self.link.id });
         self.broker.do_send(SessionClosed {
             id: self.link.id,
-            reason: self.end_reason,
+            reason,
         });
-        self.span
-            .in_scope(|| tracing::debug!(reason = self.end_reason.as_str(), "stream closed"));
+        tracing::debug!(
+            conn = self.link.id,
+            topic = %self.link.topic,
+            reason = reason.as_str(),
+            "stream closed"
+        );
         Running::Stop
     }
 }
 
-impl Handler<Deliver> for SessionActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        // The topic counted every byte of the batch as delivered: all of it
-        // is acknowledged, the part already written (skipped here) included.
-        let batch_bytes: u64 = msg.events.iter().map(|e| e.frame.len() as u64).sum();
-        // Batches are in log order: what is not yet written is a suffix.
-        let from = msg.events.partition_point(|e| e.seq <= self.last_seq);
-        let fresh = &msg.events[from..];
-        let (Some(first), Some(last)) = (fresh.first(), fresh.last()) else {
-            self.acker.acknowledge(Ack {
-                last_seq: self.last_seq,
-                events: 0,
-                bytes: batch_bytes,
-            });
-            return;
-        };
-        if first.seq != self.last_seq + 1 {
-            // A hole would break the contract; end the stream so the client
-            // resumes from its last id and the store fills the hole.
-            let expected = self.last_seq + 1;
-            self.span
-                .in_scope(|| tracing::error!(expected, got = first.seq, "delivery gap"));
-            return self.end(EndReason::Gap, ctx);
+/// Waits until at most `ahead` bytes wait for the socket; the socket taking
+/// nothing for `stall` ends the wait as a stall.
+async fn room(link: &SessionLink, ahead: usize, stall: Duration) -> Result<(), EndReason> {
+    loop {
+        let (queued, _, takes) = body::backlog(link);
+        if queued <= ahead {
+            return Ok(());
         }
-        let fresh_bytes: u64 = fresh.iter().map(|e| e.frame.len() as u64).sum();
-        let skipped_bytes = batch_bytes - fresh_bytes;
-        self.last_seq = last.seq;
-        self.last_time_ms = last.time_ms;
-        let (tx, link, stall) = (self.tx.clone(), self.link.clone(), self.cfg.stall_timeout);
-        let events = msg.events;
-        let written = events.clone();
-        // Waiting here holds further deliveries in the mailbox: with the
-        // small body channel, the socket's pace sets the session's.
-        ctx.wait(
-            async move {
-                let frames = events[from..].iter().map(|e| (e.seq, e.frame.clone()));
-                let mut chunks = pack(frames).peekable();
-                while let Some(mut c) = chunks.next() {
-                    if chunks.peek().is_none() {
-                        if let Some(a) = c.ack.as_mut() {
-                            a.bytes += skipped_bytes;
-                        }
-                    }
-                    send(&tx, &link, c, stall).await?;
-                }
-                Ok(())
-            }
-            .into_actor(self)
-            .map(move |res: Result<(), SendFailure>, act, ctx| match res {
-                Ok(()) => {
-                    let now = crate::cursor::now_ms();
-                    let h = &metrics().delivery_seconds;
-                    for e in &written[from..] {
-                        h.observe((now - e.time_ms).max(0) as f64 / 1000.0);
-                    }
-                }
-                Err(f) => act.end(f.into(), ctx),
-            }),
-        );
+        match tokio::time::timeout(stall, link.room.notified()).await {
+            Ok(()) => {}
+            // A stale wake-up may have shortened an earlier wait: only a
+            // whole timeout with no take at all is a stall.
+            Err(_) if body::backlog(link).2 == takes => return Err(EndReason::Stalled),
+            Err(_) => {}
+        }
     }
 }
 
 impl Handler<CatchUp> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, msg: CatchUp, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _msg: CatchUp, ctx: &mut Context<Self>) {
         let store = self.store.clone();
-        let tx = self.tx.clone();
         let link = self.link.clone();
         let epoch = self.epoch.clone();
         let stall = self.cfg.stall_timeout;
         let resume_on_gap = self.resume_on_gap;
-        let mut after = self.last_seq.max(msg.after_seq);
-        let mut after_time = self.last_time_ms;
+        // The outbox holds the position: everything queued there reaches
+        // the client unless it goes away.
+        let (mut after, mut after_time) = body::position(&link);
         ctx.wait(
             async move {
-                // Progress survives an early end: what was sent stays sent.
+                let mut page_len = CATCH_UP_PAGE;
                 let end = loop {
-                    let page = match store.read(&link.topic, after, CATCH_UP_PAGE).await {
+                    if let Err(reason) = room(&link, CATCH_UP_AHEAD_BYTES, stall).await {
+                        break Some(reason);
+                    }
+                    let page = match store.read(&link.topic, after, page_len).await {
                         Ok(p) => p,
                         Err(_) => {
                             metrics().store_errors.inc();
@@ -357,57 +327,55 @@ impl Handler<CatchUp> for SessionActor {
                         }
                         let requested = Cursor::new(after_time, after, epoch.clone()).to_string();
                         let resumed = Cursor::new(first.time_ms, first.seq - 1, epoch.clone());
-                        let notice = Chunk {
-                            bytes: gap_notice(
-                                &requested,
-                                &resumed.to_string(),
-                                Some(first.seq - 1 - after),
-                            ),
-                            ack: None,
-                        };
-                        if let Err(f) = send(&tx, &link, notice, stall).await {
-                            break Some(f.into());
+                        let notice = gap_notice(
+                            &requested,
+                            &resumed.to_string(),
+                            Some(first.seq - 1 - after),
+                        );
+                        if body::queue_gap_notice(&link, notice, first.seq - 1) == Queued::Closed {
+                            break Some(EndReason::ClientGone);
                         }
                     }
-                    let framed: Vec<FramedEvent> =
+                    let framed: Arc<[FramedEvent]> =
                         page.iter().map(|ev| frame_event(ev, &epoch)).collect();
-                    let bytes: u64 = framed.iter().map(|f| f.frame.len() as u64).sum();
-                    let last = &page[page.len() - 1];
+                    let bytes: usize = framed.iter().map(|f| f.frame.len()).sum();
+                    let last = &framed[framed.len() - 1];
                     // Events read here count as delivered to this session.
-                    link.delivered_bytes.fetch_add(bytes, Ordering::SeqCst);
+                    link.delivered_bytes
+                        .fetch_add(bytes as u64, Ordering::SeqCst);
                     link.delivered_seq.fetch_max(last.seq, Ordering::SeqCst);
-                    for c in pack(framed.into_iter().map(|f| (f.seq, f.frame))) {
-                        let seq = c.ack.map_or(after, |a| a.last_seq);
-                        if let Err(f) = send(&tx, &link, c, stall).await {
-                            return (after, after_time, Some(f.into()));
+                    match body::queue_events(&link, &framed, false) {
+                        Queued::Yes | Queued::Busy => {}
+                        Queued::Closed => break Some(EndReason::ClientGone),
+                        Queued::Gap { expected, got } => {
+                            tracing::error!(conn = link.id, expected, got, "catch-up gap");
+                            break Some(EndReason::Gap);
                         }
-                        after = seq;
                     }
+                    after = last.seq;
                     after_time = last.time_ms;
-                    if page.len() < CATCH_UP_PAGE {
+                    if page.len() < page_len {
                         break None;
                     }
+                    let per_event = bytes.div_ceil(framed.len()).max(1);
+                    page_len = (CATCH_UP_PAGE_BYTES / per_event).clamp(16, CATCH_UP_PAGE_MAX);
                 };
-                (after, after_time, end)
+                (after, end)
             }
             .into_actor(self)
-            .map(|(after, after_time, end), act: &mut SessionActor, ctx| {
-                act.last_seq = after;
-                act.last_time_ms = after_time;
-                match end {
-                    None => act.topic.do_send(Ready {
-                        id: act.link.id,
-                        after_seq: Some(after),
-                    }),
-                    // The store is away (e.g. Redis down): the stream stays
-                    // open with its heartbeats and the catch-up tries again.
-                    Some(EndReason::StoreError) => {
-                        ctx.run_later(CATCH_UP_RETRY, move |_, ctx| {
-                            ctx.notify(CatchUp { after_seq: after });
-                        });
-                    }
-                    Some(reason) => act.end(reason, ctx),
+            .map(|(after, end), act: &mut SessionActor, ctx| match end {
+                None => act.topic.do_send(Ready {
+                    id: act.link.id,
+                    after_seq: Some(after),
+                }),
+                // The store is away (e.g. Redis down): the stream stays
+                // open with its heartbeats and the catch-up tries again.
+                Some(EndReason::StoreError) => {
+                    ctx.run_later(CATCH_UP_RETRY, move |_, ctx| {
+                        ctx.notify(CatchUp { after_seq: after });
+                    });
                 }
+                Some(reason) => act.end(reason, ctx),
             }),
         );
     }

@@ -14,11 +14,12 @@ use tokio::sync::oneshot;
 
 pub use crate::store::Gap;
 use crate::{
+    body::{queue_events, Queued},
     cursor::{monotonic_time, Cursor, Epoch},
     event::{AppendOutcome, NewEvent, StoredEvent},
     link::SessionLink,
     metrics::metrics,
-    session::{CatchUp, Deliver, EndReason, SessionActor, Terminate},
+    session::{CatchUp, EndReason, SessionActor, Terminate},
     sse::{frame_event, FramedEvent},
     store::{ExternalAppends, SharedStore, StoreError, TopicBounds},
 };
@@ -175,6 +176,21 @@ struct Subscriber {
     session: Addr<SessionActor>,
     link: Arc<SessionLink>,
     state: SubState,
+}
+
+/// Queues `batch` on a subscriber's outbox; false when the subscriber is
+/// gone (or must go: a hole before the batch would break the contract, so
+/// its stream ends and the client resumes from its last id).
+fn queued(sub: &Subscriber, batch: &Arc<[FramedEvent]>) -> bool {
+    match queue_events(&sub.link, batch, true) {
+        Queued::Yes | Queued::Busy => true,
+        Queued::Closed => false,
+        Queued::Gap { expected, got } => {
+            tracing::error!(conn = sub.link.id, expected, got, "delivery gap");
+            sub.session.do_send(Terminate(EndReason::Gap));
+            false
+        }
+    }
 }
 
 /// The actor that owns one topic.
@@ -456,17 +472,13 @@ impl TopicActor {
                 lagging.push(*id);
                 continue;
             }
-            match sub.session.try_send(Deliver {
-                events: batch.clone(),
-            }) {
-                Ok(()) => {
-                    sub.link
-                        .delivered_seq
-                        .store(batch[batch.len() - 1].seq, Ordering::SeqCst);
-                    sub.link.delivered_bytes.fetch_add(bytes, Ordering::SeqCst);
-                }
-                Err(SendError::Full(_)) => lagging.push(*id),
-                Err(SendError::Closed(_)) => gone.push(*id),
+            // Counted before it is queued: the body may take it at once.
+            sub.link
+                .delivered_seq
+                .store(batch[batch.len() - 1].seq, Ordering::SeqCst);
+            sub.link.delivered_bytes.fetch_add(bytes, Ordering::SeqCst);
+            if !queued(sub, batch) {
+                gone.push(*id);
             }
         }
         for id in gone {
@@ -543,18 +555,12 @@ impl TopicActor {
         let chunk: Arc<[FramedEvent]> = self.tail.iter().skip(skip).take(take).cloned().collect();
         let last = chunk[chunk.len() - 1].seq;
         let bytes: u64 = chunk.iter().map(|e| e.frame.len() as u64).sum();
-        match sub.session.try_send(Deliver { events: chunk }) {
-            Ok(()) => {
-                sub.link.delivered_seq.store(last, Ordering::SeqCst);
-                sub.link.delivered_bytes.fetch_add(bytes, Ordering::SeqCst);
-                if last < latest {
-                    self.pause(id);
-                }
-            }
-            Err(SendError::Full(_)) => self.pause(id),
-            Err(SendError::Closed(_)) => {
-                self.subscribers.remove(&id);
-            }
+        sub.link.delivered_seq.store(last, Ordering::SeqCst);
+        sub.link.delivered_bytes.fetch_add(bytes, Ordering::SeqCst);
+        if !queued(sub, &chunk) {
+            self.subscribers.remove(&id);
+        } else if last < latest {
+            self.pause(id);
         }
     }
 
@@ -699,10 +705,7 @@ impl Handler<Subscribe> for TopicActor {
                         .check_start(&msg.start, msg.resume_on_gap)
                         .map_err(SubscribeError::Gap)?;
                     let id = msg.link.id;
-                    msg.link
-                        .delivered_seq
-                        .store(sub.after_seq, Ordering::SeqCst);
-                    msg.link.acked_seq.store(sub.after_seq, Ordering::SeqCst);
+                    msg.link.start_after(sub.after_seq);
                     act.subscribers.insert(
                         id,
                         Subscriber {

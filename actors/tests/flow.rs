@@ -67,20 +67,20 @@ async fn subscribe(broker: &Broker, topic: &str, start: Start) -> Body {
         .await
         .unwrap()
         .unwrap();
-    let (tx, rx) = body::channel();
-    let acker = SessionActor::acker(&link, &addr, &session_cfg());
+    body::queue_opening(&link, vec![Bytes::from_static(b"retry: 1000\n\n")]);
+    let acker = SessionActor::acker(&addr, &session_cfg());
+    let (body, gone) = body::body(link.clone(), acker);
     ctx.run(SessionActor::new(
         link,
         addr,
         broker.addr().clone(),
         broker.store().clone(),
         sub.epoch,
-        tx,
+        gone,
         session_cfg(),
-        sub.after_seq,
         false,
     ));
-    Box::pin(body::body_stream(rx, acker))
+    Box::pin(body)
 }
 
 async fn publish(broker: &Broker, topic: &str, n: usize, from: usize) {

@@ -8,7 +8,7 @@ use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use sluice_actors::{
-    body::{self, Chunk},
+    body,
     cursor::{rfc3339_millis, Cursor},
     link::SessionLink,
     session::{gap_notice, SessionActor},
@@ -176,40 +176,32 @@ async fn stream(
         })?;
     count_resume(&start, subscribed.gap.is_some());
 
-    let (tx, rx) = body::channel();
-    let opening = Chunk {
-        bytes: retry_frame(state.settings.stream.retry()),
-        ack: None,
-    };
-    let queued = tx.try_send(opening);
-    debug_assert!(queued.is_ok(), "a new channel has room");
+    // The topic may already have queued events from its tail: the opening
+    // frames go in front of them.
+    let mut opening = vec![retry_frame(state.settings.stream.retry())];
     if let Some(gap) = &subscribed.gap {
-        let notice = gap_notice(
+        opening.push(gap_notice(
             &gap.requested.to_string(),
             &gap.next_cursor.to_string(),
             gap.lost,
-        );
-        let _ = tx.try_send(Chunk {
-            bytes: notice,
-            ack: None,
-        });
+        ));
     }
-    let acker = SessionActor::acker(&link, &addr, &state.session_cfg);
+    body::queue_opening(&link, opening);
+    let acker = SessionActor::acker(&addr, &state.session_cfg);
+    let (body, gone) = body::body(link.clone(), acker);
     let session = SessionActor::new(
         link,
         addr,
         broker.addr().clone(),
         broker.store().clone(),
         subscribed.epoch,
-        tx,
+        gone,
         state.session_cfg.clone(),
-        subscribed.after_seq,
         on_gap,
     );
     ctx.run(session);
     tracing::info!(conn = id, after = subscribed.after_seq, "stream opened");
 
-    let body = body::body_stream(rx, acker);
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
