@@ -14,7 +14,8 @@
 #      bench/run.sh S1 S3
 #      QUICK=1 bench/run.sh all        # short, small runs: a check of the harness
 #    RUNS, TARGETS (S1-S5; default "sluice-embedded sluice-redis ceiling
-#    pushpin"), S6_TARGETS, OUT (bench/results), RESULTS and S1_ARGS..S6_ARGS
+#    pushpin"), S6_TARGETS, OUT (bench/results; bench/results/quick with
+#    QUICK, not committed), RESULTS and S1_ARGS..S6_ARGS
 #    (extra options) adjust it. At the end the report is made:
 #      target/release/sluice-bench report $RESULTS --out $OUT [--markdown FILE]
 #    (MARKDOWN=bench/RESULTS-DRAFT.md puts its tables into that file too).
@@ -229,7 +230,7 @@ esac
 # Full size by default; QUICK=1 shrinks every scenario to a few seconds.
 q() { if [ -n "${QUICK:-}" ]; then echo "$2"; else echo "$1"; fi; }
 runs=${RUNS:-3}
-out=${OUT:-bench/results}
+out=${OUT:-bench/results$(q "" /quick)}
 mkdir -p "$out"
 results=${RESULTS:-$out/results-$(date -u +%Y%m%dT%H%M%SZ)$(q "" -quick).jsonl}
 # The targets of S1-S4 (S5 keeps the Sluice ones: the others keep no history).
@@ -240,12 +241,12 @@ scenario_args() { # scenario -> the mode and its options, in S_ARGS
   case $1 in
     S1) S_ARGS=(fanout --topic s1 --subscribers "$(q 100 20)" --publishers 8
                 --duration-secs "$(q 10 2)" --payload-bytes 256 --drain-secs "$(q 30 10)" --timeout-secs 600) ;;
-    S2) S_ARGS=(fanout --topic s2 --subscribers "$(q 1000 100)" --publishers 4 --rate 1000
+    S2) S_ARGS=(fanout --topic s2 --subscribers "$(q 1000 100)" --publishers 20 --rate 1000
                 --duration-secs "$(q 10 2)" --payload-bytes 256 --drain-secs "$(q 30 10)" --timeout-secs 600) ;;
     S3) S_ARGS=(fanout --topic s3 --topics "$(q 100 10)" --subscribers "$(q 10 5)" --publishers 16
                 --duration-secs "$(q 10 2)" --payload-bytes 256 --drain-secs "$(q 30 10)" --timeout-secs 600) ;;
     S4) S_ARGS=(idle --topic-prefix s4 --streams "$(q 50000 2000)" --topics 100 --hold-secs "$(q 20 2)"
-                --per-process "$(q 9000 1000)") ;;
+                --per-process "$(q 9000 1000)" --concurrency 60) ;;
     S5) S_ARGS=(resume --topic s5 --events "$(q 1000000 50000)" --batch 1000 --publishers 4 --payload-bytes 256) ;;
     S6-single) S_ARGS=(publish --topic-prefix s6 --publishers 16 --duration-secs "$(q 10 2)" --payload-bytes 256) ;;
     S6-batch100) S_ARGS=(publish --topic-prefix s6 --publishers 16 --duration-secs "$(q 10 2)" --payload-bytes 256 --batch 100) ;;

@@ -38,8 +38,10 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
     /// Broadcast messages (publish requests) buffered per topic; a
-    /// subscriber further behind than this is ended.
-    #[arg(long, default_value_t = 65_536)]
+    /// subscriber further behind than this is ended. The same as Sluice's
+    /// default in-memory tail (`topics.tail_events`); tokio allocates the
+    /// whole ring when the topic is created.
+    #[arg(long, default_value_t = 4096)]
     pub capacity: usize,
     /// The `retry:` (ms) that opens every stream.
     #[arg(long, default_value_t = 1000)]

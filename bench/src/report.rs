@@ -78,6 +78,8 @@ struct Row {
     /// Idle: streams held.
     held: Option<f64>,
     bound: Option<String>,
+    /// Fanout at a rate: the rate asked for and the median publish rate reached.
+    rate: Option<(f64, f64)>,
 }
 
 fn row(target: &str, lines: &[&Value]) -> Row {
@@ -114,6 +116,10 @@ fn row(target: &str, lines: &[&Value]) -> Row {
         bound: lines
             .iter()
             .find_map(|l| l["bound"].as_str().map(str::to_owned)),
+        rate: lines
+            .iter()
+            .find_map(|l| l["rate"].as_f64())
+            .zip(med(&|l| l["publish_events_per_sec"].as_f64())),
         mode,
     }
 }
@@ -121,6 +127,7 @@ fn row(target: &str, lines: &[&Value]) -> Row {
 fn fmt_num(v: Option<f64>) -> String {
     match v {
         None => "–".into(),
+        Some(0.0) => "0".into(),
         Some(x) if x >= 100.0 => {
             let s = format!("{:.0}", x);
             // Thousands separators.
@@ -245,6 +252,15 @@ fn table(scenario: &str, rows: &[Row], chart: Option<&str>) -> String {
         if let Some(b) = &r.bound {
             let _ = writeln!(md, "- {}: {b}.", r.target);
         }
+        if let Some((asked, got)) = r.rate.filter(|(a, g)| g < &(a * 0.95)) {
+            let _ = writeln!(
+                md,
+                "- {}: publishers reached {} of the {} events/s asked for.",
+                r.target,
+                fmt_num(Some(got)),
+                fmt_num(Some(asked))
+            );
+        }
     }
     if let Some(c) = chart {
         let _ = writeln!(md, "\n![{scenario}]({c})\n");
@@ -253,24 +269,50 @@ fn table(scenario: &str, rows: &[Row], chart: Option<&str>) -> String {
 }
 
 /// Bars with their values, on one half of a chart.
+/// A logarithmic value axis when `log` (latencies spread over decades).
 fn bars(
     area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
     title: &str,
     items: &[(String, f64)],
+    log: bool,
 ) -> Result<(), Error> {
-    let max = items.iter().map(|i| i.1).fold(0.0, f64::max).max(1e-9) * 1.15;
+    let max = items.iter().map(|i| i.1).fold(0.0, f64::max).max(1e-9);
+    if log {
+        let min = items.iter().map(|i| i.1).fold(max, f64::min).max(1e-3);
+        let range = (min / 2.0..max * 2.0).log_scale();
+        bars_on(area, title, items, range, min / 2.0, |v| v * 1.25)
+    } else {
+        bars_on(area, title, items, 0f64..max * 1.15, 0.0, |v| {
+            v + max * 0.03
+        })
+    }
+}
+
+fn bars_on<Y>(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    title: &str,
+    items: &[(String, f64)],
+    y: Y,
+    base: f64,
+    label_at: impl Fn(f64) -> f64,
+) -> Result<(), Error>
+where
+    Y: plotters::coord::ranged1d::AsRangedCoord<Value = f64>,
+    Y::CoordDescType: plotters::coord::ranged1d::ValueFormatter<f64>,
+{
     let n = items.len().max(1);
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..n as f64, 0f64..max)?;
+        .build_cartesian_2d(0f64..n as f64, y)?;
     let labels: Vec<String> = items.iter().map(|i| i.0.clone()).collect();
     chart
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(n * 2 + 1)
+        .x_label_style(("sans-serif", 10))
         .x_label_formatter(&|x| {
             let i = x.floor() as usize;
             if (x - i as f64 - 0.5).abs() < 0.01 {
@@ -291,14 +333,14 @@ fn bars(
     ];
     chart.draw_series(items.iter().enumerate().map(|(i, (_, v))| {
         Rectangle::new(
-            [(i as f64 + 0.15, 0.0), (i as f64 + 0.85, *v)],
+            [(i as f64 + 0.15, base), (i as f64 + 0.85, *v)],
             colors[i % colors.len()].filled(),
         )
     }))?;
     chart.draw_series(items.iter().enumerate().map(|(i, (_, v))| {
         Text::new(
             fmt_num(Some(*v)),
-            (i as f64 + 0.2, *v + max * 0.02),
+            (i as f64 + 0.2, label_at(*v)),
             ("sans-serif", 12),
         )
     }))?;
@@ -322,11 +364,14 @@ fn chart(path: &Path, scenario: &str, rows: &[Row]) -> Result<bool, Error> {
         ),
         "publish" => (
             ("events/s", pick(&|r| r.throughput)),
-            ("p99 request latency, ms", pick(&|r| r.p99_ms)),
+            ("p99 request latency, ms (log scale)", pick(&|r| r.p99_ms)),
         ),
         _ => (
             ("delivered events/s", pick(&|r| r.throughput)),
-            ("p99 publish→deliver latency, ms", pick(&|r| r.p99_ms)),
+            (
+                "p99 publish→deliver latency, ms (log scale)",
+                pick(&|r| r.p99_ms),
+            ),
         ),
     };
     if left.1.is_empty() && right.1.is_empty() {
@@ -336,8 +381,8 @@ fn chart(path: &Path, scenario: &str, rows: &[Row]) -> Result<bool, Error> {
     root.fill(&WHITE)?;
     let root = root.titled(&format!("{scenario} (median of runs)"), ("sans-serif", 18))?;
     let (a, b) = root.split_horizontally(500);
-    bars(&a, left.0, &left.1)?;
-    bars(&b, right.0, &right.1)?;
+    bars(&a, left.0, &left.1, false)?;
+    bars(&b, right.0, &right.1, right.0.contains("latency"))?;
     root.present()?;
     Ok(true)
 }
