@@ -166,6 +166,19 @@ start_pushpin() {
     [ "$(echo "$pids" | tr ',' '\n' | wc -l)" -ge 5 ] && break
     sleep 0.05
   done
+  # Open ports are not enough: its first subscribes can still fail (500,
+  # closed connections) until proxy and handler are connected. Wait for one
+  # stream to open through it.
+  local ready=""
+  for _ in $(seq 50); do
+    if "$bench" idle --url "http://127.0.0.1:$http" --target pushpin --publish-url "http://127.0.0.1:$push" \
+         --streams 1 --topics 1 --topic-prefix ready-probe --hold-secs 0 --open-timeout-secs 2 >/dev/null 2>&1; then
+      ready=1
+      break
+    fi
+    sleep 0.2
+  done
+  [ -n "$ready" ] || log "pushpin: no stream opened through the proxy within the probes"
   T_URL="http://127.0.0.1:$http" T_PUB="http://127.0.0.1:$push" T_PIDS=$pids T_KIND=pushpin
   T_STOP="group:$pid pid:$origin_pid" T_DATA=$dir
   log "pushpin group $pid (pids $pids) proxy $T_URL, control $T_PUB, origin $origin"

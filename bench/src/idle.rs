@@ -380,9 +380,8 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         "bound": bound,
         "processes": processes,
     });
+    let ok = open == args.streams as u64;
+    json["ok"] = ok.into();
     args.common.label("idle", &mut json);
-    Ok(Report {
-        json,
-        ok: open == args.streams as u64,
-    })
+    Ok(Report { json, ok })
 }

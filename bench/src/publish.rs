@@ -127,6 +127,8 @@ pub async fn run(args: Args) -> Result<Report, crate::http::Error> {
         "connections_opened": connects,
         "processes": processes,
     });
+    // Every request answered 2xx, none lost.
+    json["ok"] = (ok_requests > 0 && non_2xx.total() == 0 && transport_errors == 0).into();
     args.common.label("publish", &mut json);
     Ok(Report {
         json,
