@@ -5,11 +5,15 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
 use actix::prelude::*;
+use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
 use tokio::sync::oneshot;
 
 pub use crate::store::Gap;
@@ -31,6 +35,19 @@ const RELOAD_BACKOFF: Duration = Duration::from_millis(500);
 const EPOCH_CHECK: Duration = Duration::from_secs(5);
 /// Events read from the store per round when filling a hole.
 const FILL_PAGE: usize = 1000;
+
+/// A read of the topic's bounds from the store, awaited by many subscribes.
+type SharedBounds = Shared<LocalBoxFuture<'static, Result<TopicBounds, StoreError>>>;
+
+/// The next read of the bounds from the store. Every caller is answered by
+/// a read that started after it asked (so a log wiped or trimmed just before
+/// is seen), yet a burst of thousands of reconnects costs a few store calls,
+/// not one each: callers that arrive while a read is in flight share the one
+/// queued behind it.
+struct BoundsRead {
+    started: Arc<AtomicBool>,
+    read: SharedBounds,
+}
 
 /// Tunables of a topic actor.
 #[derive(Clone, Debug)]
@@ -210,6 +227,12 @@ pub struct TopicActor {
     known_latest: u64,
     /// A fill from the store is in flight.
     filling: bool,
+    /// The latest read of the bounds from the store.
+    store_bounds: Option<BoundsRead>,
+    /// The store's watch (another instance's appends) is registered; it is
+    /// only while there are subscribers, so an instance tails just the
+    /// topics its clients read.
+    watching: bool,
 }
 
 impl TopicActor {
@@ -228,7 +251,74 @@ impl TopicActor {
             in_flight: false,
             known_latest: 0,
             filling: false,
+            store_bounds: None,
+            watching: false,
         }
+    }
+
+    /// The topic's bounds as the store has them (see `BoundsRead`).
+    fn read_store_bounds(&mut self) -> SharedBounds {
+        if let Some(next) = &self.store_bounds {
+            if !next.started.load(Ordering::Acquire) {
+                return next.read.clone();
+            }
+        }
+        let previous = self.store_bounds.take().map(|r| r.read);
+        let started = Arc::new(AtomicBool::new(false));
+        let (store, name, flag) = (self.store.clone(), self.name.clone(), started.clone());
+        let read = async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            flag.store(true, Ordering::Release);
+            store.open_topic(&name).await
+        }
+        .boxed_local()
+        .shared();
+        self.store_bounds = Some(BoundsRead {
+            started,
+            read: read.clone(),
+        });
+        read
+    }
+
+    /// Follows the appends of other instances (a no-op on a private store).
+    fn start_watch(&mut self, ctx: &mut Context<Self>) {
+        let Some(b) = &self.bounds else { return };
+        // From what this actor has applied: whatever was stored after it
+        // while nobody watched arrives through the watch (or a fill).
+        self.store.watch(
+            &self.name,
+            &b.epoch,
+            b.latest_seq,
+            ctx.address().recipient(),
+        );
+        self.watching = true;
+    }
+
+    fn unwatch_if_idle(&mut self) {
+        if self.watching && self.subscribers.is_empty() {
+            self.store.unwatch(&self.name);
+            self.watching = false;
+        }
+    }
+
+    /// Learns of events stored by others while this actor did not watch and
+    /// fetches them. Returns the store's latest sequence if it is one this
+    /// actor will apply next (same log, no own append in flight whose events
+    /// are not ours to show before they are acknowledged).
+    fn learn_latest(&mut self, fresh: &TopicBounds, ctx: &mut Context<Self>) -> Option<u64> {
+        let b = self.bounds.as_ref()?;
+        if self.in_flight || fresh.epoch != b.epoch {
+            return None;
+        }
+        if fresh.latest_seq > self.known_latest {
+            self.known_latest = fresh.latest_seq;
+            if !self.filling {
+                self.fill(ctx);
+            }
+        }
+        Some(fresh.latest_seq)
     }
 
     fn load_bounds(&mut self, ctx: &mut Context<Self>) {
@@ -273,18 +363,39 @@ impl TopicActor {
             }
             self.subscribers.clear();
         }
-        // The tail restarts empty just past the latest stored event; older
-        // positions are served from the store.
-        self.tail.clear();
-        self.tail_bytes = 0;
-        self.known_latest = b.latest_seq;
-        self.store.watch(
-            &self.name,
-            &b.epoch,
-            b.latest_seq,
-            ctx.address().recipient(),
-        );
-        self.bounds = Some(b);
+        match self.bounds.take() {
+            // A restart over the same log (after a store error): what this
+            // actor applied stays applied and its tail stays, so subscribers
+            // go on from memory instead of all falling back to the store at
+            // once (which, with a struggling store, makes the next error more
+            // likely). Whatever the store took meanwhile is fetched.
+            Some(old)
+                if old.epoch == b.epoch
+                    && old.latest_seq <= b.latest_seq
+                    && b.first_seq <= old.latest_seq + 1 =>
+            {
+                self.known_latest = self.known_latest.max(b.latest_seq);
+                self.bounds = Some(TopicBounds {
+                    latest_seq: old.latest_seq,
+                    latest_time_ms: old.latest_time_ms,
+                    ..b
+                });
+                self.fill(ctx);
+            }
+            _ => {
+                // The tail restarts empty just past the latest stored event;
+                // older positions are served from the store.
+                self.tail.clear();
+                self.tail_bytes = 0;
+                self.known_latest = b.latest_seq;
+                self.bounds = Some(b);
+            }
+        }
+        if self.subscribers.is_empty() {
+            self.unwatch_if_idle();
+        } else {
+            self.start_watch(ctx);
+        }
     }
 
     /// Starts one coalesced append of everything waiting, unless one is in flight.
@@ -313,10 +424,33 @@ impl TopicActor {
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     act.in_flight = false;
+                    // The next append (publishes that came meanwhile) goes to
+                    // the store first, so its write and fsync overlap with
+                    // answering these publishers and fanning their events
+                    // out. A failed append stops the actor instead.
+                    if res.is_ok() {
+                        act.flush(ctx);
+                    }
                     act.finish_append(res, waiters, ctx);
-                    act.flush(ctx);
                 }),
         );
+    }
+
+    /// Starts an append once the mailbox is drained, so that every publish
+    /// already waiting there joins it; `in_flight` holds further ones back
+    /// until then.
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight {
+            return;
+        }
+        self.in_flight = true;
+        ctx.spawn(ActorFutureExt::map(
+            fut::ready(()),
+            |(), act: &mut Self, ctx| {
+                act.in_flight = false;
+                act.flush(ctx);
+            },
+        ));
     }
 
     fn finish_append(
@@ -612,7 +746,14 @@ impl TopicActor {
         }
     }
 
-    fn check_start(&self, start: &Start, resume_on_gap: bool) -> Result<Subscribed, Box<Gap>> {
+    /// Where a subscription starts; `store_latest` is the store's latest
+    /// sequence when freshly known (this actor may not have applied it yet).
+    fn check_start(
+        &self,
+        start: &Start,
+        resume_on_gap: bool,
+        store_latest: Option<u64>,
+    ) -> Result<Subscribed, Box<Gap>> {
         let b = self
             .bounds
             .as_ref()
@@ -624,7 +765,7 @@ impl TopicActor {
         };
         match start {
             Start::Earliest => Ok(ok(b.first_seq - 1, None)),
-            Start::Latest => Ok(ok(b.latest_seq, None)),
+            Start::Latest => Ok(ok(b.latest_seq.max(store_latest.unwrap_or(0)), None)),
             Start::After(c) => match b.resume_point(c) {
                 Ok(after) => Ok(ok(after, None)),
                 Err(gap) if resume_on_gap => Ok(ok(b.first_seq - 1, Some(*gap))),
@@ -640,7 +781,12 @@ impl Actor for TopicActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.cfg.mailbox_capacity);
         self.load_bounds(ctx);
-        ctx.run_interval(EPOCH_CHECK, |act, ctx| act.check_epoch(ctx));
+        ctx.run_interval(EPOCH_CHECK, |act, ctx| {
+            act.check_epoch(ctx);
+            // Subscribers that vanished with a failed delivery leave no
+            // Unsubscribe behind.
+            act.unwatch_if_idle();
+        });
     }
 }
 
@@ -677,7 +823,7 @@ impl Handler<Publish> for TopicActor {
         }
         self.pending_events += msg.events.len();
         self.pending.push_back(msg);
-        self.flush(ctx);
+        self.schedule_flush(ctx);
     }
 }
 
@@ -685,14 +831,24 @@ impl Handler<Subscribe> for TopicActor {
     type Result = ResponseActFuture<Self, Result<Subscribed, SubscribeError>>;
 
     fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) -> Self::Result {
-        // Retention moves the start of the log inside the store; ask it, so a
-        // trimmed cursor is refused here rather than found missing later.
-        let store = self.store.clone();
-        let name = self.name.clone();
+        // A live start needs nothing from the store while this actor follows
+        // the log. Any other start asks the store: retention moves the start
+        // of the log there, so a trimmed cursor is refused here rather than
+        // found missing later; and an actor that did not watch may have
+        // missed other instances' appends.
+        let live = self.watching && self.bounds.is_some() && matches!(msg.start, Start::Latest);
+        let read = (!live).then(|| self.read_store_bounds());
         Box::pin(
-            async move { store.open_topic(&name).await }
-                .into_actor(self)
-                .map(move |res, act, ctx| {
+            async move {
+                match read {
+                    Some(read) => Some(read.await),
+                    None => None,
+                }
+            }
+            .into_actor(self)
+            .map(move |res, act, ctx| {
+                let mut store_latest = None;
+                if let Some(res) = res {
                     let fresh = res.map_err(SubscribeError::Store)?;
                     act.adopt_if_reset(&fresh, ctx);
                     if act.bounds.is_none() {
@@ -701,22 +857,27 @@ impl Handler<Subscribe> for TopicActor {
                         )));
                     }
                     act.refresh_first(&fresh);
-                    let sub = act
-                        .check_start(&msg.start, msg.resume_on_gap)
-                        .map_err(SubscribeError::Gap)?;
-                    let id = msg.link.id;
-                    msg.link.start_after(sub.after_seq);
-                    act.subscribers.insert(
-                        id,
-                        Subscriber {
-                            session: msg.session,
-                            link: msg.link,
-                            state: SubState::Live,
-                        },
-                    );
-                    act.feed(id);
-                    Ok(sub)
-                }),
+                    store_latest = act.learn_latest(&fresh, ctx);
+                }
+                let sub = act
+                    .check_start(&msg.start, msg.resume_on_gap, store_latest)
+                    .map_err(SubscribeError::Gap)?;
+                let id = msg.link.id;
+                msg.link.start_after(sub.after_seq);
+                act.subscribers.insert(
+                    id,
+                    Subscriber {
+                        session: msg.session,
+                        link: msg.link,
+                        state: SubState::Live,
+                    },
+                );
+                if !act.watching {
+                    act.start_watch(ctx);
+                }
+                act.feed(id);
+                Ok(sub)
+            }),
         )
     }
 }
@@ -726,6 +887,7 @@ impl Handler<Unsubscribe> for TopicActor {
 
     fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Context<Self>) {
         self.subscribers.remove(&msg.id);
+        self.unwatch_if_idle();
     }
 }
 
@@ -752,22 +914,24 @@ impl Handler<GetInfo> for TopicActor {
     type Result = ResponseActFuture<Self, Result<(TopicBounds, usize), StoreError>>;
 
     fn handle(&mut self, _: GetInfo, _ctx: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
-        let name = self.name.clone();
-        Box::pin(
-            async move { store.open_topic(&name).await }
-                .into_actor(self)
-                .map(|res, act, ctx| {
-                    let fresh = res?;
-                    act.adopt_if_reset(&fresh, ctx);
-                    act.refresh_first(&fresh);
-                    let b = act
-                        .bounds
-                        .clone()
-                        .ok_or_else(|| StoreError::Unavailable("topic is loading".into()))?;
-                    Ok((b, act.subscribers.len()))
-                }),
-        )
+        let read = self.read_store_bounds();
+        Box::pin(read.into_actor(self).map(|res, act, ctx| {
+            let fresh = res?;
+            act.adopt_if_reset(&fresh, ctx);
+            act.refresh_first(&fresh);
+            let store_latest = act.learn_latest(&fresh, ctx);
+            let mut b = act
+                .bounds
+                .clone()
+                .ok_or_else(|| StoreError::Unavailable("topic is loading".into()))?;
+            // Another instance's appends not applied here yet still
+            // exist: show the store's latest.
+            if store_latest.is_some_and(|l| l > b.latest_seq) {
+                b.latest_seq = fresh.latest_seq;
+                b.latest_time_ms = fresh.latest_time_ms;
+            }
+            Ok((b, act.subscribers.len()))
+        }))
     }
 }
 
