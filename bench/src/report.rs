@@ -28,17 +28,46 @@ pub struct Args {
     pub markdown: Option<PathBuf>,
 }
 
-/// What each scenario is (the words).
-fn describe(scenario: &str) -> &'static str {
-    match scenario {
-        "S1" => "1 topic × 100 subscribers, publishers flat out (single-event publishes), 256-byte payloads, 10 s",
-        "S2" => "1 topic × 1000 subscribers, 1000 events/s",
-        "S3" => "100 topics × 10 subscribers, publishers flat out, 10 s",
-        "S4" => "50,000 idle streams requested, held 20 s: server memory per stream",
-        "S5" => "resume: one subscriber from `earliest` over 1,000,000 retained events (catch-up events/s)",
-        "S6-single" => "publish only, single-event requests, 16 publishers, 10 s",
-        "S6-batch100" => "publish only, NDJSON batches of 100, 16 publishers, 10 s",
-        _ => "",
+/// What a scenario's runs did, from the options in its first result line.
+fn describe(line: &Value) -> String {
+    let n = |k: &str| fmt_num(line[k].as_f64());
+    let batch = match line["batch"].as_u64() {
+        Some(b) if b > 1 => format!("NDJSON batches of {b}"),
+        _ => "single-event publishes".into(),
+    };
+    match line["mode"].as_str().unwrap_or("") {
+        "fanout" => format!(
+            "{} topic(s) × {} subscribers, {} publishers {}, {batch}, {}-byte payloads, {} s",
+            n("topics"),
+            n("subscribers"),
+            n("publishers"),
+            match line["rate"].as_f64() {
+                Some(r) => format!("at {} events/s in total", fmt_num(Some(r))),
+                None => "flat out".into(),
+            },
+            n("payload_bytes"),
+            line["duration_secs"]
+                .as_f64()
+                .map_or("?".into(), |d| fmt_num(Some(d)))
+        ),
+        "idle" => format!(
+            "{} idle streams asked for over {} topics, held {} s: server memory per stream",
+            n("streams"),
+            n("topics"),
+            n("hold_secs")
+        ),
+        "resume" => format!(
+            "one subscriber from `earliest` over {} retained events (filled with NDJSON batches of {}), catch-up events/s",
+            n("stored_events"),
+            n("batch")
+        ),
+        "publish" => format!(
+            "publish only, {batch}, {} publishers, {}-byte payloads, {} s",
+            n("publishers"),
+            n("payload_bytes"),
+            fmt_num(line["elapsed_secs"].as_f64().map(f64::round))
+        ),
+        _ => String::new(),
     }
 }
 
@@ -71,6 +100,8 @@ struct Row {
     gaps: u64,
     missing: u64,
     dups: u64,
+    /// Whether the runs checked delivery at all (not publish-only runs).
+    checked: bool,
     rss_mb: Option<f64>,
     /// Mode-specific: publish events/s (fanout), requests/s (publish),
     /// fill events/s (resume), KiB per stream (idle).
@@ -110,6 +141,7 @@ fn row(target: &str, lines: &[&Value]) -> Row {
         gaps: sum("gaps"),
         missing: sum("missing"),
         dups: sum("dups"),
+        checked: lines.iter().any(|l| l.get("gaps").is_some()),
         rss_mb: med(&|l| l["server_rss_kb"].as_f64().map(|k| k / 1024.0)),
         extra: med(&|l| l[extra_key].as_f64()),
         held: med(&|l| l["open_streams"].as_f64()),
@@ -128,7 +160,7 @@ fn fmt_num(v: Option<f64>) -> String {
     match v {
         None => "–".into(),
         Some(0.0) => "0".into(),
-        Some(x) if x >= 100.0 => {
+        Some(x) if x >= 100.0 || x.fract() == 0.0 => {
             let s = format!("{:.0}", x);
             // Thousands separators.
             let mut out = String::new();
@@ -156,10 +188,10 @@ fn is_sluice(t: &str) -> bool {
     t.starts_with("sluice")
 }
 
-fn table(scenario: &str, rows: &[Row], chart: Option<&str>) -> String {
+fn table(scenario: &str, about: &str, rows: &[Row], chart: Option<&str>) -> String {
     let mut md = String::new();
     let mode = rows.first().map_or("", |r| r.mode.as_str());
-    let _ = writeln!(md, "### {scenario}: {}\n", describe(scenario));
+    let _ = writeln!(md, "### {scenario}: {about}\n");
     let (thr, extra) = match mode {
         "idle" => ("—", "KiB/stream"),
         "publish" => ("events/s", "requests/s"),
@@ -192,16 +224,17 @@ fn table(scenario: &str, rows: &[Row], chart: Option<&str>) -> String {
         for r in rows {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.target,
                 r.runs,
                 fmt_num(r.throughput),
                 fmt_num(r.p50_ms),
                 fmt_num(r.p99_ms),
                 fmt_num(r.p999_ms),
-                r.gaps,
-                r.missing,
-                r.dups,
+                match r.checked {
+                    true => format!("{} / {} / {}", r.gaps, r.missing, r.dups),
+                    false => "–".into(),
+                },
                 fmt_num(r.rss_mb),
                 fmt_num(r.extra),
                 r.failed_checks
@@ -448,7 +481,8 @@ pub fn run(args: Args) -> Result<(), Error> {
                 None
             }
         };
-        md.push_str(&table(scenario, &rows, link.as_deref()));
+        let about = describe(targets[0].1[0]);
+        md.push_str(&table(scenario, &about, &rows, link.as_deref()));
     }
     let report = args.out.join("report.md");
     std::fs::write(&report, &md)?;
@@ -496,9 +530,9 @@ mod tests {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
         let rows = vec![row("sluice", &[&lines[0]]), row("ceiling", &[&lines[1]])];
-        let md = table("S1", &rows, Some("S1.svg"));
+        let md = table("S1", &describe(&lines[0]), &rows, Some("S1.svg"));
         assert!(
-            md.contains("| sluice | 1 | 800 | 1.00 | 5.00 | 9.00 | 0 / 0 / 0 | 10.0 |"),
+            md.contains("| sluice | 1 | 800 | 1 | 5 | 9 | 0 / 0 / 0 | 10 |"),
             "{md}"
         );
         assert!(
