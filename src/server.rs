@@ -3,7 +3,12 @@
 use std::{future::Future, io, net::TcpListener, sync::Arc, time::Duration};
 
 use actix_cors::Cors;
-use actix_web::{http::header, web, App, HttpServer};
+use actix_web::{
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    http::header,
+    web, App, HttpServer,
+};
 use actix_web_lab::middleware::{map_response, CatchPanic};
 use sluice_actors::{
     broker::{Broker, CloseAllSessions},
@@ -12,6 +17,7 @@ use sluice_actors::{
     store::SharedStore,
     topic::TopicConfig,
 };
+use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder, TracingLogger};
 
 use crate::{
     config::{Settings, StoreKind},
@@ -51,6 +57,38 @@ fn cors(origins: &[String]) -> Cors {
         }
     }
     c
+}
+
+/// Request spans, except for SSE streams: a stream's span would live as
+/// long as the stream (memory for every idle stream) and be entered on every
+/// write; a stream's own log lines name its connection and topic.
+struct RootSpans;
+
+impl RootSpanBuilder for RootSpans {
+    fn on_request_start(req: &ServiceRequest) -> tracing::Span {
+        if is_event_stream(req) {
+            tracing::Span::none()
+        } else {
+            DefaultRootSpanBuilder::on_request_start(req)
+        }
+    }
+
+    fn on_request_end<B: MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
+        DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}
+
+/// A subscribe that asks for a stream (see `http::subscribe`).
+fn is_event_stream(req: &ServiceRequest) -> bool {
+    req.path().ends_with("/events")
+        && (req.query_string().contains("stream=sse")
+            || req
+                .headers()
+                .get_all(header::ACCEPT)
+                .any(|v| v.as_bytes().windows(17).any(|w| w == b"text/event-stream")))
 }
 
 /// Environment variable that wraps the store in a fault injector, for
@@ -146,7 +184,7 @@ pub async fn run(
             .wrap(cors(&origins))
             .wrap(CatchPanic::default())
             .wrap(map_response(http::problem::ensure_problem_json))
-            .wrap(tracing_actix_web::TracingLogger::default())
+            .wrap(TracingLogger::<RootSpans>::new())
             .configure(http::configure)
     })
     .disable_signals()

@@ -17,7 +17,7 @@ use crate::{
     cursor::{Cursor, Epoch},
     link::SessionLink,
     metrics::metrics,
-    sse::{frame_event, notice_frame, FramedEvent, KEEP_ALIVE, PROBE},
+    sse::{frame_events, notice_frame, FramedEvent, KEEP_ALIVE, PROBE},
     store::SharedStore,
     topic::{Ready, TopicActor, Unsubscribe},
 };
@@ -26,14 +26,15 @@ use crate::{
 /// aim at [`CATCH_UP_PAGE_BYTES`] from the sizes seen.
 const CATCH_UP_PAGE: usize = 256;
 /// Bytes of frames a catch-up round aims at: large enough that a round's
-/// fixed costs (a store call, a wake-up) vanish, small enough to bound what
-/// one catching-up subscriber holds.
-const CATCH_UP_PAGE_BYTES: usize = 512 << 10;
+/// fixed costs (a store call, a wake-up) vanish, small enough that many
+/// subscribers catching up at once (after a burst paused them all) hold
+/// little: about this plus [`CATCH_UP_AHEAD_BYTES`] each.
+const CATCH_UP_PAGE_BYTES: usize = 128 << 10;
 /// Most events per catch-up round.
 const CATCH_UP_PAGE_MAX: usize = 8192;
 /// A catch-up reads its next page once no more than this waits for the
 /// socket, so the store read overlaps the writes of the previous page.
-const CATCH_UP_AHEAD_BYTES: usize = 256 << 10;
+const CATCH_UP_AHEAD_BYTES: usize = 64 << 10;
 /// Pause before a catch-up that met a store error tries again.
 const CATCH_UP_RETRY: Duration = Duration::from_millis(500);
 
@@ -336,8 +337,7 @@ impl Handler<CatchUp> for SessionActor {
                             break Some(EndReason::ClientGone);
                         }
                     }
-                    let framed: Arc<[FramedEvent]> =
-                        page.iter().map(|ev| frame_event(ev, &epoch)).collect();
+                    let framed: Arc<[FramedEvent]> = frame_events(&page, &epoch).into();
                     let bytes: usize = framed.iter().map(|f| f.frame.len()).sum();
                     let last = &framed[framed.len() - 1];
                     // Events read here count as delivered to this session.

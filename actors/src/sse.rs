@@ -9,7 +9,10 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use russe::{Event, Message};
 
-use crate::{cursor::Epoch, event::StoredEvent};
+use crate::{
+    cursor::{write_cursor, Epoch},
+    event::StoredEvent,
+};
 
 /// An event framed for the wire, with the position it carries.
 #[derive(Clone, Debug)]
@@ -29,20 +32,108 @@ pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 /// ignores, written to find out whether the socket is still there.
 pub const PROBE: &[u8] = b":\n\n";
 
-/// Frames one stored event.
+/// Frames one stored event. Every published event and every event a
+/// catch-up reads is framed here, so it writes the frame in one buffer sized
+/// up front; the output is byte for byte what `russe` encodes (checked by the
+/// tests below).
 pub fn frame_event(ev: &StoredEvent, epoch: &Epoch) -> FramedEvent {
-    let data = ByteString::try_from(ev.data.clone())
-        .unwrap_or_else(|_| ByteString::from(ev.data_str().into_owned()));
-    let msg = Message {
-        data,
-        event: ev.event_type.as_deref().map(ByteString::from),
-        retry: None,
-        id: Some(ByteString::from(ev.cursor(epoch).to_string())),
-    };
+    let mut out = Vec::with_capacity(frame_capacity(ev, epoch));
+    write_frame(&mut out, ev, epoch);
     FramedEvent {
         seq: ev.seq,
         time_ms: ev.time_ms,
-        frame: encode(Event::Message(msg)),
+        frame: Bytes::from(out),
+    }
+}
+
+/// Frames a page of stored events into one buffer that the frames share:
+/// one allocation for the page instead of one per event.
+pub fn frame_events(events: &[StoredEvent], epoch: &Epoch) -> Vec<FramedEvent> {
+    let mut out = Vec::with_capacity(events.iter().map(|e| frame_capacity(e, epoch)).sum());
+    let mut ends = Vec::with_capacity(events.len());
+    for ev in events {
+        write_frame(&mut out, ev, epoch);
+        ends.push(out.len());
+    }
+    let page = Bytes::from(out);
+    let mut start = 0;
+    events
+        .iter()
+        .zip(ends)
+        .map(|(ev, end)| {
+            let frame = page.slice(start..end);
+            start = end;
+            FramedEvent {
+                seq: ev.seq,
+                time_ms: ev.time_ms,
+                frame,
+            }
+        })
+        .collect()
+}
+
+fn frame_capacity(ev: &StoredEvent, epoch: &Epoch) -> usize {
+    64 + epoch.as_str().len() + ev.event_type.as_ref().map_or(0, |t| t.len() + 8) + ev.data.len()
+}
+
+fn write_frame(out: &mut Vec<u8>, ev: &StoredEvent, epoch: &Epoch) {
+    let lossy;
+    let data: &[u8] = match std::str::from_utf8(&ev.data) {
+        Ok(_) => &ev.data,
+        Err(_) => {
+            lossy = ev.data_str().into_owned();
+            lossy.as_bytes()
+        }
+    };
+    out.extend_from_slice(b"id: ");
+    write_cursor(out, ev.time_ms, ev.seq, epoch);
+    out.push(b'\n');
+    if let Some(t) = &ev.event_type {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(t.as_bytes());
+        out.push(b'\n');
+    }
+    write_data_lines(out, data);
+    out.push(b'\n');
+}
+
+/// Position of the first CR or LF. Payloads are scanned for every event
+/// framed and rarely hold either, so this tests eight bytes at a time.
+fn find_line_end(data: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    const CR: u64 = u64::from_ne_bytes([b'\r'; 8]);
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let mut words = data.chunks_exact(8);
+    let mut at = 0;
+    for w in words.by_ref() {
+        let x = u64::from_ne_bytes(w.try_into().expect("8 bytes"));
+        if has_zero(x ^ LF) | has_zero(x ^ CR) != 0 {
+            break;
+        }
+        at += 8;
+    }
+    data[at..]
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map(|i| at + i)
+}
+
+/// `data:` lines as the WHATWG format wants them: one per line of `data`,
+/// where CRLF, CR and LF all end a line, empty lines kept.
+fn write_data_lines(out: &mut Vec<u8>, mut data: &[u8]) {
+    loop {
+        out.extend_from_slice(b"data: ");
+        let Some(i) = find_line_end(data) else {
+            out.extend_from_slice(data);
+            out.push(b'\n');
+            return;
+        };
+        out.extend_from_slice(&data[..i]);
+        out.push(b'\n');
+        let crlf = data[i] == b'\r' && data.get(i + 1) == Some(&b'\n');
+        data = &data[i + 1 + usize::from(crlf)..];
     }
 }
 
@@ -87,6 +178,54 @@ mod tests {
             std::str::from_utf8(&f.frame).unwrap(),
             "id: 19700101T000000.000Z-0000000000000001-abcd\nevent: order\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
         );
+    }
+
+    #[test]
+    fn frames_like_russe() {
+        let epoch = Epoch::parse("abcd").unwrap();
+        for (data, ty) in [
+            ("", None),
+            ("x", Some("t")),
+            ("a\n", None),
+            ("\n\n", None),
+            ("a\r\n\r\nb\r", Some("order.created")),
+            ("\r", None),
+            ("é ☃\nü", None),
+            ("{\"id\": 42}", Some("e")),
+        ] {
+            let ev = StoredEvent {
+                seq: 77,
+                time_ms: 1_764_000_000_123,
+                event_type: ty.map(String::from),
+                data: Bytes::from(data),
+            };
+            let want = encode(Event::Message(Message {
+                data: ByteString::from(data),
+                event: ty.map(ByteString::from),
+                retry: None,
+                id: Some(ByteString::from(ev.cursor(&epoch).to_string())),
+            }));
+            assert_eq!(frame_event(&ev, &epoch).frame, want, "{data:?}");
+            let page = frame_events(&[ev.clone(), ev.clone()], &epoch);
+            assert_eq!(page[1].frame, want, "{data:?}");
+        }
+    }
+
+    #[test]
+    fn finds_line_ends_anywhere() {
+        for len in 0..40 {
+            for at in 0..len {
+                for c in [b'\r', b'\n'] {
+                    let mut d = vec![b'x'; len];
+                    d[at] = c;
+                    if at + 1 < len {
+                        d[at + 1] = 0x8a;
+                    }
+                    assert_eq!(find_line_end(&d), Some(at), "{len} {at}");
+                }
+            }
+            assert_eq!(find_line_end(&vec![0x8d; len]), None);
+        }
     }
 
     #[test]
