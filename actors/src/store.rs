@@ -141,6 +141,26 @@ pub trait Store: Send + Sync + 'static {
         time_ms: i64,
     ) -> Result<Vec<AppendOutcome>, StoreError>;
 
+    /// [`append`](Self::append), started now. A store whose
+    /// [`max_appends_in_flight`](Self::max_appends_in_flight) is above 1
+    /// orders the batch in this call, before the future is first polled, so
+    /// appends started in turn are stored in that order while earlier ones
+    /// are still becoming durable.
+    fn start_append(
+        self: Arc<Self>,
+        topic: Arc<str>,
+        batch: Vec<NewEvent>,
+        time_ms: i64,
+    ) -> AppendFuture {
+        Box::pin(async move { self.append(&topic, batch, time_ms).await })
+    }
+
+    /// How many appends to one topic its actor may have in flight at once
+    /// (through [`start_append`](Self::start_append)).
+    fn max_appends_in_flight(&self) -> usize {
+        1
+    }
+
     /// Up to `limit` retained events with a sequence above `after_seq`, in
     /// order. Starts at the oldest retained event when `after_seq` is older.
     async fn read(
@@ -171,3 +191,8 @@ pub trait Store: Send + Sync + 'static {
 
 /// A shared store handle.
 pub type SharedStore = Arc<dyn Store>;
+
+/// The completion of [`Store::start_append`].
+pub type AppendFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<AppendOutcome>, StoreError>> + Send>,
+>;

@@ -89,6 +89,13 @@ impl Default for TopicConfig {
     }
 }
 
+/// An append's outcome and the publishers waiting for it (with how many
+/// events each sent).
+type Appended = (
+    Result<Vec<AppendOutcome>, StoreError>,
+    Vec<(usize, oneshot::Sender<Result<PublishReply, StoreError>>)>,
+);
+
 /// The result of a publish, in the order of the published events.
 #[derive(Debug)]
 pub struct PublishReply {
@@ -222,7 +229,16 @@ pub struct TopicActor {
     pending: VecDeque<Publish>,
     /// Events in `pending`.
     pending_events: usize,
-    in_flight: bool,
+    /// Appends started and not yet answered by the store.
+    in_flight: usize,
+    /// A flush waits for the mailbox to drain (see `schedule_flush`).
+    flush_scheduled: bool,
+    /// The outcomes of the appends in flight, oldest first, `None` until
+    /// the store answers. They are taken from the front only: publishers are
+    /// answered, and events applied, in log order.
+    appended: VecDeque<Option<Appended>>,
+    /// Number of appends started before `appended[0]`'s.
+    appended_base: u64,
     /// Highest sequence known to be stored (by us or another instance).
     known_latest: u64,
     /// A fill from the store is in flight.
@@ -248,7 +264,10 @@ impl TopicActor {
             subscribers: HashMap::new(),
             pending: VecDeque::new(),
             pending_events: 0,
-            in_flight: false,
+            in_flight: 0,
+            flush_scheduled: false,
+            appended: VecDeque::new(),
+            appended_base: 0,
             known_latest: 0,
             filling: false,
             store_bounds: None,
@@ -309,7 +328,7 @@ impl TopicActor {
     /// are not ours to show before they are acknowledged).
     fn learn_latest(&mut self, fresh: &TopicBounds, ctx: &mut Context<Self>) -> Option<u64> {
         let b = self.bounds.as_ref()?;
-        if self.in_flight || fresh.epoch != b.epoch {
+        if self.in_flight > 0 || fresh.epoch != b.epoch {
             return None;
         }
         if fresh.latest_seq > self.known_latest {
@@ -398,9 +417,10 @@ impl TopicActor {
         }
     }
 
-    /// Starts one coalesced append of everything waiting, unless one is in flight.
+    /// Starts one coalesced append of everything waiting, unless as many
+    /// as the store takes at once are in flight.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight || self.pending.is_empty() {
+        if self.in_flight >= self.store.max_appends_in_flight() || self.pending.is_empty() {
             return;
         }
         let Some(bounds) = &self.bounds else { return };
@@ -415,39 +435,48 @@ impl TopicActor {
             waiters.push((p.events.len(), p.reply));
             batch.extend(p.events);
         }
-        self.in_flight = true;
-        let store = self.store.clone();
-        let name = self.name.clone();
+        self.in_flight += 1;
+        let ticket = self.appended_base + self.appended.len() as u64;
+        self.appended.push_back(None);
         let time_ms = monotonic_time(bounds.latest_time_ms);
-        ctx.spawn(
-            async move { store.append(&name, batch, time_ms).await }
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    act.in_flight = false;
-                    // The next append (publishes that came meanwhile) goes to
-                    // the store first, so its write and fsync overlap with
-                    // answering these publishers and fanning their events
-                    // out. A failed append stops the actor instead.
-                    if res.is_ok() {
-                        act.flush(ctx);
-                    }
-                    act.finish_append(res, waiters, ctx);
-                }),
-        );
+        let append = self
+            .store
+            .clone()
+            .start_append(self.name.clone(), batch, time_ms);
+        ctx.spawn(append.into_actor(self).map(move |res, act, ctx| {
+            act.in_flight -= 1;
+            let ok = res.is_ok();
+            act.appended[(ticket - act.appended_base) as usize] = Some((res, waiters));
+            // The next append (publishes that came meanwhile) goes to the
+            // store first, so its write and fsync overlap with answering
+            // these publishers and fanning their events out. A failed append
+            // stops the actor instead.
+            if ok {
+                act.flush(ctx);
+            }
+            while let Some(Some(_)) = act.appended.front() {
+                let (res, waiters) = act.appended.pop_front().flatten().expect("answered");
+                act.appended_base += 1;
+                let failed = res.is_err();
+                act.finish_append(res, waiters, ctx);
+                if failed {
+                    break;
+                }
+            }
+        }));
     }
 
     /// Starts an append once the mailbox is drained, so that every publish
-    /// already waiting there joins it; `in_flight` holds further ones back
-    /// until then.
+    /// already waiting there joins it.
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight {
+        if self.flush_scheduled || self.in_flight >= self.store.max_appends_in_flight() {
             return;
         }
-        self.in_flight = true;
+        self.flush_scheduled = true;
         ctx.spawn(ActorFutureExt::map(
             fut::ready(()),
             |(), act: &mut Self, ctx| {
-                act.in_flight = false;
+                act.flush_scheduled = false;
                 act.flush(ctx);
             },
         ));
@@ -797,7 +826,12 @@ impl Supervised for TopicActor {
         // `started` runs again and reloads the bounds; subscribers stay and
         // are fed from their delivered positions once the bounds are back.
         // Bounds stay until `started` reloads them, so a new epoch is noticed.
-        self.in_flight = false;
+        // The appends in flight were dropped with the context: their
+        // publishers get an error, and the reloaded bounds say what was stored.
+        self.in_flight = 0;
+        self.flush_scheduled = false;
+        self.appended_base += self.appended.len() as u64;
+        self.appended.clear();
         self.filling = false;
         for sub in self.subscribers.values_mut() {
             sub.state = SubState::Paused;

@@ -15,6 +15,7 @@ mod topic_log;
 use std::{
     collections::HashMap,
     fs,
+    future::Future,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, Weak},
     time::Duration,
@@ -23,9 +24,14 @@ use std::{
 use async_trait::async_trait;
 use sluice_actors::{
     event::{AppendOutcome, NewEvent, StoredEvent},
-    store::{Store, StoreError, TopicBounds},
+    store::{AppendFuture, Store, StoreError, TopicBounds},
 };
-use topic_log::TopicLog;
+use topic_log::{TopicLog, Unsynced};
+
+/// Appends to one topic whose fsyncs may run at once (`fsync = "always"`):
+/// a disk answers concurrent fsyncs far faster than the same ones in a row,
+/// and publishes that arrive during an fsync need not wait for it to end.
+const MAX_SYNCS_IN_FLIGHT: usize = 4;
 
 /// When appended events reach the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,20 +153,56 @@ impl Inner {
         Ok(shared)
     }
 
+    /// Writes the batch now (so appends are stored in the order they are
+    /// started), and returns the wait for its fsync. A write into the page
+    /// cache is cheaper done here than handed to another thread and back.
     fn append(
+        self: Arc<Self>,
+        topic: &str,
+        batch: Vec<NewEvent>,
+        time_ms: i64,
+    ) -> impl Future<Output = Result<Vec<AppendOutcome>, StoreError>> + Send + 'static {
+        let written = self.write(topic, batch, time_ms);
+        let topic = topic.to_owned();
+        async move {
+            let (outcomes, unsynced) = written?;
+            if let Some(u) = unsynced {
+                blocking(move || self.sync(&topic, &u)).await?;
+            }
+            Ok(outcomes)
+        }
+    }
+
+    fn write(
         &self,
         topic: &str,
         batch: Vec<NewEvent>,
         time_ms: i64,
-    ) -> Result<Vec<AppendOutcome>, StoreError> {
+    ) -> Result<(Vec<AppendOutcome>, Option<Unsynced>), StoreError> {
         let log = self.log(topic, true)?;
         let res = log
             .lock()
             .expect("poisoned")
-            .append(batch, time_ms, &self.cfg);
+            .write(batch, time_ms, &self.cfg);
         res.map_err(|e| {
             tracing::error!(topic, error = %e, "append failed");
             self.forget(topic);
+            unavailable(e)
+        })
+    }
+
+    /// fsyncs a write; a failure drops its log (if it is still the loaded
+    /// one), so the next use reopens it from what is on disk.
+    fn sync(&self, topic: &str, u: &Unsynced) -> Result<(), StoreError> {
+        u.sync().map_err(|e| {
+            tracing::error!(topic, error = %e, "fsync failed");
+            let mut topics = self.topics.lock().expect("poisoned");
+            if topics
+                .get(topic)
+                .is_some_and(|log| u.belongs_to(&log.lock().expect("poisoned")))
+            {
+                topics.remove(topic);
+            }
             unavailable(e)
         })
     }
@@ -198,13 +240,24 @@ impl Store for EmbeddedStore {
         batch: Vec<NewEvent>,
         time_ms: i64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        if self.inner.cfg.fsync != Fsync::Always {
-            // Without an fsync an append is a write into the page cache:
-            // cheaper done here than handed to another thread and back.
-            return self.inner.append(topic, batch, time_ms);
+        self.inner.clone().append(topic, batch, time_ms).await
+    }
+
+    fn start_append(
+        self: Arc<Self>,
+        topic: Arc<str>,
+        batch: Vec<NewEvent>,
+        time_ms: i64,
+    ) -> AppendFuture {
+        Box::pin(self.inner.clone().append(&topic, batch, time_ms))
+    }
+
+    fn max_appends_in_flight(&self) -> usize {
+        if self.inner.cfg.fsync == Fsync::Always {
+            MAX_SYNCS_IN_FLIGHT
+        } else {
+            1
         }
-        let (inner, topic) = (self.inner.clone(), topic.to_owned());
-        blocking(move || inner.append(&topic, batch, time_ms)).await
     }
 
     async fn read(

@@ -208,3 +208,35 @@ async fn age_retention_expires_everything_but_keeps_positions() {
     append_n(&store, "t", 5, 1).await;
     assert_eq!(store.bounds("t").await.unwrap().latest_seq, 6);
 }
+
+#[actix_rt::test]
+async fn appends_started_together_are_stored_in_start_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path(), cfg()).unwrap());
+    let topic: Arc<str> = Arc::from("t");
+    // Several fsyncs in flight at once, across segment rolls (4 KiB
+    // segments), awaited in reverse: sequences follow the order of the
+    // starts, not of the completions.
+    let started: Vec<_> = (0..8)
+        .map(|i| {
+            let batch = (0..20)
+                .map(|j| NewEvent::data(format!("a{i}-{j}-{}", "y".repeat(60))))
+                .collect();
+            store.clone().start_append(topic.clone(), batch, now_ms())
+        })
+        .collect();
+    for (i, append) in started.into_iter().enumerate().rev() {
+        let out = append.await.unwrap();
+        for (j, o) in out.iter().enumerate() {
+            match o {
+                AppendOutcome::Stored(ev) => assert_eq!(ev.seq, (i * 20 + j + 1) as u64),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    drop(store);
+    let store = EmbeddedStore::open(dir.path(), cfg()).unwrap();
+    let evs = all(&store, "t").await;
+    assert_eq!(evs.len(), 160);
+    assert!(evs[21].1.starts_with("a1-1-"), "{:?}", evs[21]);
+}

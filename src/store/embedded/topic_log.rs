@@ -2,10 +2,10 @@
 //! state and epoch. Every method is blocking and runs under the topic's lock.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     fs, io,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,77 @@ pub struct TopicLog {
     first_time: Option<i64>,
     /// Appended since the last fsync (for `fsync = "interval"`).
     pub dirty: bool,
+    /// Writes of the active segment waiting for their fsync.
+    durability: Arc<Mutex<Durability>>,
+}
+
+/// The writes of a log whose fsync has not returned yet, shared between the
+/// log and those fsyncs (which run without the log's lock).
+#[derive(Default)]
+struct Durability {
+    /// Start offsets in the active segment, with how many writes start
+    /// there (a write that stores nothing new starts where the next one does).
+    pending: BTreeMap<u64, usize>,
+    /// An fsync failed: nothing written to this log since its last good
+    /// fsync can be acknowledged, and it takes no more writes.
+    failed: bool,
+}
+
+/// A write that is not durable yet; [`Unsynced::sync`] makes it so.
+pub struct Unsynced {
+    file: Arc<fs::File>,
+    start: u64,
+    durability: Arc<Mutex<Durability>>,
+}
+
+impl Unsynced {
+    /// fsyncs the write (blocking). Several may run at once for one log:
+    /// the disk serves concurrent fsyncs much better than one after another.
+    ///
+    /// A failed fsync leaves the page cache in an unknown state, so the
+    /// first failure cuts the segment back to the oldest write still
+    /// waiting for its fsync (none of those was acknowledged: publishers
+    /// are answered in log order) and fails every later sync of this log;
+    /// the caller drops the log, which is reopened from what is on disk.
+    pub fn sync(&self) -> io::Result<()> {
+        let res = self.file.sync_data();
+        let mut d = self.durability.lock().expect("poisoned");
+        // Gone from `pending` means a segment roll fsynced it already.
+        let was_pending = match d.pending.get_mut(&self.start) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            Some(_) => {
+                d.pending.remove(&self.start);
+                true
+            }
+            None => false,
+        };
+        if d.failed {
+            return Err(io::Error::other("an earlier fsync of this log failed"));
+        }
+        match res {
+            Err(e) if was_pending => {
+                d.failed = true;
+                let cut = d
+                    .pending
+                    .keys()
+                    .next()
+                    .map_or(self.start, |&p| p.min(self.start));
+                if let Err(t) = self.file.set_len(cut) {
+                    tracing::error!(error = %t, "cannot cut a write whose fsync failed");
+                }
+                Err(e)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `log` is the log this write went to.
+    pub fn belongs_to(&self, log: &TopicLog) -> bool {
+        Arc::ptr_eq(&self.durability, &log.durability)
+    }
 }
 
 /// What opening a log had to repair, for the log line.
@@ -140,6 +211,7 @@ impl TopicLog {
             dedup: DedupIndex::new(cfg.dedup_window_ms),
             first_time: None,
             dirty: false,
+            durability: Arc::default(),
         };
         log.rebuild_dedup(cfg)?;
         log.enforce_retention(cfg)?;
@@ -224,13 +296,19 @@ impl TopicLog {
         (s, (seq - self.segments[s].base) as usize)
     }
 
-    /// Appends a batch: dedup check, one write, one fsync (per policy).
-    pub fn append(
+    /// Appends a batch: dedup check and one write. With `fsync = "always"`
+    /// the write is not durable yet: the caller fsyncs it through the
+    /// returned [`Unsynced`] (without this log's lock, so the next batches
+    /// are written meanwhile) before acknowledging it.
+    pub fn write(
         &mut self,
         batch: Vec<NewEvent>,
         time_ms: i64,
         cfg: &EmbeddedConfig,
-    ) -> io::Result<Vec<AppendOutcome>> {
+    ) -> io::Result<(Vec<AppendOutcome>, Option<Unsynced>)> {
+        if self.durability.lock().expect("poisoned").failed {
+            return Err(io::Error::other("an fsync of this log failed; reopen it"));
+        }
         let time_ms = time_ms.max(self.latest_time);
         let now = now_ms();
         let mut out = Vec::with_capacity(batch.len());
@@ -275,29 +353,35 @@ impl TopicLog {
             }
         }
         if buf.is_empty() {
-            return Ok(out);
+            return Ok((out, None));
         }
         let seg = self.segments.last_mut().expect("active segment");
         let (old_len, old_count) = (seg.len, seg.offsets.len());
-        let res = seg.append(&buf, &starts, time_ms).and_then(|()| {
-            if cfg.fsync == Fsync::Always {
-                seg.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = res {
+        if let Err(e) = seg.append(&buf, &starts, time_ms) {
             let _ = seg.truncate_to(old_len, old_count);
             return Err(e);
         }
-        self.dirty = cfg.fsync != Fsync::Always;
+        let unsynced = if cfg.fsync == Fsync::Always {
+            let mut d = self.durability.lock().expect("poisoned");
+            *d.pending.entry(old_len).or_default() += 1;
+            Some(Unsynced {
+                file: seg.file.clone(),
+                start: old_len,
+                durability: self.durability.clone(),
+            })
+        } else {
+            self.dirty = true;
+            None
+        };
         self.latest_seq = seq;
         self.latest_time = time_ms;
         if seg.len >= cfg.segment_bytes {
             self.roll()?;
+            // Sealing fsynced the segment: every write to it is durable.
+            self.durability.lock().expect("poisoned").pending.clear();
         }
         self.enforce_retention(cfg)?;
-        Ok(out)
+        Ok((out, unsynced))
     }
 
     /// Seals the active segment and starts a new one.
