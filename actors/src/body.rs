@@ -126,7 +126,8 @@ impl Outbox {
 /// counts the whole batch as delivered).
 pub fn queue_events(link: &SessionLink, batch: &Arc<[FramedEvent]>, live: bool) -> Queued {
     let mut ob = link.outbox.lock().expect("outbox poisoned");
-    if ob.closed {
+    // An ended session takes nothing more: its body ends once drained.
+    if ob.closed || ob.ended {
         return Queued::Closed;
     }
     let from = batch.partition_point(|e| e.seq <= ob.last_seq);
@@ -209,10 +210,11 @@ pub fn position(link: &SessionLink) -> (u64, i64) {
     (ob.last_seq, ob.last_time_ms)
 }
 
-/// Whether frames wait for the socket, and how many chunks the body took.
-pub fn backlog(link: &SessionLink) -> (usize, bool, u64) {
+/// What waits for the socket: event bytes queued, whether anything is
+/// queued, how many chunks the body took so far, and whether the body is gone.
+pub fn backlog(link: &SessionLink) -> (usize, bool, u64, bool) {
     let ob = link.outbox.lock().expect("outbox poisoned");
-    (ob.queued_bytes, !ob.items.is_empty(), ob.takes)
+    (ob.queued_bytes, !ob.items.is_empty(), ob.takes, ob.closed)
 }
 
 /// Ends the body once what is queued is taken; with `discard`, at once.
@@ -437,6 +439,9 @@ impl Drop for Body {
         ob.items.clear();
         ob.queued_bytes = 0;
         ob.waker = None;
+        drop(ob);
+        // A catch-up waiting for room learns of it now.
+        self.link.room.notify_one();
     }
 }
 

@@ -167,7 +167,10 @@ impl SessionActor {
     fn idle_tick(&mut self, ctx: &mut Context<Self>) {
         let l = &self.link;
         let now = l.age_ms();
-        let (_, waiting, takes) = body::backlog(l);
+        let (_, waiting, takes, closed) = body::backlog(l);
+        if closed {
+            return self.end(EndReason::ClientGone, ctx);
+        }
         if waiting {
             let since = match self.stall_mark {
                 Some((t, since)) if t == takes => since,
@@ -277,10 +280,24 @@ impl Actor for SessionActor {
 /// Waits until at most `ahead` bytes wait for the socket; the socket taking
 /// nothing for `stall` ends the wait as a stall.
 async fn room(link: &SessionLink, ahead: usize, stall: Duration) -> Result<(), EndReason> {
+    // The session's tick, which shows waits to health snapshots, does not
+    // run during a catch-up: the wait is shown from here.
+    let mut mark: Option<u64> = None;
     loop {
-        let (queued, _, takes) = body::backlog(link);
+        let (queued, _, takes, closed) = body::backlog(link);
+        if closed {
+            return Err(EndReason::ClientGone);
+        }
         if queued <= ahead {
+            if mark.is_some() {
+                link.waiting_since_ms.store(-1, Ordering::Relaxed);
+            }
             return Ok(());
+        }
+        if mark != Some(takes) {
+            mark = Some(takes);
+            link.waiting_since_ms
+                .store(link.age_ms(), Ordering::Relaxed);
         }
         match tokio::time::timeout(stall, link.room.notified()).await {
             Ok(()) => {}
