@@ -33,8 +33,8 @@ const CATCH_UP_PAGE_BYTES: usize = 128 << 10;
 /// Most events per catch-up round.
 const CATCH_UP_PAGE_MAX: usize = 8192;
 /// A catch-up reads its next page once no more than this waits for the
-/// socket, so the store read overlaps the writes of the previous page.
-const CATCH_UP_AHEAD_BYTES: usize = 64 << 10;
+/// socket: more than a page, so the socket has work while the store reads.
+const CATCH_UP_AHEAD_BYTES: usize = 192 << 10;
 /// Pause before a catch-up that met a store error tries again.
 const CATCH_UP_RETRY: Duration = Duration::from_millis(500);
 
