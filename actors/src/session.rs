@@ -17,7 +17,7 @@ use crate::{
     cursor::{Cursor, Epoch},
     link::SessionLink,
     metrics::metrics,
-    sse::{frame_events, notice_frame, FramedEvent, KEEP_ALIVE, PROBE},
+    sse::{frame_page, notice_frame, FramedEvent, KEEP_ALIVE, PROBE},
     store::SharedStore,
     topic::{Ready, TopicActor, Unsubscribe},
 };
@@ -354,14 +354,15 @@ impl Handler<CatchUp> for SessionActor {
                             break Some(EndReason::ClientGone);
                         }
                     }
-                    let framed: Arc<[FramedEvent]> = frame_events(&page, &epoch).into();
+                    let (buf, framed) = frame_page(&page, &epoch);
+                    let framed: Arc<[FramedEvent]> = framed.into();
                     let bytes: usize = framed.iter().map(|f| f.frame.len()).sum();
                     let last = &framed[framed.len() - 1];
                     // Events read here count as delivered to this session.
                     link.delivered_bytes
                         .fetch_add(bytes as u64, Ordering::SeqCst);
                     link.delivered_seq.fetch_max(last.seq, Ordering::SeqCst);
-                    match body::queue_events(&link, &framed, false) {
+                    match body::queue_page(&link, &framed, buf) {
                         Queued::Yes | Queued::Busy => {}
                         Queued::Closed => break Some(EndReason::ClientGone),
                         Queued::Gap { expected, got } => {
