@@ -24,7 +24,7 @@ use crate::{
     link::SessionLink,
     metrics::metrics,
     session::{CatchUp, EndReason, SessionActor, Terminate},
-    sse::{frame_event, FramedEvent},
+    sse::{frame_events, FramedEvent},
     store::{ExternalAppends, SharedStore, StoreError, TopicBounds},
 };
 
@@ -541,25 +541,23 @@ impl TopicActor {
         let Some(bounds) = self.bounds.as_mut() else {
             return;
         };
-        let fresh: Vec<&StoredEvent> = events
-            .iter()
-            .filter(|e| e.seq > bounds.latest_seq)
-            .collect();
+        // In log order, so what is new is a suffix.
+        let start = events.partition_point(|e| e.seq <= bounds.latest_seq);
+        let fresh = &events[start..];
         let Some(first) = fresh.first() else { return };
         if first.seq != bounds.latest_seq + 1 {
             return self.fill(ctx);
         }
-        let epoch = bounds.epoch.clone();
-        let mut framed = Vec::with_capacity(fresh.len());
         for ev in fresh {
             if bounds.latest_seq + 1 == bounds.first_seq {
                 bounds.first_time_ms = ev.time_ms;
             }
             bounds.latest_seq = ev.seq;
             bounds.latest_time_ms = ev.time_ms;
-            framed.push(frame_event(ev, &epoch));
         }
-        let batch: Arc<[FramedEvent]> = framed.into();
+        // One buffer for the batch's frames: the tail and every subscriber
+        // share slices of it.
+        let batch: Arc<[FramedEvent]> = frame_events(fresh, &bounds.epoch).into();
         self.push_tail(&batch);
         self.fan_out(&batch);
     }
