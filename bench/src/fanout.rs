@@ -33,6 +33,9 @@ use crate::{
     Common, Report,
 };
 
+/// Longest a publish request may take before it counts as failed.
+const LAST_REQUEST: Duration = Duration::from_secs(30);
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
@@ -434,7 +437,16 @@ async fn publisher(base: Base, plan: Plan, p: u32, count: u64, start: Instant) -
         let req =
             target::publish_request(plan.kind, &plan.topics[j], &events, plan.batch.is_some());
         let sent = Instant::now();
-        match timeout(left, conn.post(&req.path, req.content_type, req.body)).await {
+        // A request started before the deadline is seen through (and
+        // counted): abandoning it would leave events stored but unknown to
+        // the checks, and the drain below would stop on counts that include
+        // them while an acknowledged event is still on its way.
+        match timeout(
+            LAST_REQUEST,
+            conn.post(&req.path, req.content_type, req.body),
+        )
+        .await
+        {
             Ok(Ok((status, _))) if status.is_success() => {
                 t.latency
                     .saturating_record(sent.elapsed().as_micros() as u64);
@@ -456,10 +468,13 @@ async fn publisher(base: Base, plan: Plan, p: u32, count: u64, start: Instant) -
                 t.failure = Some(format!("transport: {e}"));
                 break;
             }
-            // The deadline passed with a request in flight: it may or may
-            // not be stored; its events are not counted (a late one shows
-            // as an unexpected arrival, not as a loss).
-            Err(_) => break,
+            // No answer in LAST_REQUEST: it may or may not be stored; its
+            // events are not counted (a late one shows as an unexpected
+            // arrival, not as a loss).
+            Err(_) => {
+                t.failure = Some(format!("no answer within {LAST_REQUEST:?}"));
+                break;
+            }
         }
     }
     t
