@@ -39,10 +39,6 @@ const EXPOSED_HEADERS: [&str; 5] = [
     "retry-after",
 ];
 
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 fn cors(origins: &[String]) -> Cors {
     let mut c = Cors::default()
         .allow_any_method()
@@ -151,16 +147,13 @@ pub async fn run(
         // only catch-up requests and termination come this way.
         mailbox_capacity: 16,
     };
-    let arbiters = match settings.topic_arbiters {
-        0 => cores(),
-        n => n,
-    };
     let broker = Broker::start(
         store.clone(),
         topic_cfg,
-        arbiters,
+        settings.topic_arbiters,
         session_cfg.stall_timeout,
     );
+    let share_workers = settings.topic_arbiters == 0;
     let state = web::Data::new(AppState {
         broker: broker.clone(),
         settings: settings.clone(),
@@ -179,6 +172,10 @@ pub async fn run(
     let origins = settings.cors.allowed_origins.clone();
     let addr = listener.local_addr()?;
     let mut server = HttpServer::new(move || {
+        // Runs once on each worker thread as it starts.
+        if share_workers {
+            state.broker.host_topics_here();
+        }
         App::new()
             .app_data(state.clone())
             .wrap(cors(&origins))

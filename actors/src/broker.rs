@@ -1,6 +1,7 @@
 //! BrokerActor: the registry and supervisor. Starts one supervised topic
-//! actor per topic on demand, spread over a pool of arbiters, knows every
-//! open session for health snapshots, and ends them all at shutdown.
+//! actor per topic on demand, spread over the HTTP worker threads (or a
+//! pool of arbiters of its own), knows every open session for health
+//! snapshots, and ends them all at shutdown.
 //!
 //! [`Broker`] is the handle the HTTP layer holds: topic lookups go through a
 //! shared read-mostly map so a publish does not queue behind the broker actor.
@@ -77,6 +78,11 @@ pub struct SessionClosed {
 #[rtype(result = "Addr<TopicActor>")]
 struct StartTopic(Arc<str>);
 
+/// HTTP worker → broker: topic actors may run on this worker's thread.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct HostTopics(ArbiterHandle);
+
 /// Asks for every open session's link.
 #[derive(Message)]
 #[rtype(result = "Vec<Arc<SessionLink>>")]
@@ -106,7 +112,12 @@ pub struct BrokerActor {
     store: SharedStore,
     topic_cfg: TopicConfig,
     topics: TopicMap,
+    /// Threads of the broker's own for topic actors: the configured number,
+    /// or, when topics share the HTTP workers, one started only if a topic
+    /// is needed before any worker offered its thread.
     arbiters: Vec<ArbiterHandle>,
+    /// HTTP worker threads that host topic actors (see [`Broker::host_topics_here`]).
+    hosts: Vec<ArbiterHandle>,
     next_arbiter: usize,
     sessions: HashMap<u64, (Arc<SessionLink>, Addr<SessionActor>)>,
     disconnects: VecDeque<Instant>,
@@ -125,17 +136,34 @@ impl BrokerActor {
                 return addr.clone();
             }
         }
-        let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
-        self.next_arbiter += 1;
+        let arbiter = self.next_home();
         let store = self.store.clone();
         let cfg = self.topic_cfg.clone();
         let n = name.clone();
-        let addr = Supervisor::start_in_arbiter(arbiter, move |_| TopicActor::new(n, store, cfg));
+        let addr = Supervisor::start_in_arbiter(&arbiter, move |_| TopicActor::new(n, store, cfg));
         self.topics
             .write()
             .expect("poisoned")
             .insert(name, addr.clone());
         addr
+    }
+
+    /// The thread the next topic actor runs on, round robin.
+    fn next_home(&mut self) -> ArbiterHandle {
+        // A worker that stopped (server shutdown, a worker restarted after a
+        // panic) takes no more topics; its topics restart elsewhere when
+        // next used, since their addresses are then disconnected.
+        self.hosts.retain(|h| h.spawn(async {}));
+        if self.hosts.is_empty() && self.arbiters.is_empty() {
+            self.arbiters.push(Arbiter::new().handle());
+        }
+        let pool = if self.hosts.is_empty() {
+            &self.arbiters
+        } else {
+            &self.hosts
+        };
+        self.next_arbiter = self.next_arbiter.wrapping_add(1);
+        pool[self.next_arbiter % pool.len()].clone()
     }
 
     fn trim_disconnects(&mut self) {
@@ -182,6 +210,14 @@ impl Handler<StartTopic> for BrokerActor {
 
     fn handle(&mut self, msg: StartTopic, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(self.start_topic(msg.0))
+    }
+}
+
+impl Handler<HostTopics> for BrokerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: HostTopics, _ctx: &mut Context<Self>) {
+        self.hosts.push(msg.0);
     }
 }
 
@@ -269,8 +305,10 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts the broker actor and `arbiters` arbiters for topic actors;
-    /// `stall_timeout` classifies session health.
+    /// Starts the broker actor and `arbiters` arbiters for topic actors
+    /// (0: topic actors run on the threads that call
+    /// [`Broker::host_topics_here`]); `stall_timeout` classifies session
+    /// health.
     pub fn start(
         store: SharedStore,
         topic_cfg: TopicConfig,
@@ -278,14 +316,13 @@ impl Broker {
         stall_timeout: Duration,
     ) -> Self {
         let topics: TopicMap = Arc::default();
-        let arbiters = (0..arbiters.max(1))
-            .map(|_| Arbiter::new().handle())
-            .collect();
+        let arbiters = (0..arbiters).map(|_| Arbiter::new().handle()).collect();
         let addr = BrokerActor {
             store: store.clone(),
             topic_cfg,
             topics: topics.clone(),
             arbiters,
+            hosts: Vec::new(),
             next_arbiter: 0,
             sessions: HashMap::new(),
             disconnects: VecDeque::new(),
@@ -310,6 +347,14 @@ impl Broker {
             }
         }
         self.addr.send(StartTopic(Arc::from(name))).await
+    }
+
+    /// Offers the calling thread's arbiter (an HTTP worker's) to host topic
+    /// actors. With one thread per core doing everything, a topic hands
+    /// events to the streams on its own thread without a cross-thread
+    /// wake-up, and no more threads compete for the cores than there are.
+    pub fn host_topics_here(&self) {
+        self.addr.do_send(HostTopics(Arbiter::current()));
     }
 
     /// The broker actor, for sessions and snapshots.
