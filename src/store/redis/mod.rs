@@ -81,6 +81,8 @@ struct Inner {
     /// reset log is noticed instead of written into.
     epochs: Mutex<HashMap<String, Epoch>>,
     watched: Mutex<HashMap<String, tailer::Watch>>,
+    /// Brings new watches to the tailer at once.
+    wakeup: tailer::Wakeup,
 }
 
 /// The Redis Streams store.
@@ -104,6 +106,7 @@ impl RedisStore {
             trim: Script::new(include_str!("trim.lua")),
             epochs: Mutex::new(HashMap::new()),
             watched: Mutex::new(HashMap::new()),
+            wakeup: tailer::Wakeup::default(),
         });
         actix_web::rt::spawn(tailer::run(Arc::downgrade(&inner)));
         actix_web::rt::spawn(retention(Arc::downgrade(&inner)));

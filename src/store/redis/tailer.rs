@@ -4,7 +4,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Weak},
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering},
+        Arc, Weak,
+    },
     time::Duration,
 };
 
@@ -17,8 +20,13 @@ use sluice_actors::{
 
 use super::{parse_entries, text, Inner};
 
-/// How long one `XREAD` blocks; new watches join at the next round.
+/// How long one `XREAD` blocks. A new watch does not wait for it to end:
+/// the blocked read is interrupted (`CLIENT UNBLOCK`) so the next round
+/// includes the new stream at once.
 const BLOCK: Duration = Duration::from_millis(250);
+/// How often a new watch retries interrupting the blocked read (it may
+/// come just before the tailer blocks) until a round includes it.
+const UNBLOCK_RETRY: Duration = Duration::from_millis(5);
 /// Entries read per stream per round.
 const COUNT: usize = 1000;
 /// Pause after an error before reconnecting.
@@ -36,26 +44,82 @@ pub struct Watch {
     sink: AppendSink,
 }
 
-/// Registers (or re-registers) a topic from `after_seq` on.
-pub fn watch(inner: &Inner, topic: &str, epoch: &Epoch, after_seq: u64, sink: AppendSink) {
-    let mut w = inner.watched.lock().expect("poisoned");
-    let generation = w.get(topic).map_or(0, |x| x.generation + 1);
-    w.insert(
-        topic.to_owned(),
-        Watch {
-            last: after_seq,
-            generation,
-            epoch: epoch.clone(),
-            sink,
-        },
-    );
+/// How a new watch reaches the tailer without waiting out a blocked read.
+#[derive(Default)]
+pub struct Wakeup {
+    /// Bumped after every change of the watched set.
+    version: AtomicU64,
+    /// The version the tailer's latest round started from.
+    seen: AtomicU64,
+    /// Redis `CLIENT ID` of the tailer's connection (0: none yet).
+    client_id: AtomicI64,
+    /// Wakes a tailer that sleeps because nothing is watched.
+    idle: tokio::sync::Notify,
+}
+
+/// Registers (or re-registers) a topic from `after_seq` on, and gets the
+/// tailer to read it now rather than after its current blocked read.
+pub fn watch(inner: &Arc<Inner>, topic: &str, epoch: &Epoch, after_seq: u64, sink: AppendSink) {
+    {
+        let mut w = inner.watched.lock().expect("poisoned");
+        let generation = w.get(topic).map_or(0, |x| x.generation + 1);
+        w.insert(
+            topic.to_owned(),
+            Watch {
+                last: after_seq,
+                generation,
+                epoch: epoch.clone(),
+                sink,
+            },
+        );
+    }
+    // After the insert: a round that sees this version sees the watch.
+    let version = inner.wakeup.version.fetch_add(1, Ordering::AcqRel) + 1;
+    inner.wakeup.idle.notify_one();
+    actix_web::rt::spawn(interrupt(Arc::downgrade(inner), version));
+}
+
+/// Unblocks the tailer's `XREAD` until a round started from `version`.
+async fn interrupt(inner: Weak<Inner>, version: u64) {
+    let tries = (BLOCK.as_millis() / UNBLOCK_RETRY.as_millis()) as usize;
+    for _ in 0..tries {
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.wakeup.seen.load(Ordering::Acquire) >= version {
+            return;
+        }
+        let id = inner.wakeup.client_id.load(Ordering::Acquire);
+        if id != 0 {
+            // 1 if the read was blocked (it returns at once, empty), 0 if
+            // the tailer is between reads: then retry shortly.
+            let unblocked: Result<i64, _> = inner
+                .call(|mut c| async move {
+                    redis::cmd("CLIENT")
+                        .arg("UNBLOCK")
+                        .arg(id)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await;
+            if matches!(unblocked, Ok(1)) {
+                return;
+            }
+        }
+        drop(inner);
+        tokio::time::sleep(UNBLOCK_RETRY).await;
+    }
 }
 
 async fn connect(inner: &Inner) -> redis::RedisResult<MultiplexedConnection> {
     let cfg = redis::AsyncConnectionConfig::new()
         .set_response_timeout(Some(BLOCK + inner.cfg.timeout))
         .set_connection_timeout(Some(inner.cfg.timeout));
-    inner.conn.dedicated(&cfg).await
+    let mut conn = inner.conn.dedicated(&cfg).await?;
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut conn)
+        .await?;
+    inner.wakeup.client_id.store(id, Ordering::Release);
+    Ok(conn)
 }
 
 /// The tailer loop; ends when the store is dropped.
@@ -63,6 +127,9 @@ pub async fn run(inner: Weak<Inner>) {
     let mut conn: Option<MultiplexedConnection> = None;
     loop {
         let Some(inner) = inner.upgrade() else { return };
+        // Read before the watched set, so the set holds every watch made
+        // up to this version.
+        let version = inner.wakeup.version.load(Ordering::Acquire);
         let round: Vec<(String, u64, u64)> = inner
             .watched
             .lock()
@@ -71,9 +138,11 @@ pub async fn run(inner: Weak<Inner>) {
             .map(|(t, w)| (inner.log_key(t, &w.epoch), w.last, w.generation))
             .collect();
         metrics().watched_topics.set(round.len() as i64);
+        inner.wakeup.seen.store(version, Ordering::Release);
         if round.is_empty() {
+            let wakeup = inner.clone();
             drop(inner);
-            tokio::time::sleep(BLOCK).await;
+            let _ = tokio::time::timeout(BLOCK, wakeup.wakeup.idle.notified()).await;
             continue;
         }
         if conn.is_none() {
@@ -104,6 +173,7 @@ pub async fn run(inner: Weak<Inner>) {
             Ok(v) => v,
             Err(e) => {
                 tracing::debug!(error = %e, "tailer read failed");
+                inner.wakeup.client_id.store(0, Ordering::Release);
                 conn = None;
                 drop(inner);
                 tokio::time::sleep(BACKOFF).await;
