@@ -19,7 +19,7 @@
 #    QUICK, not committed), RESULTS and S1_ARGS..S6_ARGS
 #    (extra options) adjust it. At the end the report is made:
 #      target/release/sluice-bench report $RESULTS --out $OUT [--markdown FILE]
-#    (MARKDOWN=bench/RESULTS-DRAFT.md puts its tables into that file too).
+#    (MARKDOWN=BENCHMARKS.md puts its tables into that file too).
 #
 # Every target is started fresh for every run, on free loopback ports, and
 # everything started here is stopped by pid (process group for Pushpin) on exit.

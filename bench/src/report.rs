@@ -421,7 +421,13 @@ fn chart(path: &Path, scenario: &str, rows: &[Row]) -> Result<bool, Error> {
 }
 
 /// `to` relative to directory `from` when it is below it, else `to` as given.
+/// An empty `from` (the parent of a bare file name) is the current directory.
 fn relative(from: &Path, to: &Path) -> String {
+    let from = if from.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        from
+    };
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let (f, t) = (abs(from), abs(to));
     t.strip_prefix(&f)
@@ -518,6 +524,14 @@ mod tests {
         assert_eq!(fmt_num(Some(1234567.4)), "1,234,567");
         assert_eq!(fmt_num(Some(1.234)), "1.23");
         assert_eq!(ratio(Some(1.0), Some(4.0)), "0.25×");
+    }
+
+    #[test]
+    fn chart_links_relative_to_the_markdown_file() {
+        let svg = Path::new("bench/results/S1.svg");
+        // `BENCHMARKS.md` has an empty parent: the current directory.
+        assert_eq!(relative(Path::new(""), svg), "bench/results/S1.svg");
+        assert_eq!(relative(Path::new("bench"), svg), "results/S1.svg");
     }
 
     #[test]
