@@ -100,8 +100,12 @@ async fn interrupt(inner: Weak<Inner>, version: u64) {
                         .await
                 })
                 .await;
-            if matches!(unblocked, Ok(1)) {
-                return;
+            match unblocked {
+                Ok(1) => return,
+                Ok(_) => {}
+                // Redis is away: the tailer reconnects and starts a round
+                // from the watched set, this watch included.
+                Err(_) => return,
             }
         }
         drop(inner);
