@@ -27,21 +27,24 @@ pids+=($!)
 for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
 redis_url="redis://127.0.0.1:$port"
 
-start_sluice() { # name -> prints the URL
-  local log="$work/$1.log"
+# Starts a broker on the Redis store; sets S_URL and S_PID. Not run in a
+# subshell, so its pid is in `pids` and the broker is stopped on exit.
+start_sluice() { # name
+  local log="$work/$1.log" addr=""
   SLUICE__STORE=redis SLUICE__REDIS__URL="$redis_url" "$sluice" --listen 127.0.0.1:0 --data-dir "$work/$1" >"$log" 2>&1 &
-  pids+=($!)
+  S_PID=$!
+  pids+=("$S_PID")
   for _ in $(seq 200); do
-    local addr
     addr=$(sed -n 's/^sluice listening on //p' "$log" | head -1)
-    [ -n "$addr" ] && { echo "http://$addr $!"; return 0; }
+    [ -n "$addr" ] && { S_URL="http://$addr"; return 0; }
     sleep 0.05
   done
   log "sluice did not start"; cat "$log" >&2; return 1
 }
 
 payload=$(head -c 256 /dev/zero | tr '\0' 'x')
-read -r url_a pid_a < <(start_sluice a)
+start_sluice a
+url_a=$S_URL pid_a=$S_PID
 
 log "== publish through the Redis store, single events"
 "$bench" publish --url "$url_a" --target sluice --pid "$pid_a" --topic-prefix c1 --publishers 16 --duration-secs 10 --payload-bytes 256 | tail -1 >"$work/single.json"
@@ -55,7 +58,8 @@ redis-cli -p "$port" flushall >/dev/null
 redis-benchmark -p "$port" -c 16 -n 1000000 -P 100 -q XADD bench:s '*' d "$payload" | tr '\r' '\n' | grep -a 'requests per second' | tail -1 >"$work/xadd100.txt"
 redis-cli -p "$port" flushall >/dev/null
 
-read -r url_b pid_b < <(start_sluice b)
+start_sluice b
+url_b=$S_URL
 log "== cross-instance delivery: publish on A, 10 subscribers on B"
 "$bench" fanout --url "$url_a" --sub-url "$url_b" --target sluice --topic x --subscribers 10 --publishers 1 --events 5000 --payload-bytes 256 | tail -1 >"$work/cross.json"
 log "== same-instance delivery: publish on A, 10 subscribers on A"

@@ -100,12 +100,11 @@ async fn interrupt(inner: Weak<Inner>, version: u64) {
                         .await
                 })
                 .await;
-            match unblocked {
-                Ok(1) => return,
-                Ok(_) => {}
-                // Redis is away: the tailer reconnects and starts a round
-                // from the watched set, this watch included.
-                Err(_) => return,
+            // Done once the read is interrupted; also when Redis is away,
+            // since the reconnecting tailer starts a round from the watched
+            // set, this watch included.
+            if !matches!(unblocked, Ok(0)) {
+                return;
             }
         }
         drop(inner);
