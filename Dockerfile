@@ -4,6 +4,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY actors/Cargo.toml actors/Cargo.toml
 COPY bench/Cargo.toml bench/Cargo.toml
+COPY vendor vendor
 RUN mkdir -p src actors/src bench/src \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
  && touch actors/src/lib.rs && echo 'fn main() {}' > bench/src/main.rs \
