@@ -4,10 +4,13 @@
 //! - `record`: the checksummed record format (event + dedup info together).
 //! - `segment`: one segment file and its offset index; torn-tail repair.
 //! - `topic_log`: a topic's segments, retention, dedup rebuild, epoch.
+//! - `journal`: the write-ahead journal shared by every topic with
+//!   `fsync = "always"` (group commit across topics); replayed at start.
 //!
 //! Blocking file I/O runs on the blocking thread pool. Appends to a topic
 //! hold its lock; reads only plan under it and read without it.
 
+mod journal;
 mod record;
 mod segment;
 mod topic_log;
@@ -22,11 +25,12 @@ use std::{
 };
 
 use async_trait::async_trait;
+use journal::Journal;
 use sluice_actors::{
     event::{AppendOutcome, NewEvent, StoredEvent},
     store::{AppendFuture, Store, StoreError, TopicBounds},
 };
-use topic_log::{TopicLog, Unsynced};
+use topic_log::{SegmentWrite, TopicLog, Unsynced};
 
 /// Appends to one topic whose fsyncs may run at once (`fsync = "always"`):
 /// a disk answers concurrent fsyncs far faster than the same ones in a row,
@@ -70,6 +74,8 @@ struct Inner {
     root: PathBuf,
     cfg: EmbeddedConfig,
     topics: Mutex<HashMap<String, Shared>>,
+    /// With `fsync = "always"`: where small appends are made durable.
+    journal: Option<Journal>,
 }
 
 /// The embedded, on-disk store.
@@ -87,10 +93,24 @@ impl EmbeddedStore {
     pub fn open(data_dir: &Path, cfg: EmbeddedConfig) -> std::io::Result<Self> {
         let root = data_dir.join("topics");
         fs::create_dir_all(&root)?;
+        // The journal is replayed even when it is no longer used (`fsync`
+        // changed since the last run): it may hold acknowledged appends.
+        let (journal, replayed) = Journal::open(data_dir, &root)?;
+        if replayed.records > 0 || replayed.torn_bytes > 0 {
+            tracing::info!(
+                records = replayed.records,
+                applied = replayed.applied,
+                skipped = replayed.skipped,
+                torn_bytes = replayed.torn_bytes,
+                "journal replayed into the topic logs"
+            );
+        }
+        let journal = (cfg.fsync == Fsync::Always).then_some(journal);
         let inner = Arc::new(Inner {
             root,
             cfg,
             topics: Mutex::new(HashMap::new()),
+            journal,
         });
         // Open every topic now: a torn tail is cut and logged at start, not
         // at the first request that happens to touch the topic.
@@ -166,8 +186,13 @@ impl Inner {
         let topic = topic.to_owned();
         async move {
             let (outcomes, unsynced) = written?;
-            if let Some(u) = unsynced {
-                blocking(move || self.sync(&topic, &u)).await?;
+            match unsynced {
+                None => {}
+                Some(Unsynced::Journaled(durable)) => durable
+                    .await
+                    .unwrap_or_else(|_| Err(journal::gone()))
+                    .map_err(unavailable)?,
+                Some(Unsynced::Segment(u)) => blocking(move || self.sync(&topic, &u)).await?,
             }
             Ok(outcomes)
         }
@@ -180,10 +205,10 @@ impl Inner {
         time_ms: i64,
     ) -> Result<(Vec<AppendOutcome>, Option<Unsynced>), StoreError> {
         let log = self.log(topic, true)?;
-        let res = log
-            .lock()
-            .expect("poisoned")
-            .write(batch, time_ms, &self.cfg);
+        let res =
+            log.lock()
+                .expect("poisoned")
+                .write(batch, time_ms, &self.cfg, self.journal.as_ref());
         res.map_err(|e| {
             tracing::error!(topic, error = %e, "append failed");
             self.forget(topic);
@@ -193,7 +218,7 @@ impl Inner {
 
     /// fsyncs a write; a failure drops its log (if it is still the loaded
     /// one), so the next use reopens it from what is on disk.
-    fn sync(&self, topic: &str, u: &Unsynced) -> Result<(), StoreError> {
+    fn sync(&self, topic: &str, u: &SegmentWrite) -> Result<(), StoreError> {
         u.sync().map_err(|e| {
             tracing::error!(topic, error = %e, "fsync failed");
             let mut topics = self.topics.lock().expect("poisoned");
@@ -298,6 +323,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn ready(&self) -> Result<(), String> {
+        if let Some(why) = self.inner.journal.as_ref().and_then(Journal::failure) {
+            return Err(why);
+        }
         let root = self.inner.root.clone();
         blocking(move || {
             // Writable directory = the store takes writes.
@@ -311,6 +339,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
+        if let Some(journal) = &self.inner.journal {
+            journal.checkpoint().await.map_err(unavailable)?;
+        }
         let inner = self.inner.clone();
         blocking(move || {
             sync_all(&inner);

@@ -17,6 +17,7 @@ use sluice_actors::{
 };
 
 use super::{
+    journal::{self, Durable, Journal},
     record::{self, Next},
     segment::{self, ReadPlan, Segment},
     EmbeddedConfig, Fsync,
@@ -43,6 +44,8 @@ struct ProducerSnapshot {
 /// One topic's log.
 pub struct TopicLog {
     dir: PathBuf,
+    /// The topic (the directory's name), for journal records.
+    name: Arc<str>,
     epoch: Epoch,
     segments: Vec<Segment>,
     /// Oldest retained sequence (events below are logically gone).
@@ -71,14 +74,22 @@ struct Durability {
     failed: bool,
 }
 
-/// A write that is not durable yet; [`Unsynced::sync`] makes it so.
-pub struct Unsynced {
+/// A write that is not durable yet.
+pub enum Unsynced {
+    /// Submitted to the shared journal: durable once this answers.
+    Journaled(Durable),
+    /// Durable once its segment is fdatasynced ([`SegmentWrite::sync`]).
+    Segment(SegmentWrite),
+}
+
+/// A write made durable by an fdatasync of its own segment.
+pub struct SegmentWrite {
     file: Arc<fs::File>,
     start: u64,
     durability: Arc<Mutex<Durability>>,
 }
 
-impl Unsynced {
+impl SegmentWrite {
     /// fsyncs the write (blocking). Several may run at once for one log:
     /// the disk serves concurrent fsyncs much better than one after another.
     ///
@@ -161,8 +172,7 @@ impl TopicLog {
 
     /// Opens an existing log, cutting a torn tail and rebuilding dedup state.
     pub fn open(dir: &Path, cfg: &EmbeddedConfig) -> io::Result<(TopicLog, OpenReport)> {
-        let meta: Meta = serde_json::from_slice(&fs::read(dir.join(META))?)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("meta.json: {e}")))?;
+        let meta = read_meta(dir)?;
         let mut bases: Vec<u64> = fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| segment::parse_name(e.file_name().to_str()?))
@@ -203,6 +213,11 @@ impl TopicLog {
         let first_seq = segments[0].base;
         let mut log = TopicLog {
             dir: dir.to_owned(),
+            name: dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .into(),
             epoch: meta.epoch,
             segments,
             first_seq,
@@ -297,14 +312,16 @@ impl TopicLog {
     }
 
     /// Appends a batch: dedup check and one write. With `fsync = "always"`
-    /// the write is not durable yet: the caller fsyncs it through the
-    /// returned [`Unsynced`] (without this log's lock, so the next batches
-    /// are written meanwhile) before acknowledging it.
+    /// the write is not durable yet: the caller waits for the returned
+    /// [`Unsynced`] (without this log's lock, so the next batches are
+    /// written meanwhile) before acknowledging it. Small writes go to the
+    /// `journal` when there is one, larger ones fdatasync their segment.
     pub fn write(
         &mut self,
         batch: Vec<NewEvent>,
         time_ms: i64,
         cfg: &EmbeddedConfig,
+        journal: Option<&Journal>,
     ) -> io::Result<(Vec<AppendOutcome>, Option<Unsynced>)> {
         if self.durability.lock().expect("poisoned").failed {
             return Err(io::Error::other("an fsync of this log failed; reopen it"));
@@ -361,17 +378,27 @@ impl TopicLog {
             let _ = seg.truncate_to(old_len, old_count);
             return Err(e);
         }
-        let unsynced = if cfg.fsync == Fsync::Always {
+        let unsynced = if cfg.fsync != Fsync::Always {
+            self.dirty = true;
+            None
+        } else if let Some(journal) = journal.filter(|_| buf.len() <= journal::MAX_JOURNALED_WRITE)
+        {
+            Some(Unsynced::Journaled(journal.submit(journal::Entry {
+                topic: self.name.clone(),
+                epoch: self.epoch.clone(),
+                base: seg.base,
+                offset: old_len,
+                bytes: buf,
+                file: seg.file.clone(),
+            })))
+        } else {
             let mut d = self.durability.lock().expect("poisoned");
             *d.pending.entry(old_len).or_default() += 1;
-            Some(Unsynced {
+            Some(Unsynced::Segment(SegmentWrite {
                 file: seg.file.clone(),
                 start: old_len,
                 durability: self.durability.clone(),
-            })
-        } else {
-            self.dirty = true;
-            None
+            }))
         };
         self.latest_seq = seq;
         self.latest_time = time_ms;
@@ -477,6 +504,16 @@ impl TopicLog {
         self.dirty = false;
         Some(self.segments.last().expect("active segment").file.clone())
     }
+}
+
+fn read_meta(dir: &Path) -> io::Result<Meta> {
+    serde_json::from_slice(&fs::read(dir.join(META))?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("meta.json: {e}")))
+}
+
+/// The epoch of the log at `dir`, if there is a readable one.
+pub fn read_epoch(dir: &Path) -> Option<String> {
+    read_meta(dir).ok().map(|m| m.epoch.to_string())
 }
 
 /// Writes `name` in `dir` atomically and durably (temp file, fsync, rename,
