@@ -11,21 +11,32 @@
 //! - an append is written into its segment (page cache) first and then
 //!   submitted here, under its topic's lock, so the journal holds each
 //!   segment's writes in file order;
-//! - an append is acknowledged once the round that holds it is fdatasynced;
-//! - a checkpoint (journal past [`CHECKPOINT_BYTES`], and at shutdown)
-//!   fdatasyncs every segment written since the last one, then empties the
-//!   journal: what it held is durable in the segments;
-//! - at start, before any topic log is opened, [`replay`] writes every whole
-//!   record back into its segment at its offset (the same bytes, when the
-//!   segment kept them), fdatasyncs those segments and empties the journal.
-//!   A record whose segment or topic is gone (retention deleted a sealed
-//!   segment, which had been fdatasynced when sealed) is skipped, and so is
-//!   one whose topic has another epoch (a topic recreated in its place).
+//! - rounds are written one after another (under the journal's lock) and
+//!   an append is acknowledged once an `fdatasync` started after its round
+//!   was written has returned: that covers its round and every earlier one,
+//!   so appends are acknowledged in journal order however the fdatasyncs of
+//!   the [`FLUSHERS`] overlap;
+//! - a checkpoint (the file nearly full, and at shutdown) fdatasyncs every
+//!   segment written since the last one, then starts a new generation:
+//!   what the journal held is durable in the segments;
+//! - at start, before any topic log is opened, [`replay`] writes every
+//!   record of the current generation back into its segment at its offset
+//!   (the same bytes, when the segment kept them) and fdatasyncs those
+//!   segments. A record whose segment or topic is gone (retention deleted a
+//!   sealed segment, which had been fdatasynced when sealed) is skipped, and
+//!   so is one whose topic has another epoch (a topic recreated in its
+//!   place).
 //!
-//! Record layout, little-endian: `len u32 | crc32(body) u32 | body`, body =
-//! `topic_len u16 | topic | epoch_len u16 | epoch | base u64 | offset u64 |
-//! bytes`. A torn or corrupt record ends the journal, as a torn tail ends a
-//! segment: nothing after it was acknowledged.
+//! The file is written full of zeros once and then only overwritten, never
+//! extended: an `fdatasync` of a write that changes no file size has no
+//! file-system metadata to commit, only the data (about 0.19 ms instead of
+//! 0.27 ms here). Old records stay behind the new ones, so every record
+//! carries the generation of the file's header, and the first record that
+//! is torn, corrupt or of another generation ends the journal.
+//!
+//! Layout, little-endian. Header: `"SLJ1" | generation u64`. Record: `len
+//! u32 | crc32(body) u32 | body`, body = `generation u64 | topic_len u16 |
+//! topic | epoch_len u16 | epoch | base u64 | offset u64 | bytes`.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -35,7 +46,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
-        mpsc, Arc, Condvar, Mutex,
+        Arc, Condvar, Mutex, MutexGuard,
     },
 };
 
@@ -49,14 +60,21 @@ pub const FILE_NAME: &str = "journal.log";
 /// Appends larger than this skip the journal and fdatasync their own
 /// segment: they would double the bytes written, and they are few.
 pub const MAX_JOURNALED_WRITE: usize = 16 << 10;
-/// Journal size that triggers a checkpoint.
-const CHECKPOINT_BYTES: u64 = 64 << 20;
+/// Size of the journal file, written once.
+const FILE_BYTES: u64 = 16 << 20;
 /// Most bytes written in one round.
-const ROUND_BYTES: usize = 4 << 20;
+const ROUND_BYTES: usize = 1 << 20;
+const MAGIC: &[u8; 4] = b"SLJ1";
+const FILE_HEADER_LEN: u64 = 12;
 const HEADER_LEN: usize = 8;
+/// fdatasyncs of the journal that may run at once: a disk answers
+/// overlapping flushes far faster than the same ones in a row, and a round
+/// written while one flush runs need not wait for it to end.
+const FLUSHERS: usize = 4;
 
 /// The answer to a submitted append: `Ok` once it is durable.
 pub type Durable = oneshot::Receiver<io::Result<()>>;
+type Waiter = oneshot::Sender<io::Result<()>>;
 
 /// An append to make durable.
 pub struct Entry {
@@ -74,37 +92,68 @@ pub struct Entry {
     pub file: Arc<File>,
 }
 
-enum Msg {
-    Append(Entry, oneshot::Sender<io::Result<()>>),
-    Checkpoint(oneshot::Sender<io::Result<()>>),
-}
-
-/// Handle on the journal thread. Dropping it checkpoints and waits for the
-/// thread to end, so a store reopened on the same directory in the same
-/// process never races the old thread's last checkpoint.
-pub struct Journal {
-    tx: Mutex<Option<mpsc::Sender<Msg>>>,
-    failed: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
 /// What a replay found.
 #[derive(Debug, Default)]
 pub struct ReplayReport {
-    /// Whole records read.
+    /// Records of the current generation read.
     pub records: usize,
     /// Records written back into their segment.
     pub applied: usize,
     /// Records whose segment, topic or epoch is gone, or that start past
     /// their segment's end.
     pub skipped: usize,
-    /// Bytes after the last whole record (a torn write of a crash).
-    pub torn_bytes: usize,
+    /// The generation the journal was at.
+    pub generation: u64,
+}
+
+/// The journal: submitted appends, the flusher threads that make them
+/// durable. Dropping it checkpoints and waits for the flushers to end, so a
+/// store reopened on the same directory in the same process never races an
+/// old flusher.
+pub struct Journal {
+    shared: Arc<Shared>,
+    flushers: Vec<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
+    file: File,
+    state: Mutex<State>,
+    /// Flushers wait here for appends (or the end of a checkpoint).
+    work: Condvar,
+    /// A checkpoint waits here for the flushes in flight.
+    flushed: Condvar,
+    failed: AtomicBool,
+}
+
+struct State {
+    /// Submitted, not written yet.
+    queued: Vec<(Entry, Waiter)>,
+    /// Bytes of `queued` entries.
+    queued_bytes: usize,
+    generation: u64,
+    /// Where the next round is written.
+    len: u64,
+    /// Rounds written (numbered from 1).
+    written: u64,
+    /// Every round up to this one is durable and answered.
+    durable: u64,
+    /// Rounds written, not answered yet, oldest first.
+    waiting: VecDeque<(u64, Vec<Waiter>)>,
+    /// Segments written since the last checkpoint, by identity.
+    dirty: HashMap<usize, Arc<File>>,
+    /// A checkpoint is running: rounds wait for it.
+    checkpointing: bool,
+    /// Checkpoints asked for (`Journal::checkpoint`), answered by the next.
+    checkpoint_waiters: Vec<Waiter>,
+    closing: bool,
+    /// Reused encoding buffer.
+    buf: Vec<u8>,
 }
 
 impl Journal {
     /// Replays what a previous run left in the journal under `data_dir`
-    /// into the segments under `root`, empties it, and starts the thread.
+    /// into the segments under `root`, starts a new generation and the
+    /// flushers.
     pub fn open(data_dir: &Path, root: &Path) -> io::Result<(Journal, ReplayReport)> {
         let path = data_dir.join(FILE_NAME);
         let report = replay(&path, root)?;
@@ -114,23 +163,51 @@ impl Journal {
             .create(true)
             .truncate(false)
             .open(&path)?;
-        file.set_len(0)?;
-        file.sync_all()?;
-        segment::sync_dir(data_dir)?;
-        let (tx, rx) = mpsc::channel();
-        let failed = Arc::new(AtomicBool::new(false));
-        let thread_failed = failed.clone();
-        let thread = std::thread::Builder::new()
-            .name("sluice-journal".into())
-            .spawn(move || run(file, rx, thread_failed))?;
-        Ok((
-            Journal {
-                tx: Mutex::new(Some(tx)),
-                failed,
-                thread: Some(thread),
-            },
-            report,
-        ))
+        let len = file.metadata()?.len();
+        if len < FILE_BYTES {
+            // Written, not just allocated: overwriting unwritten extents
+            // would be a metadata change for every fdatasync again.
+            let zeros = vec![0u8; 1 << 20];
+            let mut at = len;
+            while at < FILE_BYTES {
+                let n = zeros.len().min((FILE_BYTES - at) as usize);
+                file.write_all_at(&zeros[..n], at)?;
+                at += n as u64;
+            }
+            file.sync_all()?;
+            segment::sync_dir(data_dir)?;
+        }
+        let generation = report.generation + 1;
+        write_header(&file, generation)?;
+        let shared = Arc::new(Shared {
+            file,
+            state: Mutex::new(State {
+                queued: Vec::new(),
+                queued_bytes: 0,
+                generation,
+                len: FILE_HEADER_LEN,
+                written: 0,
+                durable: 0,
+                waiting: VecDeque::new(),
+                dirty: HashMap::new(),
+                checkpointing: false,
+                checkpoint_waiters: Vec::new(),
+                closing: false,
+                buf: Vec::new(),
+            }),
+            work: Condvar::new(),
+            flushed: Condvar::new(),
+            failed: AtomicBool::new(false),
+        });
+        let flushers = (0..FLUSHERS)
+            .map(|i| {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("sluice-journal-{i}"))
+                    .spawn(move || flusher(&shared))
+            })
+            .collect::<io::Result<_>>()?;
+        Ok((Journal { shared, flushers }, report))
     }
 
     /// Queues an append; the answer comes once it is durable. Call it under
@@ -138,36 +215,35 @@ impl Journal {
     /// writes reach the journal in file order.
     pub fn submit(&self, entry: Entry) -> Durable {
         let (done, durable) = oneshot::channel();
-        if self.failed.load(Ordering::Acquire) {
+        if self.shared.failed.load(Ordering::Acquire) {
             let _ = done.send(Err(failed_error()));
-        } else {
-            // A send fails only when the thread is gone: `done` is dropped
-            // with the message and the waiter sees that.
-            let _ = self.send(Msg::Append(entry, done));
+            return durable;
+        }
+        let mut st = self.shared.lock();
+        st.queued_bytes += entry.bytes.len() + entry.topic.len() + 64;
+        st.queued.push((entry, done));
+        if st.queued.len() == 1 {
+            self.shared.work.notify_one();
         }
         durable
     }
 
-    fn send(&self, msg: Msg) -> Result<(), ()> {
-        match self.tx.lock().expect("poisoned").as_ref() {
-            Some(tx) => tx.send(msg).map_err(|_| ()),
-            None => Err(()),
-        }
-    }
-
-    /// Makes everything journaled so far durable in its segment and empties
-    /// the journal (at shutdown).
+    /// Makes everything journaled so far durable in its segment and starts
+    /// a new generation (at shutdown).
     pub async fn checkpoint(&self) -> io::Result<()> {
-        let (done, rx) = oneshot::channel();
-        if self.send(Msg::Checkpoint(done)).is_err() {
-            return Err(gone());
+        let (done, answer) = oneshot::channel();
+        {
+            let mut st = self.shared.lock();
+            st.checkpoint_waiters.push(done);
         }
-        rx.await.unwrap_or_else(|_| Err(gone()))
+        self.shared.work.notify_one();
+        answer.await.unwrap_or_else(|_| Err(gone()))
     }
 
     /// Why appends cannot be made durable, if they cannot.
     pub fn failure(&self) -> Option<String> {
-        self.failed
+        self.shared
+            .failed
             .load(Ordering::Acquire)
             .then(|| failed_error().to_string())
     }
@@ -175,160 +251,126 @@ impl Journal {
 
 impl Drop for Journal {
     fn drop(&mut self) {
-        self.tx.lock().expect("poisoned").take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        self.shared.lock().closing = true;
+        self.shared.work.notify_all();
+        for f in self.flushers.drain(..) {
+            let _ = f.join();
+        }
+        // Leave nothing to replay.
+        if let Err(e) = checkpoint(&self.shared, self.shared.lock()) {
+            tracing::error!(error = %e, "journal checkpoint failed");
         }
     }
 }
 
-/// The error of a wait whose journal thread ended.
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("poisoned")
+    }
+}
+
+/// The error of a wait whose journal is gone.
 pub fn gone() -> io::Error {
-    io::Error::other("the journal thread is gone")
+    io::Error::other("the journal is gone")
 }
 
 fn failed_error() -> io::Error {
     io::Error::other("a write or fdatasync of the journal failed; restart the broker")
 }
 
-/// fdatasyncs of the journal that may run at once: a disk answers
-/// overlapping flushes far faster than the same ones in a row, and a round
-/// written while one flush runs need not wait for it to end.
-const FLUSHERS: usize = 4;
-
-type Waiter = oneshot::Sender<io::Result<()>>;
-
-/// What the writer and the flushers share.
-struct Rounds {
-    state: Mutex<RoundState>,
-    /// Flushers wait here for a round to flush.
-    work: Condvar,
-    /// The writer waits here for every round to be flushed (checkpoint).
-    flushed: Condvar,
+fn write_header(file: &File, generation: u64) -> io::Result<()> {
+    let mut h = [0u8; FILE_HEADER_LEN as usize];
+    h[..4].copy_from_slice(MAGIC);
+    h[4..].copy_from_slice(&generation.to_le_bytes());
+    file.write_all_at(&h, 0)?;
+    file.sync_data()
 }
 
-#[derive(Default)]
-struct RoundState {
-    /// Rounds written to the journal file (numbered from 1).
-    written: u64,
-    /// Highest round an fdatasync has been started for.
-    flushing: u64,
-    /// Every round up to this one is durable and answered.
-    durable: u64,
-    /// Rounds written but not answered yet, oldest first.
-    waiting: VecDeque<(u64, Vec<Waiter>)>,
-    closing: bool,
-}
-
-/// The journal's writer thread: one write per round, each round taking
-/// every append queued meanwhile; the flushers make rounds durable and
-/// answer them, in order.
-fn run(file: File, rx: mpsc::Receiver<Msg>, failed: Arc<AtomicBool>) {
-    let file = Arc::new(file);
-    let rounds = Arc::new(Rounds {
-        state: Mutex::new(RoundState::default()),
-        work: Condvar::new(),
-        flushed: Condvar::new(),
-    });
-    let flushers: Vec<_> = (0..FLUSHERS)
-        .map(|i| {
-            let (file, rounds, failed) = (file.clone(), rounds.clone(), failed.clone());
-            std::thread::Builder::new()
-                .name(format!("sluice-journal-flush-{i}"))
-                .spawn(move || flush(&file, &rounds, &failed))
-                .expect("spawn a journal flusher")
-        })
-        .collect();
-    let mut len = 0u64;
-    let mut dirty: HashMap<*const File, Arc<File>> = HashMap::new();
-    let mut buf = Vec::new();
-    let mut waiters = Vec::new();
-    let mut checkpoints = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next {
-            match msg {
-                Msg::Append(entry, done) => {
-                    encode(&mut buf, &entry);
-                    dirty.entry(Arc::as_ptr(&entry.file)).or_insert(entry.file);
-                    waiters.push(done);
-                }
-                Msg::Checkpoint(done) => checkpoints.push(done),
-            }
-            next = if buf.len() < ROUND_BYTES {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
-        }
-        if !buf.is_empty() {
-            let res = if failed.load(Ordering::Acquire) {
-                Err(failed_error())
-            } else {
-                file.write_all_at(&buf, len)
-            };
-            match res {
-                Ok(()) => {
-                    len += buf.len() as u64;
-                    let mut st = rounds.state.lock().expect("poisoned");
-                    st.written += 1;
-                    let round = st.written;
-                    st.waiting.push_back((round, std::mem::take(&mut waiters)));
-                    rounds.work.notify_one();
-                }
-                Err(e) => {
-                    fail(&failed, &e);
-                    for done in waiters.drain(..) {
-                        let _ = done.send(Err(copy_error(&e)));
-                    }
-                }
-            }
-            buf.clear();
-        }
-        if len >= CHECKPOINT_BYTES || !checkpoints.is_empty() {
-            let res = wait_flushed(&rounds).and_then(|()| checkpoint(&file, &mut dirty, &mut len));
-            if let Err(e) = &res {
-                tracing::error!(error = %e, "journal checkpoint failed");
-            }
-            for done in checkpoints.drain(..) {
-                let _ = done.send(res.as_ref().map(|_| ()).map_err(copy_error));
-            }
-        }
-    }
-    // Every handle is gone (the store was dropped): leave nothing to replay.
-    if let Err(e) = wait_flushed(&rounds).and_then(|()| checkpoint(&file, &mut dirty, &mut len)) {
-        tracing::error!(error = %e, "journal checkpoint failed");
-    }
-    rounds.state.lock().expect("poisoned").closing = true;
-    rounds.work.notify_all();
-    for f in flushers {
-        let _ = f.join();
-    }
-}
-
-/// A flusher: fdatasyncs the journal whenever a round was written since the
-/// last fdatasync started, then answers every round it covered. An
-/// fdatasync covers every round written before it started, so rounds are
-/// answered in order however the flushes overlap.
-fn flush(file: &File, rounds: &Rounds, failed: &AtomicBool) {
+/// A flusher: writes the queued appends as one round, fdatasyncs, answers
+/// every round the fdatasync covered. Checkpoints run here too.
+fn flusher(shared: &Shared) {
+    let mut st = shared.lock();
     loop {
-        let target = {
-            let mut st = rounds.state.lock().expect("poisoned");
-            while st.written <= st.flushing && !st.closing {
-                st = rounds.work.wait(st).expect("poisoned");
-            }
-            if st.written <= st.flushing {
+        if !st.checkpoint_waiters.is_empty() && !st.checkpointing {
+            st = match checkpoint(shared, st) {
+                Ok(st) => st,
+                Err(_) => shared.lock(),
+            };
+            continue;
+        }
+        if st.queued.is_empty() || st.checkpointing {
+            if st.closing {
                 return;
             }
-            st.flushing = st.written;
-            st.written
-        };
-        let res = file.sync_data();
-        let mut st = rounds.state.lock().expect("poisoned");
+            st = shared.work.wait(st).expect("poisoned");
+            continue;
+        }
+        if st.len + (st.queued_bytes.min(ROUND_BYTES) as u64) > FILE_BYTES {
+            st = match checkpoint(shared, st) {
+                Ok(st) => st,
+                Err(_) => shared.lock(),
+            };
+            continue;
+        }
+        // Take as much as fits in a round and in the file.
+        let room = ((FILE_BYTES - st.len) as usize).min(ROUND_BYTES);
+        let mut buf = std::mem::take(&mut st.buf);
+        buf.clear();
+        let mut waiters = Vec::new();
+        let mut taken = 0;
+        let generation = st.generation;
+        for (entry, _) in &st.queued {
+            let before = buf.len();
+            encode(&mut buf, entry, generation);
+            if buf.len() > room && taken > 0 {
+                buf.truncate(before);
+                break;
+            }
+            taken += 1;
+        }
+        let rest = st.queued.split_off(taken);
+        let round: Vec<_> = std::mem::replace(&mut st.queued, rest);
+        st.queued_bytes = st
+            .queued
+            .iter()
+            .map(|(e, _)| e.bytes.len() + e.topic.len() + 64)
+            .sum();
+        for (entry, done) in round {
+            st.dirty
+                .entry(Arc::as_ptr(&entry.file) as usize)
+                .or_insert(entry.file);
+            waiters.push(done);
+        }
+        if shared.failed.load(Ordering::Acquire) {
+            for done in waiters {
+                let _ = done.send(Err(failed_error()));
+            }
+            st.buf = buf;
+            continue;
+        }
+        // Written under the lock: rounds reach the file in order, so an
+        // fdatasync started after this one's write covers every earlier one.
+        if let Err(e) = shared.file.write_all_at(&buf, st.len) {
+            fail(shared, &mut st, &e, waiters);
+            st.buf = buf;
+            continue;
+        }
+        st.len += buf.len() as u64;
+        st.buf = buf;
+        st.written += 1;
+        let round = st.written;
+        st.waiting.push_back((round, waiters));
+        // More queued: another flusher can write it while this one syncs.
+        if !st.queued.is_empty() {
+            shared.work.notify_one();
+        }
+        drop(st);
+        let res = shared.file.sync_data();
+        st = shared.lock();
         match res {
-            Ok(()) if !failed.load(Ordering::Acquire) => {
-                st.durable = st.durable.max(target);
-                while st.waiting.front().is_some_and(|(r, _)| *r <= st.durable) {
+            Ok(()) if !shared.failed.load(Ordering::Acquire) => {
+                st.durable = st.durable.max(round);
+                while st.waiting.front().is_some_and(|(r, _)| *r <= round) {
                     let (_, waiters) = st.waiting.pop_front().expect("front");
                     for done in waiters {
                         let _ = done.send(Ok(()));
@@ -337,62 +379,79 @@ fn flush(file: &File, rounds: &Rounds, failed: &AtomicBool) {
             }
             res => {
                 let e = res.err().unwrap_or_else(failed_error);
-                fail(failed, &e);
-                st.durable = st.durable.max(target);
-                for (_, waiters) in st.waiting.drain(..) {
-                    for done in waiters {
-                        let _ = done.send(Err(copy_error(&e)));
-                    }
-                }
+                fail(shared, &mut st, &e, Vec::new());
             }
         }
-        rounds.flushed.notify_all();
+        shared.flushed.notify_all();
     }
 }
 
-/// Waits until every written round has been flushed and answered.
-fn wait_flushed(rounds: &Rounds) -> io::Result<()> {
-    let mut st = rounds.state.lock().expect("poisoned");
-    while st.durable < st.written {
-        st = rounds.flushed.wait(st).expect("poisoned");
-    }
-    Ok(())
-}
-
-/// Marks the journal failed: the page cache may have dropped what did not
-/// reach the disk, so no later append can be trusted either.
-fn fail(failed: &AtomicBool, e: &io::Error) {
-    if !failed.swap(true, Ordering::AcqRel) {
+/// Marks the journal failed and fails every append waiting: the page cache
+/// may have dropped what did not reach the disk, so no later append can be
+/// trusted either.
+fn fail(shared: &Shared, st: &mut State, e: &io::Error, more: Vec<Waiter>) {
+    if !shared.failed.swap(true, Ordering::AcqRel) {
         tracing::error!(error = %e, "journal write or fdatasync failed; no more appends are acknowledged");
     }
+    st.durable = st.written;
+    let waiting = st.waiting.drain(..).flat_map(|(_, w)| w);
+    for done in waiting.chain(more) {
+        let _ = done.send(Err(copy_error(e)));
+    }
+    shared.flushed.notify_all();
 }
 
 fn copy_error(e: &io::Error) -> io::Error {
     io::Error::new(e.kind(), e.to_string())
 }
 
-/// fdatasyncs every segment written since the last checkpoint, then
-/// empties the journal.
-fn checkpoint(
-    file: &File,
-    dirty: &mut HashMap<*const File, Arc<File>>,
-    len: &mut u64,
-) -> io::Result<()> {
-    for seg in dirty.values() {
-        seg.sync_data()?;
+/// Waits for the flushes in flight, fdatasyncs every segment written since
+/// the last checkpoint, then starts a new generation at the file's start.
+/// Rounds wait meanwhile; appends keep queueing.
+fn checkpoint<'a>(
+    shared: &'a Shared,
+    mut st: MutexGuard<'a, State>,
+) -> io::Result<MutexGuard<'a, State>> {
+    st.checkpointing = true;
+    while st.durable < st.written {
+        st = shared.flushed.wait(st).expect("poisoned");
     }
-    dirty.clear();
-    if *len > 0 {
-        file.set_len(0)?;
-        file.sync_data()?;
-        *len = 0;
+    let dirty: Vec<Arc<File>> = st.dirty.drain().map(|(_, f)| f).collect();
+    let waiters = std::mem::take(&mut st.checkpoint_waiters);
+    let generation = st.generation + 1;
+    drop(st);
+    let res = (|| {
+        for seg in &dirty {
+            seg.sync_data()?;
+        }
+        write_header(&shared.file, generation)
+    })();
+    let mut st = shared.lock();
+    st.checkpointing = false;
+    match &res {
+        Ok(()) => {
+            st.generation = generation;
+            st.len = FILE_HEADER_LEN;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "journal checkpoint failed");
+            // The segments stay dirty: the next checkpoint tries again.
+            for f in dirty {
+                st.dirty.entry(Arc::as_ptr(&f) as usize).or_insert(f);
+            }
+        }
     }
-    Ok(())
+    for done in waiters {
+        let _ = done.send(res.as_ref().map(|_| ()).map_err(copy_error));
+    }
+    shared.work.notify_all();
+    res.map(|()| st)
 }
 
-fn encode(buf: &mut Vec<u8>, e: &Entry) {
+fn encode(buf: &mut Vec<u8>, e: &Entry, generation: u64) {
     let start = buf.len();
     buf.extend_from_slice(&[0; HEADER_LEN]);
+    buf.extend_from_slice(&generation.to_le_bytes());
     buf.extend_from_slice(&(e.topic.len() as u16).to_le_bytes());
     buf.extend_from_slice(e.topic.as_bytes());
     let epoch = e.epoch.as_str();
@@ -409,6 +468,7 @@ fn encode(buf: &mut Vec<u8>, e: &Entry) {
 
 /// One decoded record.
 struct Record<'a> {
+    generation: u64,
     topic: &'a str,
     epoch: &'a str,
     base: u64,
@@ -417,7 +477,7 @@ struct Record<'a> {
 }
 
 /// The record at the start of `buf` and its length, or `None` for a torn
-/// or corrupt one.
+/// or corrupt one (or the zeros after the last one).
 fn decode(buf: &[u8]) -> Option<(Record<'_>, usize)> {
     let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(buf.get(4..8)?.try_into().ok()?);
@@ -431,6 +491,7 @@ fn decode(buf: &[u8]) -> Option<(Record<'_>, usize)> {
         at += n;
         Some(s)
     };
+    let generation = u64::from_le_bytes(take(8)?.try_into().ok()?);
     let topic_len = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
     let topic = std::str::from_utf8(take(topic_len)?).ok()?;
     let epoch_len = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
@@ -440,6 +501,7 @@ fn decode(buf: &[u8]) -> Option<(Record<'_>, usize)> {
     let bytes = &body[at..];
     Some((
         Record {
+            generation,
             topic,
             epoch,
             base,
@@ -450,9 +512,9 @@ fn decode(buf: &[u8]) -> Option<(Record<'_>, usize)> {
     ))
 }
 
-/// Writes every whole record of the journal at `path` back into its
-/// segment under `root` and fdatasyncs those segments. The journal itself
-/// is left as it is (the caller empties it).
+/// Writes every record of the journal's current generation at `path` back
+/// into its segment under `root` and fdatasyncs those segments. The journal
+/// itself is left as it is (the caller starts a new generation).
 pub fn replay(path: &Path, root: &Path) -> io::Result<ReplayReport> {
     let data = match fs::read(path) {
         Ok(d) => d,
@@ -460,10 +522,24 @@ pub fn replay(path: &Path, root: &Path) -> io::Result<ReplayReport> {
         Err(e) => return Err(e),
     };
     let mut report = ReplayReport::default();
+    let header = data.get(..FILE_HEADER_LEN as usize);
+    let Some(generation) = header
+        .filter(|h| &h[..4] == MAGIC)
+        .map(|h| u64::from_le_bytes(h[4..].try_into().expect("8 bytes")))
+    else {
+        if data.iter().any(|&b| b != 0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is not a Sluice journal", path.display()),
+            ));
+        }
+        return Ok(report);
+    };
+    report.generation = generation;
     let mut epochs: HashMap<String, Option<String>> = HashMap::new();
     let mut files: HashMap<PathBuf, Option<File>> = HashMap::new();
-    let mut at = 0;
-    while let Some((r, n)) = decode(&data[at..]) {
+    let mut at = FILE_HEADER_LEN as usize;
+    while let Some((r, n)) = decode(&data[at..]).filter(|(r, _)| r.generation == generation) {
         at += n;
         report.records += 1;
         let dir = root.join(r.topic);
@@ -499,7 +575,6 @@ pub fn replay(path: &Path, root: &Path) -> io::Result<ReplayReport> {
         file.write_all_at(r.bytes, r.offset)?;
         report.applied += 1;
     }
-    report.torn_bytes = data.len() - at;
     for file in files.values().flatten() {
         file.sync_data()?;
     }
@@ -525,12 +600,12 @@ mod tests {
     fn records_round_trip_and_a_torn_one_ends_the_journal() {
         let file = Arc::new(tempfile::tempfile().unwrap());
         let mut buf = Vec::new();
-        encode(&mut buf, &entry("t", 7, b"abc", &file));
-        encode(&mut buf, &entry("u", 10, b"defg", &file));
+        encode(&mut buf, &entry("t", 7, b"abc", &file), 3);
+        encode(&mut buf, &entry("u", 10, b"defg", &file), 3);
         let (r, n) = decode(&buf).unwrap();
         assert_eq!(
-            (r.topic, r.epoch, r.base, r.offset, r.bytes),
-            ("t", "e1", 1, 7, &b"abc"[..])
+            (r.generation, r.topic, r.epoch, r.base, r.offset, r.bytes),
+            (3, "t", "e1", 1, 7, &b"abc"[..])
         );
         let (r, m) = decode(&buf[n..]).unwrap();
         assert_eq!((r.topic, r.offset, r.bytes), ("u", 10, &b"defg"[..]));
@@ -539,5 +614,32 @@ mod tests {
         let mut bad = buf.clone();
         *bad.last_mut().unwrap() ^= 1;
         assert!(decode(&bad[n..]).is_none(), "corrupt");
+        assert!(decode(&[0u8; 64]).is_none(), "zeros");
+    }
+
+    #[test]
+    fn replay_stops_at_the_first_record_of_an_older_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let topic = dir.path().join("topics/t");
+        fs::create_dir_all(&topic).unwrap();
+        fs::write(topic.join("meta.json"), br#"{"epoch":"e1","created_ms":0}"#).unwrap();
+        let seg = topic.join(segment::file_name(1));
+        fs::write(&seg, b"").unwrap();
+        let file = Arc::new(File::open(&seg).unwrap());
+        let mut j = Vec::new();
+        j.extend_from_slice(MAGIC);
+        j.extend_from_slice(&2u64.to_le_bytes());
+        encode(&mut j, &entry("t", 0, b"abc", &file), 2);
+        encode(&mut j, &entry("t", 3, b"old", &file), 1);
+        encode(&mut j, &entry("t", 6, b"new", &file), 2);
+        j.resize(4096, 0);
+        let path = dir.path().join(FILE_NAME);
+        fs::write(&path, &j).unwrap();
+        let report = replay(&path, &dir.path().join("topics")).unwrap();
+        assert_eq!(
+            (report.generation, report.records, report.applied),
+            (2, 1, 1)
+        );
+        assert_eq!(fs::read(&seg).unwrap(), b"abc");
     }
 }

@@ -96,12 +96,11 @@ impl EmbeddedStore {
         // The journal is replayed even when it is no longer used (`fsync`
         // changed since the last run): it may hold acknowledged appends.
         let (journal, replayed) = Journal::open(data_dir, &root)?;
-        if replayed.records > 0 || replayed.torn_bytes > 0 {
+        if replayed.records > 0 {
             tracing::info!(
                 records = replayed.records,
                 applied = replayed.applied,
                 skipped = replayed.skipped,
-                torn_bytes = replayed.torn_bytes,
                 "journal replayed into the topic logs"
             );
         }
