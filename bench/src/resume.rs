@@ -104,6 +104,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     );
 
     // Phase 2: one subscriber from the oldest retained event.
+    let cpu_before = stats::cpu_split(&args.common.pid);
     let start = Instant::now();
     let mut seqs = vec![SeqTracker::default(); n_pubs as usize];
     let (mut deliveries, mut unique, mut regressions, mut bad) = (0u64, 0u64, 0u64, 0u64);
@@ -142,6 +143,12 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     })
     .await;
     let catchup_secs = start.elapsed().as_secs_f64();
+    let cpu_after = stats::cpu_split(&args.common.pid);
+    let used = |a: Option<f64>, b: Option<f64>| Some(((b? - a?) * 100.0).round() / 100.0);
+    let catchup_cpu = (
+        used(cpu_before.0, cpu_after.0),
+        used(cpu_before.1, cpu_after.1),
+    );
     match caught_up {
         Ok(Ok(())) => {}
         Ok(Err(e)) => ended = Some(format!("stream error: {e}")),
@@ -162,6 +169,11 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     eprintln!(
         "  gaps {gaps}, dups {dups}, reorders {reorders}, cursor regressions {regressions}, bad payloads {bad}, missing {missing}{}",
         ended.as_deref().map_or(String::new(), |e| format!("; {e}"))
+    );
+    eprintln!(
+        "  CPU during the catch-up: broker {} s, this bench process {} s (of {catchup_secs:.2} s)",
+        catchup_cpu.0.map_or("?".into(), |c| c.to_string()),
+        catchup_cpu.1.map_or("?".into(), |c| c.to_string()),
     );
     eprintln!("  {}", stats::processes_line(&processes));
     eprintln!(
@@ -185,6 +197,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         "catchup_secs": catchup_secs,
         "first_event_ms": first_event_secs.map(|s| (s * 1e6).round() / 1e3),
         "delivered_events_per_sec": stats::per_sec(deliveries, catchup_secs),
+        "catchup_cpu_secs": { "broker": catchup_cpu.0, "bench": catchup_cpu.1 },
         "gaps": gaps,
         "dups": dups,
         "reorders": reorders,

@@ -81,6 +81,15 @@ pub fn process_json(pid: &str) -> Value {
     })
 }
 
+/// CPU seconds used so far by the broker processes (summed) and by this
+/// process, to tell which side a phase of a run kept busy.
+pub fn cpu_split(broker: &[u32]) -> (Option<f64>, Option<f64>) {
+    let broker = (!broker.is_empty())
+        .then(|| broker.iter().map(|p| cpu_secs(&p.to_string())).sum::<Option<f64>>())
+        .flatten();
+    (broker, cpu_secs("self"))
+}
+
 /// User + system CPU seconds of a process (Linux clock ticks are 1/100 s).
 fn cpu_secs(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
