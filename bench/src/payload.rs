@@ -55,9 +55,8 @@ fn decode_fast(b: &[u8]) -> Option<Stamp> {
     let rest = rest.strip_prefix(br#","t":"#)?;
     let (t, rest) = number(rest)?;
     let pad = rest.strip_prefix(br#","pad":""#)?.strip_suffix(br#""}"#)?;
-    // The padding's length is the payload's; only a quote or backslash in it
-    // would need the general parse.
-    if pad.iter().any(|&c| c == b'"' || c == b'\\') {
+    // Only a quote or backslash in the padding would need the general parse.
+    if memchr_any(pad) {
         return None;
     }
     Some(Stamp {
@@ -66,6 +65,11 @@ fn decode_fast(b: &[u8]) -> Option<Stamp> {
         t,
         _pad: IgnoredAny,
     })
+}
+
+fn memchr_any(pad: &[u8]) -> bool {
+    pad.iter()
+        .fold(false, |seen, &c| seen | (c == b'"') | (c == b'\\'))
 }
 
 /// The decimal number at the start of `b`, and what follows it.

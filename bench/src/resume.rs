@@ -111,32 +111,40 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     let mut first_event_secs = None;
     let mut ended = None;
     let caught_up = timeout(limit, async {
-        let mut stream = sse::subscribe(&endpoints.subscribe, &args.topic, "from=earliest").await?;
+        let stream = sse::subscribe(&endpoints.subscribe, &args.topic, "from=earliest").await?;
+        // One subscriber's events arrive faster than one thread can decode
+        // and check them: russe decodes pieces of the body on every core,
+        // in order, and this task checks sequences and ids.
+        let mut batches = sse::decode_parallel(stream.into_body(), |event| match event {
+            russe::Event::Message(m) => Some((m.id, payload::decode(&m.data))),
+            _ => None,
+        });
         let mut last_id: Option<bytestring::ByteString> = None;
-        while unique < total {
-            let msg = match stream.next().await? {
-                Some(russe::Event::Message(m)) => m,
-                Some(_) => continue,
-                None => {
-                    ended = Some("stream ended by the server".to_string());
-                    break;
-                }
+        'stream: while unique < total {
+            let Some(batch) = batches.recv().await else {
+                ended = Some("stream ended by the server".to_string());
+                break;
             };
-            deliveries += 1;
-            if deliveries == 1 {
-                first_event_secs = Some(start.elapsed().as_secs_f64());
-            }
-            if let (Some(prev), Some(id)) = (&last_id, &msg.id) {
-                if id.as_bytes() <= prev.as_bytes() {
-                    regressions += 1;
+            for (id, stamp) in batch? {
+                deliveries += 1;
+                if deliveries == 1 {
+                    first_event_secs = Some(start.elapsed().as_secs_f64());
                 }
-            }
-            last_id = msg.id;
-            match payload::decode(&msg.data) {
-                Some(st) if (st.p as usize) < seqs.len() => {
-                    unique += u64::from(seqs[st.p as usize].observe(st.s));
+                if let (Some(prev), Some(id)) = (&last_id, &id) {
+                    if id.as_bytes() <= prev.as_bytes() {
+                        regressions += 1;
+                    }
                 }
-                _ => bad += 1,
+                last_id = id;
+                match stamp {
+                    Some(st) if (st.p as usize) < seqs.len() => {
+                        unique += u64::from(seqs[st.p as usize].observe(st.s));
+                    }
+                    _ => bad += 1,
+                }
+                if unique >= total {
+                    break 'stream;
+                }
             }
         }
         Ok::<_, Error>(())

@@ -85,7 +85,12 @@ pub fn process_json(pid: &str) -> Value {
 /// process, to tell which side a phase of a run kept busy.
 pub fn cpu_split(broker: &[u32]) -> (Option<f64>, Option<f64>) {
     let broker = (!broker.is_empty())
-        .then(|| broker.iter().map(|p| cpu_secs(&p.to_string())).sum::<Option<f64>>())
+        .then(|| {
+            broker
+                .iter()
+                .map(|p| cpu_secs(&p.to_string()))
+                .sum::<Option<f64>>()
+        })
         .flatten();
     (broker, cpu_secs("self"))
 }
