@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use futures_util::FutureExt as _;
 use http_body_util::BodyExt;
 use hyper::{body::Body, header, Method, StatusCode};
 use tokio::sync::{mpsc, oneshot};
@@ -84,19 +85,38 @@ where
     let f = Arc::new(f);
     let errors = out_tx.clone();
     tokio::spawn(async move {
-        let mut buf = BytesMut::with_capacity(256 * 1024);
-        while let Some(frame) = body.frame().await {
-            let data = match frame.map_err(Into::into) {
-                Ok(frame) => match frame.into_data() {
-                    Ok(data) => data,
-                    Err(_) => continue,
-                },
-                Err(e) => {
-                    let _ = errors.send(Err(e)).await;
-                    return;
+        // Pieces of at least this much when the body has it ready: fewer,
+        // larger pieces keep the hand-offs between tasks rare.
+        const PIECE: usize = 128 * 1024;
+        let mut buf = BytesMut::with_capacity(2 * PIECE);
+        let mut ended = false;
+        while !ended {
+            // Wait for one frame, then take what is already there.
+            let mut next = body.frame().await;
+            loop {
+                match next {
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        let _ = errors.send(Err(e.into())).await;
+                        return;
+                    }
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            buf.extend_from_slice(&data);
+                        }
+                    }
                 }
-            };
-            buf.extend_from_slice(&data);
+                if buf.len() >= PIECE {
+                    break;
+                }
+                match body.frame().now_or_never() {
+                    Some(more) => next = more,
+                    None => break,
+                }
+            }
             let Some(end) = buf.windows(2).rposition(|w| w == b"\n\n") else {
                 if buf.len() > 4 << 20 {
                     let _ = errors
