@@ -56,7 +56,7 @@ fn decode_fast(b: &[u8]) -> Option<Stamp> {
     let (t, rest) = number(rest)?;
     let pad = rest.strip_prefix(br#","pad":""#)?.strip_suffix(br#""}"#)?;
     // Only a quote or backslash in the padding would need the general parse.
-    if memchr_any(pad) {
+    if needs_unescaping(pad) {
         return None;
     }
     Some(Stamp {
@@ -67,7 +67,7 @@ fn decode_fast(b: &[u8]) -> Option<Stamp> {
     })
 }
 
-fn memchr_any(pad: &[u8]) -> bool {
+fn needs_unescaping(pad: &[u8]) -> bool {
     pad.iter()
         .fold(false, |seen, &c| seen | (c == b'"') | (c == b'\\'))
 }

@@ -118,6 +118,13 @@ pub struct Journal {
 struct Shared {
     file: File,
     state: Mutex<State>,
+    /// Held while a round is taken, encoded and written, and through a
+    /// checkpoint: rounds reach the file one at a time, in order, and the
+    /// generation cannot change under one. It guards the reused encoding
+    /// buffer; `state` is only held for bookkeeping, so a submitter (a
+    /// runtime thread holding its topic's lock) never waits for an encode
+    /// or a write.
+    writer: Mutex<Vec<u8>>,
     /// Flushers wait here for appends (or the end of a checkpoint).
     work: Condvar,
     /// A checkpoint waits here for the flushes in flight.
@@ -127,8 +134,8 @@ struct Shared {
 
 struct State {
     /// Submitted, not written yet.
-    queued: Vec<(Entry, Waiter)>,
-    /// Bytes of `queued` entries.
+    queued: VecDeque<(Entry, Waiter)>,
+    /// Encoded size of the `queued` entries.
     queued_bytes: usize,
     generation: u64,
     /// Where the next round is written.
@@ -141,13 +148,9 @@ struct State {
     waiting: VecDeque<(u64, Vec<Waiter>)>,
     /// Segments written since the last checkpoint, by identity.
     dirty: HashMap<usize, Arc<File>>,
-    /// A checkpoint is running: rounds wait for it.
-    checkpointing: bool,
     /// Checkpoints asked for (`Journal::checkpoint`), answered by the next.
     checkpoint_waiters: Vec<Waiter>,
     closing: bool,
-    /// Reused encoding buffer.
-    buf: Vec<u8>,
 }
 
 impl Journal {
@@ -182,7 +185,7 @@ impl Journal {
         let shared = Arc::new(Shared {
             file,
             state: Mutex::new(State {
-                queued: Vec::new(),
+                queued: VecDeque::new(),
                 queued_bytes: 0,
                 generation,
                 len: FILE_HEADER_LEN,
@@ -190,11 +193,10 @@ impl Journal {
                 durable: 0,
                 waiting: VecDeque::new(),
                 dirty: HashMap::new(),
-                checkpointing: false,
                 checkpoint_waiters: Vec::new(),
                 closing: false,
-                buf: Vec::new(),
             }),
+            writer: Mutex::new(Vec::new()),
             work: Condvar::new(),
             flushed: Condvar::new(),
             failed: AtomicBool::new(false),
@@ -220,8 +222,8 @@ impl Journal {
             return durable;
         }
         let mut st = self.shared.lock();
-        st.queued_bytes += entry.bytes.len() + entry.topic.len() + 64;
-        st.queued.push((entry, done));
+        st.queued_bytes += encoded_len(&entry);
+        st.queued.push_back((entry, done));
         if st.queued.len() == 1 {
             self.shared.work.notify_one();
         }
@@ -256,10 +258,9 @@ impl Drop for Journal {
         for f in self.flushers.drain(..) {
             let _ = f.join();
         }
-        // Leave nothing to replay.
-        if let Err(e) = checkpoint(&self.shared, self.shared.lock()) {
-            tracing::error!(error = %e, "journal checkpoint failed");
-        }
+        // Leave nothing to replay (a failure is logged by `checkpoint`).
+        let writer = self.shared.writer.lock().expect("poisoned");
+        let _ = checkpoint(&self.shared, &writer);
     }
 }
 
@@ -289,74 +290,69 @@ fn write_header(file: &File, generation: u64) -> io::Result<()> {
 /// A flusher: writes the queued appends as one round, fdatasyncs, answers
 /// every round the fdatasync covered. Checkpoints run here too.
 fn flusher(shared: &Shared) {
-    let mut st = shared.lock();
     loop {
-        if !st.checkpoint_waiters.is_empty() && !st.checkpointing {
-            st = match checkpoint(shared, st) {
-                Ok(st) => st,
-                Err(_) => shared.lock(),
-            };
-            continue;
-        }
-        if st.queued.is_empty() || st.checkpointing {
-            if st.closing {
-                return;
+        {
+            let mut st = shared.lock();
+            while st.queued.is_empty() && st.checkpoint_waiters.is_empty() {
+                if st.closing {
+                    return;
+                }
+                st = shared.work.wait(st).expect("poisoned");
             }
-            st = shared.work.wait(st).expect("poisoned");
+        }
+        let mut writer = shared.writer.lock().expect("poisoned");
+        let mut st = shared.lock();
+        let failed = shared.failed.load(Ordering::Acquire);
+        let full = st.len + st.queued_bytes.min(ROUND_BYTES) as u64 > FILE_BYTES;
+        if !st.checkpoint_waiters.is_empty() || (full && !failed) {
+            drop(st);
+            let _ = checkpoint(shared, &writer);
             continue;
         }
-        if st.len + (st.queued_bytes.min(ROUND_BYTES) as u64) > FILE_BYTES {
-            st = match checkpoint(shared, st) {
-                Ok(st) => st,
-                Err(_) => shared.lock(),
-            };
+        if failed {
+            st.queued_bytes = 0;
+            for (_, done) in st.queued.drain(..) {
+                let _ = done.send(Err(failed_error()));
+            }
             continue;
         }
-        // Take as much as fits in a round and in the file.
+        // As much as fits in a round and in the file (at least one entry:
+        // the check above left room for it).
         let room = ((FILE_BYTES - st.len) as usize).min(ROUND_BYTES);
-        let mut buf = std::mem::take(&mut st.buf);
-        buf.clear();
-        let mut waiters = Vec::new();
-        let mut taken = 0;
-        let generation = st.generation;
+        let (mut n, mut bytes) = (0, 0);
         for (entry, _) in &st.queued {
-            let before = buf.len();
-            encode(&mut buf, entry, generation);
-            if buf.len() > room && taken > 0 {
-                buf.truncate(before);
+            let len = encoded_len(entry);
+            if n > 0 && bytes + len > room {
                 break;
             }
-            taken += 1;
+            n += 1;
+            bytes += len;
         }
-        let rest = st.queued.split_off(taken);
-        let round: Vec<_> = std::mem::replace(&mut st.queued, rest);
-        st.queued_bytes = st
-            .queued
-            .iter()
-            .map(|(e, _)| e.bytes.len() + e.topic.len() + 64)
-            .sum();
+        let round: Vec<_> = st.queued.drain(..n).collect();
+        st.queued_bytes -= bytes;
+        let (offset, generation) = (st.len, st.generation);
+        drop(st);
+
+        writer.clear();
+        for (entry, _) in &round {
+            encode(&mut writer, entry, generation);
+        }
+        let res = shared.file.write_all_at(&writer, offset);
+        let mut st = shared.lock();
+        let mut waiters = Vec::with_capacity(round.len());
         for (entry, done) in round {
             st.dirty
                 .entry(Arc::as_ptr(&entry.file) as usize)
                 .or_insert(entry.file);
             waiters.push(done);
         }
-        if shared.failed.load(Ordering::Acquire) {
-            for done in waiters {
-                let _ = done.send(Err(failed_error()));
-            }
-            st.buf = buf;
-            continue;
-        }
-        // Written under the lock: rounds reach the file in order, so an
-        // fdatasync started after this one's write covers every earlier one.
-        if let Err(e) = shared.file.write_all_at(&buf, st.len) {
+        if let Err(e) = res {
             fail(shared, &mut st, &e, waiters);
-            st.buf = buf;
             continue;
         }
-        st.len += buf.len() as u64;
-        st.buf = buf;
+        // Rounds are written in order (the writer lock), so an fdatasync
+        // started after this one's write covers every earlier one.
+        st.len = offset + writer.len() as u64;
         st.written += 1;
         let round = st.written;
         st.waiting.push_back((round, waiters));
@@ -365,8 +361,9 @@ fn flusher(shared: &Shared) {
             shared.work.notify_one();
         }
         drop(st);
+        drop(writer);
         let res = shared.file.sync_data();
-        st = shared.lock();
+        let mut st = shared.lock();
         match res {
             Ok(()) if !shared.failed.load(Ordering::Acquire) => {
                 st.durable = st.durable.max(round);
@@ -407,12 +404,11 @@ fn copy_error(e: &io::Error) -> io::Error {
 
 /// Waits for the flushes in flight, fdatasyncs every segment written since
 /// the last checkpoint, then starts a new generation at the file's start.
-/// Rounds wait meanwhile; appends keep queueing.
-fn checkpoint<'a>(
-    shared: &'a Shared,
-    mut st: MutexGuard<'a, State>,
-) -> io::Result<MutexGuard<'a, State>> {
-    st.checkpointing = true;
+/// Called with the writer lock held, so no round is written meanwhile;
+/// appends keep queueing. A failure fails the journal: the segments may
+/// have lost what the journal would have to keep for them.
+fn checkpoint(shared: &Shared, _writer: &MutexGuard<'_, Vec<u8>>) -> io::Result<()> {
+    let mut st = shared.lock();
     while st.durable < st.written {
         st = shared.flushed.wait(st).expect("poisoned");
     }
@@ -420,14 +416,11 @@ fn checkpoint<'a>(
     let waiters = std::mem::take(&mut st.checkpoint_waiters);
     let generation = st.generation + 1;
     drop(st);
-    let res = (|| {
-        for seg in &dirty {
-            seg.sync_data()?;
-        }
-        write_header(&shared.file, generation)
-    })();
+    let res = dirty
+        .iter()
+        .try_for_each(|seg| seg.sync_data())
+        .and_then(|()| write_header(&shared.file, generation));
     let mut st = shared.lock();
-    st.checkpointing = false;
     match &res {
         Ok(()) => {
             st.generation = generation;
@@ -435,17 +428,18 @@ fn checkpoint<'a>(
         }
         Err(e) => {
             tracing::error!(error = %e, "journal checkpoint failed");
-            // The segments stay dirty: the next checkpoint tries again.
-            for f in dirty {
-                st.dirty.entry(Arc::as_ptr(&f) as usize).or_insert(f);
-            }
+            fail(shared, &mut st, e, Vec::new());
         }
     }
     for done in waiters {
         let _ = done.send(res.as_ref().map(|_| ()).map_err(copy_error));
     }
-    shared.work.notify_all();
-    res.map(|()| st)
+    res
+}
+
+/// Bytes `entry` takes in the journal.
+fn encoded_len(e: &Entry) -> usize {
+    HEADER_LEN + 8 + 2 + e.topic.len() + 2 + e.epoch.as_str().len() + 8 + 8 + e.bytes.len()
 }
 
 fn encode(buf: &mut Vec<u8>, e: &Entry, generation: u64) {
@@ -581,6 +575,27 @@ pub fn replay(path: &Path, root: &Path) -> io::Result<ReplayReport> {
     Ok(report)
 }
 
+/// Where each segment's first record of the current generation starts:
+/// what a power cut may leave of a segment that the journal covers.
+#[cfg(test)]
+pub fn first_offsets(path: &Path) -> HashMap<(String, u64), u64> {
+    let data = fs::read(path).unwrap();
+    let generation = u64::from_le_bytes(data[4..12].try_into().unwrap());
+    let mut out = HashMap::new();
+    let mut at = FILE_HEADER_LEN as usize;
+    while let Some((r, n)) = decode(&data[at..]).filter(|(r, _)| r.generation == generation) {
+        at += n;
+        out.entry((r.topic.to_owned(), r.base)).or_insert(r.offset);
+    }
+    out
+}
+
+/// The generation in the journal's header.
+#[cfg(test)]
+pub fn generation(path: &Path) -> u64 {
+    u64::from_le_bytes(fs::read(path).unwrap()[4..12].try_into().unwrap())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -610,6 +625,7 @@ mod tests {
         let (r, m) = decode(&buf[n..]).unwrap();
         assert_eq!((r.topic, r.offset, r.bytes), ("u", 10, &b"defg"[..]));
         assert_eq!(n + m, buf.len());
+        assert_eq!(n, encoded_len(&entry("t", 7, b"abc", &file)));
         assert!(decode(&buf[n..buf.len() - 1]).is_none(), "torn");
         let mut bad = buf.clone();
         *bad.last_mut().unwrap() ^= 1;
