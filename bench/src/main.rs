@@ -36,15 +36,21 @@ use clap::Parser;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
+// A later option overrides an earlier one of the same name, so `bench/run.sh`
+// can append per-scenario overrides (`S1_ARGS="--publishers 32"`).
 #[command(version, about)]
 enum Cli {
     /// Publish flat out for a fixed time; report rates and latency.
+    #[command(args_override_self = true)]
     Publish(publish::Args),
     /// Fan events out to SSE subscribers on one or more topics; check order and completeness.
+    #[command(args_override_self = true)]
     Fanout(fanout::Args),
     /// Fill a topic, then time one subscriber's catch-up from `earliest`.
+    #[command(args_override_self = true)]
     Resume(resume::Args),
     /// Hold many idle SSE streams; report server memory per stream.
+    #[command(args_override_self = true)]
     Idle(idle::Args),
     /// (internal) One process's share of `idle`'s streams.
     #[command(hide = true)]
