@@ -34,8 +34,9 @@
 //! carries the generation of the file's header, and the first record that
 //! is torn, corrupt or of another generation ends the journal.
 //!
-//! Layout, little-endian. Header: `"SLJ1" | generation u64`. Record: `len
-//! u32 | crc32(body) u32 | body`, body = `generation u64 | topic_len u16 |
+//! Layout, little-endian. Header: `"SLJ1" | generation u64`. Record: the
+//! same checksummed frame as a segment record (`len u32 | crc32(body) u32 |
+//! body`, `record::open_frame`), body = `generation u64 | topic_len u16 |
 //! topic | epoch_len u16 | epoch | base u64 | offset u64 | bytes`.
 
 use std::{
@@ -53,7 +54,10 @@ use std::{
 use sluice_actors::cursor::Epoch;
 use tokio::sync::oneshot;
 
-use super::segment;
+use super::{
+    record::{self, HEADER_LEN},
+    segment,
+};
 
 /// The journal file, in the data directory.
 pub const FILE_NAME: &str = "journal.log";
@@ -66,7 +70,6 @@ const FILE_BYTES: u64 = 16 << 20;
 const ROUND_BYTES: usize = 1 << 20;
 const MAGIC: &[u8; 4] = b"SLJ1";
 const FILE_HEADER_LEN: u64 = 12;
-const HEADER_LEN: usize = 8;
 /// fdatasyncs of the journal that may run at once: a disk answers
 /// overlapping flushes far faster than the same ones in a row, and a round
 /// written while one flush runs need not wait for it to end.
@@ -443,8 +446,7 @@ fn encoded_len(e: &Entry) -> usize {
 }
 
 fn encode(buf: &mut Vec<u8>, e: &Entry, generation: u64) {
-    let start = buf.len();
-    buf.extend_from_slice(&[0; HEADER_LEN]);
+    let start = record::open_frame(buf);
     buf.extend_from_slice(&generation.to_le_bytes());
     buf.extend_from_slice(&(e.topic.len() as u16).to_le_bytes());
     buf.extend_from_slice(e.topic.as_bytes());
@@ -454,10 +456,7 @@ fn encode(buf: &mut Vec<u8>, e: &Entry, generation: u64) {
     buf.extend_from_slice(&e.base.to_le_bytes());
     buf.extend_from_slice(&e.offset.to_le_bytes());
     buf.extend_from_slice(&e.bytes);
-    let body = &buf[start + HEADER_LEN..];
-    let (len, crc) = (body.len() as u32, crc32fast::hash(body));
-    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    record::seal_frame(buf, start);
 }
 
 /// One decoded record.
@@ -473,26 +472,15 @@ struct Record<'a> {
 /// The record at the start of `buf` and its length, or `None` for a torn
 /// or corrupt one (or the zeros after the last one).
 fn decode(buf: &[u8]) -> Option<(Record<'_>, usize)> {
-    let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(buf.get(4..8)?.try_into().ok()?);
-    let body = buf.get(HEADER_LEN..HEADER_LEN.checked_add(len)?)?;
-    if crc32fast::hash(body) != crc {
-        return None;
-    }
-    let mut at = 0;
-    let mut take = |n: usize| -> Option<&[u8]> {
-        let s = body.get(at..at + n)?;
-        at += n;
-        Some(s)
-    };
-    let generation = u64::from_le_bytes(take(8)?.try_into().ok()?);
-    let topic_len = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
-    let topic = std::str::from_utf8(take(topic_len)?).ok()?;
-    let epoch_len = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
-    let epoch = std::str::from_utf8(take(epoch_len)?).ok()?;
-    let base = u64::from_le_bytes(take(8)?.try_into().ok()?);
-    let offset = u64::from_le_bytes(take(8)?.try_into().ok()?);
-    let bytes = &body[at..];
+    let body = record::frame_body(buf).ok()?;
+    let mut r = record::Reader::new(body);
+    let generation = u64::from_le_bytes(r.array()?);
+    let topic_len = u16::from_le_bytes(r.array()?) as usize;
+    let topic = std::str::from_utf8(r.take(topic_len)?).ok()?;
+    let epoch_len = u16::from_le_bytes(r.array()?) as usize;
+    let epoch = std::str::from_utf8(r.take(epoch_len)?).ok()?;
+    let base = u64::from_le_bytes(r.array()?);
+    let offset = u64::from_le_bytes(r.array()?);
     Some((
         Record {
             generation,
@@ -500,9 +488,9 @@ fn decode(buf: &[u8]) -> Option<(Record<'_>, usize)> {
             epoch,
             base,
             offset,
-            bytes,
+            bytes: r.rest(),
         },
-        HEADER_LEN + len,
+        HEADER_LEN + body.len(),
     ))
 }
 

@@ -51,8 +51,7 @@ pub fn encoded_len(ev: &NewEvent) -> usize {
 
 /// Appends the record of `ev` stored at `seq`/`time_ms` to `buf`.
 pub fn encode(buf: &mut Vec<u8>, ev: &NewEvent, seq: u64, time_ms: i64) {
-    let start = buf.len();
-    buf.extend_from_slice(&[0; HEADER_LEN]);
+    let start = open_frame(buf);
     buf.extend_from_slice(&seq.to_le_bytes());
     buf.extend_from_slice(&time_ms.to_le_bytes());
     let mut flags = 0;
@@ -83,10 +82,52 @@ pub fn encode(buf: &mut Vec<u8>, ev: &NewEvent, seq: u64, time_ms: i64) {
         buf.extend_from_slice(&s.to_le_bytes());
     }
     buf.extend_from_slice(&ev.data);
-    let body_len = (buf.len() - start - HEADER_LEN) as u32;
-    let crc = crc32fast::hash(&buf[start + HEADER_LEN..]);
-    buf[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
+    seal_frame(buf, start);
+}
+
+/// Starts a checksummed frame (`u32 LE` body length, `u32 LE` CRC-32 of
+/// the body, body) at the end of `buf` and returns where it starts; the
+/// caller appends the body, then calls [`seal_frame`]. Segment records and
+/// journal records are both such frames.
+pub fn open_frame(buf: &mut Vec<u8>) -> usize {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER_LEN]);
+    start
+}
+
+/// Fills in the length and CRC of the frame that starts at `start` and
+/// runs to the end of `buf`.
+pub fn seal_frame(buf: &mut [u8], start: usize) {
+    let body = &buf[start + HEADER_LEN..];
+    let (len, crc) = (body.len() as u32, crc32fast::hash(body));
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Why there is no intact frame at the start of a byte slice.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Damage {
+    /// Too few bytes for the frame the prefix announces (or for a prefix).
+    Truncated,
+    /// The body does not match its CRC.
+    Corrupt,
+}
+
+/// The body of the checksummed frame at the start of `buf` (the frame is
+/// `HEADER_LEN + body.len()` bytes long).
+pub fn frame_body(buf: &[u8]) -> Result<&[u8], Damage> {
+    if buf.len() < HEADER_LEN {
+        return Err(Damage::Truncated);
+    }
+    let len = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+    let body = buf
+        .get(HEADER_LEN..HEADER_LEN + len)
+        .ok_or(Damage::Truncated)?;
+    if crc32fast::hash(body) != crc {
+        return Err(Damage::Corrupt);
+    }
+    Ok(body)
 }
 
 /// What [`next`] found at the start of a byte slice.
@@ -103,28 +144,21 @@ pub enum Next {
 /// Decodes the record at the start of `buf`, `data` shared from `shared`
 /// when given (no copy), else copied.
 pub fn next(buf: &[u8], shared: Option<&Bytes>) -> Next {
-    if buf.len() < HEADER_LEN {
-        return Next::Truncated;
-    }
-    let len = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
-    if buf.len() < HEADER_LEN + len {
-        return Next::Truncated;
-    }
-    let body = &buf[HEADER_LEN..HEADER_LEN + len];
-    if crc32fast::hash(body) != crc {
-        return Next::Corrupt;
-    }
+    let body = match frame_body(buf) {
+        Ok(body) => body,
+        Err(Damage::Truncated) => return Next::Truncated,
+        Err(Damage::Corrupt) => return Next::Corrupt,
+    };
     match decode_body(body, buf, shared) {
-        Some(r) => Next::Record(r, HEADER_LEN + len),
+        Some(r) => Next::Record(r, HEADER_LEN + body.len()),
         None => Next::Corrupt,
     }
 }
 
 fn decode_body(body: &[u8], whole: &[u8], shared: Option<&Bytes>) -> Option<DecodedRecord> {
-    let mut r = Reader { b: body, at: 0 };
-    let seq = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
-    let time_ms = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
+    let mut r = Reader::new(body);
+    let seq = u64::from_le_bytes(r.array()?);
+    let time_ms = i64::from_le_bytes(r.array()?);
     let flags = r.take(1)?[0];
     let event_type = if flags & FLAG_TYPE != 0 {
         Some(r.string()?)
@@ -133,13 +167,13 @@ fn decode_body(body: &[u8], whole: &[u8], shared: Option<&Bytes>) -> Option<Deco
     };
     let key = if flags & FLAG_KEY != 0 {
         let k = r.string()?;
-        Some((k, u128::from_le_bytes(r.take(16)?.try_into().ok()?)))
+        Some((k, u128::from_le_bytes(r.array()?)))
     } else {
         None
     };
     let producer = if flags & FLAG_PRODUCER != 0 {
         let p = r.string()?;
-        Some((p, u64::from_le_bytes(r.take(8)?.try_into().ok()?)))
+        Some((p, u64::from_le_bytes(r.array()?)))
     } else {
         None
     };
@@ -165,16 +199,33 @@ fn decode_body(body: &[u8], whole: &[u8], shared: Option<&Bytes>) -> Option<Deco
     })
 }
 
-struct Reader<'a> {
+/// Reads a frame's body front to back; `None` once it runs short.
+pub struct Reader<'a> {
     b: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    /// A reader at the start of `b`.
+    pub fn new(b: &'a [u8]) -> Self {
+        Reader { b, at: 0 }
+    }
+
+    /// The next `n` bytes.
+    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let s = self.b.get(self.at..self.at + n)?;
         self.at += n;
         Some(s)
+    }
+
+    /// The next `N` bytes, for a `from_le_bytes`.
+    pub fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+
+    /// Everything not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        &self.b[self.at..]
     }
 
     fn string(&mut self) -> Option<String> {
