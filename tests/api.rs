@@ -1336,16 +1336,35 @@ async fn unknown_path_404_and_wrong_method_405() {
             assert_eq!(r.status, 404, "{p}: {}", r.text);
             r.assert_problem(404);
         }
-        for (m, p) in [
-            (Method::DELETE, "/v1/topics/t/events"),
-            (Method::PUT, "/v1/topics/t/events"),
-            (Method::GET, "/v1/topics/t/batch"),
-            (Method::POST, "/v1/topics"),
-            (Method::DELETE, "/healthz"),
+        // Each 405 names the methods that resource has (RFC 9110).
+        for (m, p, allow) in [
+            (Method::DELETE, "/v1/topics/t/events", "GET, POST, OPTIONS"),
+            (Method::PUT, "/v1/topics/t/events", "GET, POST, OPTIONS"),
+            (Method::HEAD, "/v1/topics/t/events", "GET, POST, OPTIONS"),
+            (Method::GET, "/v1/topics/t/batch", "POST, OPTIONS"),
+            (Method::POST, "/v1/topics", "GET, HEAD, OPTIONS"),
+            (Method::POST, "/v1/topics/t", "GET, HEAD, OPTIONS"),
+            (Method::DELETE, "/healthz", "GET, HEAD, OPTIONS"),
         ] {
             let r = b.request(m.clone(), p, &[], None).await;
             assert_eq!(r.status, 405, "{m} {p}: {}", r.text);
-            r.assert_problem(405);
+            assert_eq!(r.header("allow").as_deref(), Some(allow), "{m} {p}");
+            if m != Method::HEAD {
+                r.assert_problem(405);
+            }
+        }
+        // HEAD answers like GET without a body where the answer is immediate.
+        for p in [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/v1/topics",
+            "/v1/connections",
+        ] {
+            let r = b.request(Method::HEAD, p, &[], None).await;
+            assert_eq!(r.status, 200, "HEAD {p}: {}", r.text);
+            assert!(r.text.is_empty(), "HEAD {p} has a body: {}", r.text);
+            assert!(r.header("content-type").is_some(), "HEAD {p}");
         }
         // Nothing was created on the way.
         let r = b.get("/v1/topics").await;

@@ -25,9 +25,9 @@ pub enum ApiError {
     /// No such route or topic.
     #[error("{0}")]
     NotFound(String),
-    /// The route exists, the method does not.
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    /// The route exists, the method does not; the methods it has, for `Allow`.
+    #[error("method not allowed; this resource takes {0}")]
+    MethodNotAllowed(&'static str),
     /// `Producer-Seq` skips ahead.
     #[error("producer sequence skips ahead: expected {expected}")]
     SequenceGap {
@@ -72,7 +72,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => "Bad Request",
             ApiError::NotFound(_) => "Not Found",
-            ApiError::MethodNotAllowed => "Method Not Allowed",
+            ApiError::MethodNotAllowed(_) => "Method Not Allowed",
             ApiError::SequenceGap { .. } => "Producer sequence gap",
             ApiError::PayloadTooLarge(_) => "Payload Too Large",
             ApiError::RangeNotSatisfiable { .. } => "Cursor cannot be resumed",
@@ -86,7 +86,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => "bad-request",
             ApiError::NotFound(_) => "not-found",
-            ApiError::MethodNotAllowed => "method-not-allowed",
+            ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::SequenceGap { .. } => "producer-sequence-gap",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
             ApiError::RangeNotSatisfiable { .. } => "cursor-not-resumable",
@@ -114,7 +114,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::SequenceGap { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -156,8 +156,8 @@ impl ResponseError for ApiError {
                 resp.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
                 obj.insert("retry_after".into(), json!(retry_after_secs.max(&1)));
             }
-            ApiError::MethodNotAllowed => {
-                resp.insert_header((header::ALLOW, "GET, POST, OPTIONS"));
+            ApiError::MethodNotAllowed(allow) => {
+                resp.insert_header((header::ALLOW, *allow));
             }
             _ => {}
         }

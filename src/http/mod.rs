@@ -20,7 +20,7 @@ pub mod validate;
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{guard, web, HttpRequest, HttpResponse};
 use sluice_actors::{broker::Broker, session::SessionConfig};
 
 use crate::config::Settings;
@@ -46,52 +46,39 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     )))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// A resource whose other methods get a `405` naming the ones it has
+/// (RFC 9110 asks for the `Allow` header on every `405`).
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow))
+    }))
+}
+
+/// `GET`, and `HEAD` with the same headers and no body (actix-http drops the
+/// body of a `HEAD` answer), for the resources that answer at once; probes
+/// and `curl -I` use `HEAD`. The event stream takes `GET` only: a `HEAD`
+/// there would open a session for nothing.
+fn get_or_head() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// Registers every route; used by `main` and by tests alike.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    const READ: &str = "GET, HEAD, OPTIONS";
     cfg.service(
-        web::resource("/v1/topics/{topic}/events")
+        resource("/v1/topics/{topic}/events", "GET, POST, OPTIONS")
             .route(web::get().to(subscribe::events))
-            .route(web::post().to(publish::publish))
-            .default_service(web::to(method_not_allowed)),
+            .route(web::post().to(publish::publish)),
     )
     .service(
-        web::resource("/v1/topics/{topic}/batch")
-            .route(web::post().to(publish::publish_batch))
-            .default_service(web::to(method_not_allowed)),
+        resource("/v1/topics/{topic}/batch", "POST, OPTIONS")
+            .route(web::post().to(publish::publish_batch)),
     )
-    .service(
-        web::resource("/v1/topics")
-            .route(web::get().to(topics::list))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/topics/{topic}")
-            .route(web::get().to(topics::info))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/connections")
-            .route(web::get().to(ops::connections))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/healthz")
-            .route(web::get().to(ops::healthz))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/metrics")
-            .route(web::get().to(ops::metrics))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/readyz")
-            .route(web::get().to(ops::readyz))
-            .default_service(web::to(method_not_allowed)),
-    )
+    .service(resource("/v1/topics", READ).route(get_or_head().to(topics::list)))
+    .service(resource("/v1/topics/{topic}", READ).route(get_or_head().to(topics::info)))
+    .service(resource("/v1/connections", READ).route(get_or_head().to(ops::connections)))
+    .service(resource("/healthz", READ).route(get_or_head().to(ops::healthz)))
+    .service(resource("/metrics", READ).route(get_or_head().to(ops::metrics)))
+    .service(resource("/readyz", READ).route(get_or_head().to(ops::readyz)))
     .default_service(web::to(not_found));
 }
