@@ -57,6 +57,8 @@ fn init_logging(settings: &Settings) -> Telemetry {
     #[cfg(feature = "otel")]
     let (otel_layer, otel) = sluice::telemetry::from_env();
     #[cfg(feature = "otel")]
+    sluice::server::export_request_spans(otel_layer.is_some());
+    #[cfg(feature = "otel")]
     let registry = registry.with(otel_layer);
     registry.with(filter).with(fmt).init();
     #[cfg(feature = "otel")]

@@ -1,6 +1,15 @@
 //! Builds the broker and the HTTP server and runs them until shutdown.
 
-use std::{future::Future, io, net::TcpListener, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    io,
+    net::TcpListener,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use actix_cors::Cors;
 use actix_web::{
@@ -55,14 +64,28 @@ fn cors(origins: &[String]) -> Cors {
     c
 }
 
-/// Request spans, except for SSE streams: a stream's span would live as
-/// long as the stream (memory for every idle stream) and be entered on every
-/// write; a stream's own log lines name its connection and topic.
+/// Whether requests get a span of their own; see [`export_request_spans`].
+static REQUEST_SPANS: AtomicBool = AtomicBool::new(false);
+
+/// Gives every request (but a stream) a span, for an exporter to send; call
+/// it before [`run`] when one is set up (OpenTelemetry). Without an
+/// exporter no log line is written inside a request span, since handlers log
+/// nothing and the actors log on their own tasks, while creating, entering
+/// and closing one cost about 13 % of a single-event publish's CPU
+/// (BENCHMARKS.md, S6).
+pub fn export_request_spans(on: bool) {
+    REQUEST_SPANS.store(on, Ordering::Relaxed);
+}
+
+/// Request spans when they are exported, except for SSE streams: a
+/// stream's span would live as long as the stream (memory for every idle
+/// stream) and be entered on every write; a stream's own log lines name its
+/// connection and topic.
 struct RootSpans;
 
 impl RootSpanBuilder for RootSpans {
     fn on_request_start(req: &ServiceRequest) -> tracing::Span {
-        if is_event_stream(req) {
+        if !REQUEST_SPANS.load(Ordering::Relaxed) || is_event_stream(req) {
             tracing::Span::none()
         } else {
             DefaultRootSpanBuilder::on_request_start(req)
