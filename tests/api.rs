@@ -1378,6 +1378,73 @@ async fn unknown_path_404_and_wrong_method_405() {
     .await;
 }
 
+/// Sends `raw` on a new connection and reads one answer (head and a body of
+/// its `content-length`).
+async fn raw_exchange(port: u16, raw: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    // The server may answer and close before it has read everything sent.
+    let _ = s.write_all(raw).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().expect("length"))
+                })
+                .expect("content-length");
+            if body.len() >= len {
+                return text;
+            }
+        }
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return text,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_request_heads_get_problem_json() {
+    bounded(60, async {
+        let b = Broker::start(&[]).await;
+        // More header fields than the server takes.
+        let fields: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+        let huge = format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{fields}\r\n");
+        for (raw, status) in [
+            (b"GARBAGE\r\n\r\n".to_vec(), 400),
+            (
+                b"POST /v1/topics/t/events HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(),
+                400,
+            ),
+            (huge.into_bytes(), 431),
+        ] {
+            let answer = raw_exchange(b.port, &raw).await;
+            let (head, body) = answer.split_once("\r\n\r\n").expect("a response");
+            assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+            assert!(
+                head.to_ascii_lowercase().contains("content-type: application/problem+json"),
+                "{head}"
+            );
+            let problem: Value = serde_json::from_str(body).expect("JSON body");
+            assert_eq!(problem["status"], status, "{body}");
+            assert!(problem["type"].as_str().is_some_and(|t| t.starts_with("https://")), "{body}");
+            assert!(problem["detail"].is_string(), "{body}");
+        }
+        // Nothing was stored on the way.
+        let r = b.get("/v1/topics").await;
+        assert_eq!(r.json["topics"].as_array().map(Vec::len), Some(0), "{}", r.text);
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // More edges
 // ---------------------------------------------------------------------------

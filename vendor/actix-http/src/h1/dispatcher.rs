@@ -628,11 +628,13 @@ where
                     }
 
                     // handle error message
-                    Some(DispatcherMessage::Error(res)) => {
+                    Some(DispatcherMessage::Error(mut res)) => {
                         // send_response would update InnerDispatcher state to SendPayload or None
                         // (If response body is empty)
                         // continue loop to poll it
-                        self.as_mut().send_error_response(res, BoxBody::new(()))?;
+                        // PATCH(sluice): a problem+json body, like every other error.
+                        let body = problem_body(&mut res);
+                        self.as_mut().send_error_response(res, body)?;
                     }
 
                     // return with upgrade request and poll it exclusively
@@ -1071,10 +1073,10 @@ where
 
                 trace!("timed out on slow request; replying with 408 and closing connection");
 
-                let _ = self.as_mut().send_error_response(
-                    Response::with_body(StatusCode::REQUEST_TIMEOUT, ()),
-                    BoxBody::new(()),
-                );
+                // PATCH(sluice): a problem+json body, like every other error.
+                let mut res = Response::with_body(StatusCode::REQUEST_TIMEOUT, ());
+                let body = problem_body(&mut res);
+                let _ = self.as_mut().send_error_response(res, body);
 
                 self.project().flags.insert(Flags::SHUTDOWN);
             }
@@ -1545,3 +1547,32 @@ mod dispatcher_tests;
 #[cfg(test)]
 #[path = "dispatcher_buffer_tests.rs"]
 mod buffer_tests;
+
+/// PATCH(sluice): the body of an error this dispatcher answers itself (a
+/// malformed or oversized request head, a head that never arrived), as
+/// RFC 9457 problem+json like every error the application answers; sets
+/// the content type on `res`.
+fn problem_body(res: &mut Response<()>) -> BoxBody {
+    let status = res.status();
+    let (slug, detail) = match status {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
+            "request-header-fields-too-large",
+            "the request head is larger than this server accepts",
+        ),
+        StatusCode::REQUEST_TIMEOUT => (
+            "request-timeout",
+            "the request head did not arrive in time",
+        ),
+        _ => ("bad-request", "the request is not valid HTTP/1.1"),
+    };
+    let body = format!(
+        r#"{{"type":"https://sluice.dev/problems/{slug}","title":"{title}","status":{code},"detail":"{detail}"}}"#,
+        title = status.canonical_reason().unwrap_or("Error"),
+        code = status.as_u16(),
+    );
+    res.headers_mut().insert(
+        crate::header::CONTENT_TYPE,
+        crate::header::HeaderValue::from_static("application/problem+json"),
+    );
+    BoxBody::new(body)
+}
