@@ -33,6 +33,14 @@ struct Telemetry {
 }
 
 impl Telemetry {
+    /// Whether spans are exported (so requests should get one).
+    fn exporting(&self) -> bool {
+        #[cfg(feature = "otel")]
+        return self.otel.is_exporting();
+        #[cfg(not(feature = "otel"))]
+        false
+    }
+
     /// Flushes what is still buffered; call once the server has stopped.
     fn shutdown(self) {
         #[cfg(feature = "otel")]
@@ -56,8 +64,6 @@ fn init_logging(settings: &Settings) -> Telemetry {
     let registry = tracing_subscriber::registry();
     #[cfg(feature = "otel")]
     let (otel_layer, otel) = sluice::telemetry::from_env();
-    #[cfg(feature = "otel")]
-    sluice::server::export_request_spans(otel_layer.is_some());
     #[cfg(feature = "otel")]
     let registry = registry.with(otel_layer);
     registry.with(filter).with(fmt).init();
@@ -118,6 +124,7 @@ fn main() -> ExitCode {
         settings,
         listener,
         sluice::server::shutdown_signal(),
+        telemetry.exporting(),
     ));
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,

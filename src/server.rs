@@ -1,21 +1,13 @@
 //! Builds the broker and the HTTP server and runs them until shutdown.
 
-use std::{
-    future::Future,
-    io,
-    net::TcpListener,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{future::Future, io, net::TcpListener, sync::Arc, time::Duration};
 
 use actix_cors::Cors;
 use actix_web::{
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
     http::header,
+    middleware::Condition,
     web, App, HttpServer,
 };
 use actix_web_lab::middleware::{map_response, CatchPanic};
@@ -64,28 +56,15 @@ fn cors(origins: &[String]) -> Cors {
     c
 }
 
-/// Whether requests get a span of their own; see [`export_request_spans`].
-static REQUEST_SPANS: AtomicBool = AtomicBool::new(false);
-
-/// Gives every request (but a stream) a span, for an exporter to send; call
-/// it before [`run`] when one is set up (OpenTelemetry). Without an
-/// exporter no log line is written inside a request span, since handlers log
-/// nothing and the actors log on their own tasks, while creating, entering
-/// and closing one cost about 13 % of a single-event publish's CPU
-/// (BENCHMARKS.md, S6).
-pub fn export_request_spans(on: bool) {
-    REQUEST_SPANS.store(on, Ordering::Relaxed);
-}
-
-/// Request spans when they are exported, except for SSE streams: a
-/// stream's span would live as long as the stream (memory for every idle
-/// stream) and be entered on every write; a stream's own log lines name its
-/// connection and topic.
+/// Request spans, except for SSE streams: a stream's span would live as
+/// long as the stream (memory for every idle stream) and be entered on every
+/// write; a stream's own log lines name its connection and topic. Only
+/// installed when something exports spans (see [`run`]).
 struct RootSpans;
 
 impl RootSpanBuilder for RootSpans {
     fn on_request_start(req: &ServiceRequest) -> tracing::Span {
-        if !REQUEST_SPANS.load(Ordering::Relaxed) || is_event_stream(req) {
+        if is_event_stream(req) {
             tracing::Span::none()
         } else {
             DefaultRootSpanBuilder::on_request_start(req)
@@ -140,11 +119,19 @@ fn open_store(settings: &Settings) -> io::Result<SharedStore> {
 /// Runs the broker on `listener` until `shutdown` resolves, then ends every
 /// stream, lets in-flight requests finish within `shutdown_grace_secs`,
 /// flushes the store and returns.
+///
+/// `request_spans`: give every request but a stream a span, for an exporter
+/// (OpenTelemetry) to send. Without one, leave it off: no log line is
+/// written inside a request span (handlers log nothing, the actors log on
+/// their own tasks), and creating, entering and closing one costs about
+/// 6-13 % of a single-event publish's CPU (BENCHMARKS.md, S6).
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
+    request_spans: bool,
 ) -> io::Result<()> {
+    actix_http::h1::set_error_body(http::problem::protocol_error_body);
     let settings = Arc::new(settings);
     let store = open_store(&settings)?;
     let st = &settings.stream;
@@ -204,7 +191,10 @@ pub async fn run(
             .wrap(cors(&origins))
             .wrap(CatchPanic::default())
             .wrap(map_response(http::problem::ensure_problem_json))
-            .wrap(TracingLogger::<RootSpans>::new())
+            .wrap(Condition::new(
+                request_spans,
+                TracingLogger::<RootSpans>::new(),
+            ))
             .configure(http::configure)
     })
     .disable_signals()

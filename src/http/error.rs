@@ -7,6 +7,9 @@ use actix_web::{
 use serde_json::{json, Map, Value};
 use sluice_actors::{store::StoreError, topic::Gap};
 
+/// Where the `type` URIs of Sluice's problems start (RFC 9457).
+pub const PROBLEM_TYPE_BASE: &str = "https://sluice.dev/problems/";
+
 /// Seconds a client is told to wait after a 503.
 const RETRY_AFTER_SECS: u64 = 1;
 
@@ -127,7 +130,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         let mut body = json!({
-            "type": format!("https://sluice.dev/problems/{}", self.slug()),
+            "type": format!("{PROBLEM_TYPE_BASE}{}", self.slug()),
             "title": self.title(),
             "status": status.as_u16(),
             "detail": self.to_string(),

@@ -1,14 +1,20 @@
 //! Makes every error response problem+json, including the ones produced
 //! outside our handlers (actix-web's own extractor and payload errors, CORS
-//! rejections, a caught panic's empty 500).
+//! rejections, a caught panic's empty 500) and the ones the HTTP/1 layer
+//! answers before any route runs ([`protocol_error_body`]).
 
 use actix_web::{
     body::{self, BoxBody, MessageBody},
-    dev::ServiceResponse,
-    http::header,
+    dev::{Response, ServiceResponse},
+    http::{
+        header::{self, HeaderValue},
+        StatusCode,
+    },
     HttpResponse,
 };
-use serde_json::json;
+use serde_json::{json, Value};
+
+use super::error::PROBLEM_TYPE_BASE;
 
 /// Longest original error text carried over as `detail`.
 const MAX_DETAIL: usize = 512;
@@ -47,11 +53,43 @@ pub async fn ensure_problem_json(
             out.append_header((name.clone(), value.clone()));
         }
     }
-    let problem = out.content_type("application/problem+json").json(json!({
-        "type": "about:blank",
+    let problem = out
+        .content_type("application/problem+json")
+        .json(plain_problem(status, "about:blank".into(), &detail));
+    Ok(ServiceResponse::new(req, problem))
+}
+
+/// A problem whose title is the status's own reason phrase.
+fn plain_problem(status: StatusCode, kind: String, detail: &str) -> Value {
+    json!({
+        "type": kind,
         "title": status.canonical_reason().unwrap_or("Error"),
         "status": status.as_u16(),
         "detail": detail,
-    }));
-    Ok(ServiceResponse::new(req, problem))
+    })
+}
+
+/// The body of an error the HTTP/1 layer answers itself, before any route
+/// runs: `400` for a request that is not valid HTTP/1.1, `431` for a head
+/// over its limits, `408` for a head that did not arrive in time. Installed
+/// with `actix_http::h1::set_error_body` (a hook of the vendored actix-http,
+/// `vendor/actix-http/SLUICE-PATCH.md`).
+pub fn protocol_error_body(res: &mut Response<()>) -> BoxBody {
+    let status = res.status();
+    let (slug, detail) = match status {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
+            "request-header-fields-too-large",
+            "the request head is larger than this server accepts",
+        ),
+        StatusCode::REQUEST_TIMEOUT => {
+            ("request-timeout", "the request head did not arrive in time")
+        }
+        _ => ("bad-request", "the request is not valid HTTP/1.1"),
+    };
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    let problem = plain_problem(status, format!("{PROBLEM_TYPE_BASE}{slug}"), detail);
+    BoxBody::new(problem.to_string())
 }

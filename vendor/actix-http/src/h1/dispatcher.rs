@@ -632,8 +632,8 @@ where
                         // send_response would update InnerDispatcher state to SendPayload or None
                         // (If response body is empty)
                         // continue loop to poll it
-                        // PATCH(sluice): a problem+json body, like every other error.
-                        let body = problem_body(&mut res);
+                        // PATCH(sluice): the body set with `set_error_body`.
+                        let body = error_body(&mut res);
                         self.as_mut().send_error_response(res, body)?;
                     }
 
@@ -1073,9 +1073,9 @@ where
 
                 trace!("timed out on slow request; replying with 408 and closing connection");
 
-                // PATCH(sluice): a problem+json body, like every other error.
+                // PATCH(sluice): the body set with `set_error_body`.
                 let mut res = Response::with_body(StatusCode::REQUEST_TIMEOUT, ());
-                let body = problem_body(&mut res);
+                let body = error_body(&mut res);
                 let _ = self.as_mut().send_error_response(res, body);
 
                 self.project().flags.insert(Flags::SHUTDOWN);
@@ -1548,31 +1548,23 @@ mod dispatcher_tests;
 #[path = "dispatcher_buffer_tests.rs"]
 mod buffer_tests;
 
-/// PATCH(sluice): the body of an error this dispatcher answers itself (a
-/// malformed or oversized request head, a head that never arrived), as
-/// RFC 9457 problem+json like every error the application answers; sets
-/// the content type on `res`.
-fn problem_body(res: &mut Response<()>) -> BoxBody {
-    let status = res.status();
-    let (slug, detail) = match status {
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
-            "request-header-fields-too-large",
-            "the request head is larger than this server accepts",
-        ),
-        StatusCode::REQUEST_TIMEOUT => (
-            "request-timeout",
-            "the request head did not arrive in time",
-        ),
-        _ => ("bad-request", "the request is not valid HTTP/1.1"),
-    };
-    let body = format!(
-        r#"{{"type":"https://sluice.dev/problems/{slug}","title":"{title}","status":{code},"detail":"{detail}"}}"#,
-        title = status.canonical_reason().unwrap_or("Error"),
-        code = status.as_u16(),
-    );
-    res.headers_mut().insert(
-        crate::header::CONTENT_TYPE,
-        crate::header::HeaderValue::from_static("application/problem+json"),
-    );
-    BoxBody::new(body)
+/// PATCH(sluice): how the errors this dispatcher answers itself get a body
+/// (a malformed or oversized request head, a head that never arrived). The
+/// function may also set headers on the response, e.g. its content type.
+pub type ErrorBody = fn(&mut Response<()>) -> BoxBody;
+
+static ERROR_BODY: std::sync::OnceLock<ErrorBody> = std::sync::OnceLock::new();
+
+/// PATCH(sluice): sets, once per process, what [`ErrorBody`] the
+/// dispatcher's own errors get; without one they have an empty body, as
+/// upstream. A later call changes nothing.
+pub fn set_error_body(f: ErrorBody) {
+    let _ = ERROR_BODY.set(f);
+}
+
+fn error_body(res: &mut Response<()>) -> BoxBody {
+    match ERROR_BODY.get() {
+        Some(f) => f(res),
+        None => BoxBody::new(()),
+    }
 }

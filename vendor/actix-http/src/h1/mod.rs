@@ -18,7 +18,8 @@ mod utils;
 pub use self::{
     client::{ClientCodec, ClientPayloadCodec},
     codec::Codec,
-    dispatcher::Dispatcher,
+    // PATCH(sluice): `set_error_body`, `ErrorBody`.
+    dispatcher::{set_error_body, Dispatcher, ErrorBody},
     expect::ExpectHandler,
     payload::Payload,
     service::{H1Service, H1ServiceHandler},
