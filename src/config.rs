@@ -111,6 +111,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub store: Named<StoreKind>,
     pub shutdown_grace_secs: u64,
+    pub request_head_timeout_secs: u64,
     pub workers: usize,
     pub topic_arbiters: usize,
     pub embedded: EmbeddedSettings,
@@ -284,6 +285,9 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         let fail =
             |key: &str, accepted: &str| Err(ConfigError(format!("{key}: must be {accepted}")));
+        if self.request_head_timeout_secs == 0 {
+            return fail("request_head_timeout_secs", "at least 1");
+        }
         let st = &self.stream;
         if st.heartbeat_secs == 0 {
             return fail("stream.heartbeat_secs", "at least 1");

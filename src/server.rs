@@ -205,7 +205,7 @@ pub async fn run(
     // small write waits for the ACK of the previous one, which a client
     // may hold back for its delayed-ACK timer (40 ms on Linux).
     .tcp_nodelay(true)
-    .client_request_timeout(Duration::from_secs(30))
+    .client_request_timeout(Duration::from_secs(settings.request_head_timeout_secs))
     .shutdown_timeout(grace.as_secs());
     if settings.workers > 0 {
         server = server.workers(settings.workers);

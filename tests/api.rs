@@ -1414,7 +1414,7 @@ async fn raw_exchange(port: u16, raw: &[u8]) -> String {
 #[tokio::test]
 async fn malformed_and_oversized_request_heads_get_problem_json() {
     bounded(60, async {
-        let b = Broker::start(&[]).await;
+        let b = Broker::start(&[("SLUICE__REQUEST_HEAD_TIMEOUT_SECS", "1")]).await;
         // More header fields than the server takes.
         let fields: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
         let huge = format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{fields}\r\n");
@@ -1425,6 +1425,8 @@ async fn malformed_and_oversized_request_heads_get_problem_json() {
                 400,
             ),
             (huge.into_bytes(), 431),
+            // A head that never ends: answered when the timeout runs out.
+            (b"GET /healthz HTTP/1.1\r\nHost: x\r\n".to_vec(), 408),
         ] {
             let answer = raw_exchange(b.port, &raw).await;
             let (head, body) = answer.split_once("\r\n\r\n").expect("a response");

@@ -1073,10 +1073,15 @@ where
 
                 trace!("timed out on slow request; replying with 408 and closing connection");
 
-                // PATCH(sluice): the body set with `set_error_body`.
+                // PATCH(sluice): the body set with `set_error_body`. The
+                // connection shuts down right below, before a response body
+                // would be polled, so the whole body is encoded here.
                 let mut res = Response::with_body(StatusCode::REQUEST_TIMEOUT, ());
-                let body = error_body(&mut res);
-                let _ = self.as_mut().send_error_response(res, body);
+                let body = error_body(&mut res).try_into_bytes().unwrap_or_default();
+                if self.as_mut().send_response_inner(res, &body).is_ok() && !body.is_empty() {
+                    let this = self.as_mut().project();
+                    let _ = this.codec.encode(Message::Chunk(Some(body)), this.write_buf);
+                }
 
                 self.project().flags.insert(Flags::SHUTDOWN);
             }
