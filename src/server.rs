@@ -12,11 +12,11 @@ use actix_web::{
 };
 use actix_web_lab::middleware::{map_response, CatchPanic};
 use sluice_actors::{
-    broker::{Broker, CloseAllSessions},
     fault_store::{Faults, FaultyStore},
-    session::SessionConfig,
     store::SharedStore,
+    subscription::Watermarks,
     topic::TopicConfig,
+    Broker, BrokerConfig, SessionConfig,
 };
 use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder, TracingLogger};
 
@@ -138,10 +138,12 @@ pub async fn run(
     let topic_cfg = TopicConfig {
         tail_events: settings.topics.tail_events,
         tail_bytes: settings.topics.tail_bytes,
-        high_events: st.high_watermark_events,
-        high_bytes: st.high_watermark_bytes,
-        low_events: st.low_watermark_events,
-        low_bytes: st.low_watermark_bytes,
+        watermarks: Watermarks {
+            high_events: st.high_watermark_events,
+            high_bytes: st.high_watermark_bytes,
+            low_events: st.low_watermark_events,
+            low_bytes: st.low_watermark_bytes,
+        },
         max_coalesce_events: 10_000,
         mailbox_capacity: settings.topics.mailbox_capacity,
         max_pending_events: settings.topics.max_pending_events,
@@ -151,17 +153,17 @@ pub async fn run(
         liveness_probe: (st.liveness_probe_secs > 0)
             .then(|| Duration::from_secs(st.liveness_probe_secs)),
         stall_timeout: Duration::from_secs(st.stall_timeout_secs),
-        low_events: st.low_watermark_events,
-        low_bytes: st.low_watermark_bytes,
-        // Live events bypass the session's mailbox (they go to its outbox);
+        // Live events bypass the session's mailbox (they go to its subscription);
         // only catch-up requests and termination come this way.
         mailbox_capacity: 16,
     };
     let broker = Broker::start(
         store.clone(),
-        topic_cfg,
-        settings.topic_arbiters,
-        session_cfg.stall_timeout,
+        BrokerConfig {
+            topic: topic_cfg,
+            session: session_cfg.clone(),
+            arbiters: settings.topic_arbiters,
+        },
     );
     let share_workers = settings.topic_arbiters == 0;
     let state = web::Data::new(AppState {
@@ -220,7 +222,7 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: closing streams");
     handle.pause().await;
-    match broker.addr().send(CloseAllSessions).await {
+    match broker.close_all().await {
         Ok(n) => tracing::info!(streams = n, "streams told to close"),
         Err(e) => tracing::warn!(error = %e, "could not reach the broker to close streams"),
     }

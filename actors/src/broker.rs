@@ -3,25 +3,21 @@
 //! pool of arbiters of its own), knows every open session for health
 //! snapshots, and ends them all at shutdown.
 //!
-//! [`Broker`] is the handle the HTTP layer holds: topic lookups go through a
-//! shared read-mostly map so a publish does not queue behind the broker actor.
+//! Callers use [`crate::handle::Broker`], which wraps this actor.
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, RwLock,
-    },
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
 use actix::prelude::*;
 
 use crate::{
-    link::{Health, SessionLink},
+    messages::{EndReason, EndStream, SessionClosed, SessionOpened},
     metrics::metrics,
-    session::{EndReason, SessionActor, Terminate},
     store::SharedStore,
+    subscription::{Health, SessionInfo, Subscription},
     topic::{TopicActor, TopicConfig},
 };
 
@@ -51,42 +47,22 @@ fn release_free_memory() {}
 /// Period of the stream health snapshot behind the state gauges.
 const HEALTH_SNAPSHOT: Duration = Duration::from_secs(5);
 
-type TopicMap = Arc<RwLock<HashMap<Arc<str>, Addr<TopicActor>>>>;
+pub(crate) type TopicMap = Arc<RwLock<HashMap<Arc<str>, Addr<TopicActor>>>>;
 
-/// Session → broker: a stream opened.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SessionOpened {
-    /// Its shared state.
-    pub link: Arc<SessionLink>,
-    /// Its address, to end it at shutdown.
-    pub session: Addr<SessionActor>,
-}
-
-/// Session → broker: a stream closed.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SessionClosed {
-    /// Connection id.
-    pub id: u64,
-    /// Why.
-    pub reason: EndReason,
-}
-
-/// HTTP → broker: the topic actor for a name, started if needed.
+/// Handle → broker: the topic actor for a name, started if needed.
 #[derive(Message)]
 #[rtype(result = "Addr<TopicActor>")]
-struct StartTopic(Arc<str>);
+pub(crate) struct StartTopic(pub Arc<str>);
 
 /// HTTP worker → broker: topic actors may run on this worker's thread.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct HostTopics(ArbiterHandle);
+pub(crate) struct HostTopics(pub ArbiterHandle);
 
-/// Asks for every open session's link.
+/// Asks for a snapshot of every open stream.
 #[derive(Message)]
-#[rtype(result = "Vec<Arc<SessionLink>>")]
-pub struct ListSessions;
+#[rtype(result = "Vec<SessionInfo>")]
+pub(crate) struct ListSessions;
 
 /// Stream health figures of `/healthz?probe=stream`.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -100,29 +76,30 @@ pub struct StreamHealth {
 /// Asks for stream health figures.
 #[derive(Message)]
 #[rtype(result = "StreamHealth")]
-pub struct GetStreamHealth;
+pub(crate) struct GetStreamHealth;
 
 /// Ends every open stream; answers once all have been told to stop.
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct CloseAllSessions;
+pub(crate) struct CloseAllSessions;
 
 /// The registry and supervisor actor.
-pub struct BrokerActor {
-    store: SharedStore,
-    topic_cfg: TopicConfig,
-    topics: TopicMap,
+pub(crate) struct BrokerActor {
+    pub(crate) store: SharedStore,
+    pub(crate) topic_cfg: TopicConfig,
+    pub(crate) topics: TopicMap,
     /// Threads of the broker's own for topic actors: the configured number,
     /// or, when topics share the HTTP workers, one started only if a topic
     /// is needed before any worker offered its thread.
-    arbiters: Vec<ArbiterHandle>,
-    /// HTTP worker threads that host topic actors (see [`Broker::host_topics_here`]).
+    pub(crate) arbiters: Vec<ArbiterHandle>,
+    /// HTTP worker threads that host topic actors (see
+    /// [`crate::handle::Broker::host_topics_here`]).
     hosts: Vec<ArbiterHandle>,
     next_arbiter: usize,
-    sessions: HashMap<u64, (Arc<SessionLink>, Addr<SessionActor>)>,
+    sessions: HashMap<u64, (Arc<Subscription>, Recipient<EndStream>)>,
     disconnects: VecDeque<Instant>,
     /// Stall timeout in ms, to classify session health.
-    stall_ms: i64,
+    pub(crate) stall_ms: i64,
     /// Most sessions open since the last memory trim.
     sessions_at_trim: usize,
     /// A memory trim is scheduled.
@@ -130,6 +107,29 @@ pub struct BrokerActor {
 }
 
 impl BrokerActor {
+    /// A broker with no topic and no session yet.
+    pub(crate) fn new(
+        store: SharedStore,
+        topic_cfg: TopicConfig,
+        topics: TopicMap,
+        arbiters: Vec<ArbiterHandle>,
+        stall_ms: i64,
+    ) -> Self {
+        BrokerActor {
+            store,
+            topic_cfg,
+            topics,
+            arbiters,
+            hosts: Vec::new(),
+            next_arbiter: 0,
+            sessions: HashMap::new(),
+            disconnects: VecDeque::new(),
+            stall_ms,
+            sessions_at_trim: 0,
+            trim_scheduled: false,
+        }
+    }
+
     fn start_topic(&mut self, name: Arc<str>) -> Addr<TopicActor> {
         if let Some(addr) = self.topics.read().expect("poisoned").get(&name) {
             if addr.connected() {
@@ -140,7 +140,7 @@ impl BrokerActor {
         let store = self.store.clone();
         let cfg = self.topic_cfg.clone();
         let n = name.clone();
-        let addr = Supervisor::start_in_arbiter(&arbiter, move |_| TopicActor::new(n, store, cfg));
+        let addr = Supervisor::start_in_arbiter(&arbiter, move |_| TopicActor::new(n, store, &cfg));
         self.topics
             .write()
             .expect("poisoned")
@@ -190,10 +190,11 @@ impl BrokerActor {
     fn health_snapshot(&mut self) {
         let mut counts = [0i64; 3];
         let mut lagging = 0;
-        for (link, _) in self.sessions.values() {
-            let h = link.health(self.stall_ms);
+        for (sub, _) in self.sessions.values() {
+            let info = sub.info(self.stall_ms);
+            let h = info.health;
             counts[Health::ALL.iter().position(|x| *x == h).expect("listed")] += 1;
-            lagging += i64::from(link.lagging.load(Ordering::Relaxed));
+            lagging += i64::from(info.lagging);
         }
         let m = metrics();
         for (h, n) in Health::ALL.iter().zip(counts) {
@@ -225,7 +226,7 @@ impl Handler<SessionOpened> for BrokerActor {
     type Result = ();
 
     fn handle(&mut self, msg: SessionOpened, _ctx: &mut Context<Self>) {
-        self.sessions.insert(msg.link.id, (msg.link, msg.session));
+        self.sessions.insert(msg.sub.id, (msg.sub, msg.end));
         self.sessions_at_trim = self.sessions_at_trim.max(self.sessions.len());
         metrics().active_streams.set(self.sessions.len() as i64);
     }
@@ -268,7 +269,13 @@ impl Handler<ListSessions> for BrokerActor {
     type Result = MessageResult<ListSessions>;
 
     fn handle(&mut self, _: ListSessions, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.sessions.values().map(|(l, _)| l.clone()).collect())
+        let stall_ms = self.stall_ms;
+        MessageResult(
+            self.sessions
+                .values()
+                .map(|(sub, _)| sub.info(stall_ms))
+                .collect(),
+        )
     }
 }
 
@@ -288,87 +295,9 @@ impl Handler<CloseAllSessions> for BrokerActor {
     type Result = usize;
 
     fn handle(&mut self, _: CloseAllSessions, _ctx: &mut Context<Self>) -> usize {
-        for (_, session) in self.sessions.values() {
-            session.do_send(Terminate(EndReason::Shutdown));
+        for (_, end) in self.sessions.values() {
+            end.do_send(EndStream(EndReason::Shutdown));
         }
         self.sessions.len()
-    }
-}
-
-/// The handle to the broker that request handlers hold.
-#[derive(Clone)]
-pub struct Broker {
-    addr: Addr<BrokerActor>,
-    topics: TopicMap,
-    store: SharedStore,
-    next_conn: Arc<AtomicU64>,
-}
-
-impl Broker {
-    /// Starts the broker actor and `arbiters` arbiters for topic actors
-    /// (0: topic actors run on the threads that call
-    /// [`Broker::host_topics_here`]); `stall_timeout` classifies session
-    /// health.
-    pub fn start(
-        store: SharedStore,
-        topic_cfg: TopicConfig,
-        arbiters: usize,
-        stall_timeout: Duration,
-    ) -> Self {
-        let topics: TopicMap = Arc::default();
-        let arbiters = (0..arbiters).map(|_| Arbiter::new().handle()).collect();
-        let addr = BrokerActor {
-            store: store.clone(),
-            topic_cfg,
-            topics: topics.clone(),
-            arbiters,
-            hosts: Vec::new(),
-            next_arbiter: 0,
-            sessions: HashMap::new(),
-            disconnects: VecDeque::new(),
-            stall_ms: stall_timeout.as_millis() as i64,
-            sessions_at_trim: 0,
-            trim_scheduled: false,
-        }
-        .start();
-        Broker {
-            addr,
-            topics,
-            store,
-            next_conn: Arc::new(AtomicU64::new(1)),
-        }
-    }
-
-    /// The topic actor of `name` (a valid topic name), started if needed.
-    pub async fn topic(&self, name: &str) -> Result<Addr<TopicActor>, MailboxError> {
-        if let Some(addr) = self.topics.read().expect("poisoned").get(name) {
-            if addr.connected() {
-                return Ok(addr.clone());
-            }
-        }
-        self.addr.send(StartTopic(Arc::from(name))).await
-    }
-
-    /// Offers the calling thread's arbiter (an HTTP worker's) to host topic
-    /// actors. With one thread per core doing everything, a topic hands
-    /// events to the streams on its own thread without a cross-thread
-    /// wake-up, and no more threads compete for the cores than there are.
-    pub fn host_topics_here(&self) {
-        self.addr.do_send(HostTopics(Arbiter::current()));
-    }
-
-    /// The broker actor, for sessions and snapshots.
-    pub fn addr(&self) -> &Addr<BrokerActor> {
-        &self.addr
-    }
-
-    /// The store the broker uses.
-    pub fn store(&self) -> &SharedStore {
-        &self.store
-    }
-
-    /// A fresh connection id.
-    pub fn next_connection_id(&self) -> u64 {
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 }

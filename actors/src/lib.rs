@@ -4,28 +4,47 @@
 //!
 //! ## Layout
 //!
-//! - [`broker`]: `BrokerActor`, the registry and supervisor of topic actors,
-//!   and [`broker::Broker`], the handle the HTTP layer holds.
-//! - [`topic`]: `TopicActor`, one per topic: coalesced appends, in-memory
-//!   tail, fan-out under the high/low watermark handshake.
-//! - [`session`]: `SessionActor`, one per SSE connection.
-//! - [`link`]: the counters a session shares with its topic and with health
-//!   snapshots.
+//! - [`handle`]: [`Broker`], the handle the HTTP layer holds: `publish`,
+//!   `open_stream`, `sessions`, `stream_health`, `close_all`. Nothing else
+//!   is needed to run the broker.
+//! - [`subscription`]: [`subscription::Subscription`], the one owner of a
+//!   subscriber's delivery state (queue, position, watermarks, pause
+//!   state); no actor in it.
+//! - [`topic`]: `TopicActor`, one per topic, a shell over the append
+//!   pipeline, the fan-out and the following of the store.
+//! - `session`: `SessionActor`, one per SSE connection (heartbeats,
+//!   stall eviction, catch-ups from the store through `catch_up`).
+//! - `broker`: `BrokerActor`, the registry and supervisor of topic actors
+//!   and the list of open sessions.
+//! - [`body`]: the response body of a stream.
+//! - `messages`: the messages between the actors (crate-private).
 //! - [`store`]: the [`store::Store`] trait; [`memory_store`] implements it in
 //!   memory for tests. The embedded log and Redis live in the server crate.
 //! - [`dedup`]: idempotency-key and producer-sequence bookkeeping.
 //! - [`cursor`], [`event`], [`sse`]: cursors, events, SSE framing.
+//!
+//! Dependencies point one way: `handle` → `broker`, `topic`, `session` →
+//! `subscription`, `messages` → `sse`, `store`, `cursor`. Actors hold each
+//! other as `Recipient`s of `messages`, never by type.
 
 pub mod body;
-pub mod broker;
+mod broker;
+mod catch_up;
 pub mod cursor;
 pub mod dedup;
 pub mod event;
 pub mod fault_store;
-pub mod link;
+pub mod handle;
 pub mod memory_store;
+mod messages;
 pub mod metrics;
-pub mod session;
+mod session;
 pub mod sse;
 pub mod store;
+pub mod subscription;
 pub mod topic;
+
+pub use broker::StreamHealth;
+pub use handle::{Broker, BrokerConfig, OpenStream, StreamRequest};
+pub use messages::EndReason;
+pub use session::SessionConfig;

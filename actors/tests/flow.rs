@@ -5,95 +5,58 @@
 
 use std::{sync::Arc, time::Duration};
 
-use actix::prelude::*;
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use sluice_actors::{
-    body,
-    broker::Broker,
+    body::Body,
     event::NewEvent,
-    link::SessionLink,
     memory_store::MemoryStore,
-    session::{SessionActor, SessionConfig},
     store::SharedStore,
-    topic::{Publish, Start, Subscribe, TopicConfig},
+    subscription::Watermarks,
+    topic::{Start, TopicConfig},
+    Broker, BrokerConfig, SessionConfig, StreamRequest,
 };
-use tokio::sync::oneshot;
 
-type Body = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::convert::Infallible>>>>;
-
-fn topic_cfg() -> TopicConfig {
-    TopicConfig {
-        tail_events: 64,
-        tail_bytes: 1 << 20,
-        high_events: 32,
-        high_bytes: 1 << 20,
-        low_events: 8,
-        low_bytes: 1 << 19,
-        max_coalesce_events: 10,
-        mailbox_capacity: 1024,
-        max_pending_events: 100_000,
+fn config(arbiters: usize) -> BrokerConfig {
+    BrokerConfig {
+        topic: TopicConfig {
+            tail_events: 64,
+            tail_bytes: 1 << 20,
+            watermarks: Watermarks {
+                high_events: 32,
+                high_bytes: 1 << 20,
+                low_events: 8,
+                low_bytes: 1 << 19,
+            },
+            max_coalesce_events: 10,
+            mailbox_capacity: 1024,
+            max_pending_events: 100_000,
+        },
+        session: SessionConfig {
+            heartbeat: Duration::from_secs(30),
+            liveness_probe: None,
+            stall_timeout: Duration::from_secs(30),
+            mailbox_capacity: 48,
+        },
+        arbiters,
     }
 }
 
-fn session_cfg() -> SessionConfig {
-    SessionConfig {
-        heartbeat: Duration::from_secs(30),
-        liveness_probe: None,
-        stall_timeout: Duration::from_secs(30),
-        low_events: 8,
-        low_bytes: 1 << 19,
-        mailbox_capacity: 48,
-    }
-}
-
-/// Opens a session on `topic`; returns its response body.
+/// Opens a stream on `topic`; returns its response body.
 async fn subscribe(broker: &Broker, topic: &str, start: Start) -> Body {
-    let addr = broker.topic(topic).await.unwrap();
-    let link = Arc::new(SessionLink::new(
-        broker.next_connection_id(),
-        topic.into(),
-        0,
-    ));
-    let mut ctx: Context<SessionActor> = Context::new();
-    ctx.set_mailbox_capacity(session_cfg().mailbox_capacity);
-    let sub = addr
-        .send(Subscribe {
-            session: ctx.address(),
-            link: link.clone(),
-            start,
-            resume_on_gap: false,
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    body::queue_opening(&link, vec![Bytes::from_static(b"retry: 1000\n\n")]);
-    let acker = SessionActor::acker(&addr, &session_cfg());
-    let (body, gone) = body::body(link.clone(), acker);
-    ctx.run(SessionActor::new(
-        link,
-        addr,
-        broker.addr().clone(),
-        broker.store().clone(),
-        sub.epoch,
-        gone,
-        session_cfg(),
-        false,
-    ));
-    Box::pin(body)
+    let req = StreamRequest {
+        start,
+        resume_on_gap: false,
+        retry: Duration::from_secs(1),
+    };
+    broker.open_stream(topic, req).await.unwrap().body
 }
 
 async fn publish(broker: &Broker, topic: &str, n: usize, from: usize) {
-    let addr = broker.topic(topic).await.unwrap();
     for i in from..from + n {
-        let (tx, rx) = oneshot::channel();
-        addr.send(Publish {
-            events: vec![NewEvent::data(format!("{i}"))],
-            reply: tx,
-        })
-        .await
-        .unwrap();
-        rx.await.unwrap().unwrap();
+        broker
+            .publish(topic, vec![NewEvent::data(format!("{i}"))])
+            .await
+            .unwrap();
     }
 }
 
@@ -121,7 +84,7 @@ async fn read_events(rx: &mut Body, n: usize) -> Vec<usize> {
 #[actix::test]
 async fn slow_subscriber_is_paused_then_catches_up_without_gap_or_duplicate() {
     let store: SharedStore = Arc::new(MemoryStore::new());
-    let broker = Broker::start(store, topic_cfg(), 2, Duration::from_secs(30));
+    let broker = Broker::start(store, config(2));
     let mut fast = subscribe(&broker, "t", Start::Latest).await;
     let mut slow = subscribe(&broker, "t", Start::Latest).await;
     let total = 500;
@@ -149,7 +112,7 @@ async fn slow_subscriber_is_paused_then_catches_up_without_gap_or_duplicate() {
 #[actix::test]
 async fn resume_from_earliest_reads_history_then_live() {
     let store: SharedStore = Arc::new(MemoryStore::new());
-    let broker = Broker::start(store, topic_cfg(), 1, Duration::from_secs(30));
+    let broker = Broker::start(store, config(1));
     publish(&broker, "h", 200, 0).await;
     let mut rx = subscribe(&broker, "h", Start::Earliest).await;
     publish(&broker, "h", 50, 200).await;

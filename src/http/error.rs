@@ -5,7 +5,10 @@ use actix_web::{
     HttpResponse, ResponseError,
 };
 use serde_json::{json, Map, Value};
-use sluice_actors::{store::StoreError, topic::Gap};
+use sluice_actors::{
+    store::{Gap, StoreError},
+    topic::{PublishError, SubscribeError},
+};
 
 /// Where the `type` URIs of Sluice's problems start (RFC 9457).
 pub const PROBLEM_TYPE_BASE: &str = "https://sluice.dev/problems/";
@@ -106,9 +109,32 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        // Each says which queue was full or what failed: a 503 the operator
+        // can act on (mailbox_capacity, max_pending_events, the store).
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<SubscribeError> for ApiError {
+    fn from(e: SubscribeError) -> Self {
+        match e {
+            SubscribeError::Gap(gap) => ApiError::RangeNotSatisfiable {
+                detail: "cursor cannot be resumed".into(),
+                gap,
+            },
+            SubscribeError::Store(e) => e.into(),
+            SubscribeError::Restarting => {
+                ApiError::Unavailable("topic is restarting; retry".into())
+            }
+        }
+    }
+}
+
 impl From<actix::MailboxError> for ApiError {
     fn from(_: actix::MailboxError) -> Self {
-        ApiError::Unavailable("topic is restarting; retry".into())
+        ApiError::Unavailable("broker is shutting down; retry".into())
     }
 }
 

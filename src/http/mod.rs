@@ -21,7 +21,7 @@ pub mod validate;
 use std::sync::Arc;
 
 use actix_web::{guard, web, HttpRequest, HttpResponse};
-use sluice_actors::{broker::Broker, session::SessionConfig};
+use sluice_actors::{Broker, SessionConfig};
 
 use crate::config::Settings;
 use error::ApiError;

@@ -1,11 +1,8 @@
 //! Operations endpoints: `/healthz`, `/readyz`, `/v1/connections`.
 
-use std::sync::atomic::Ordering;
-
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
-use sluice_actors::broker::{GetStreamHealth, ListSessions};
 
 use super::{error::ApiError, AppState};
 
@@ -24,7 +21,7 @@ pub async fn healthz(
     match q.probe.as_deref() {
         None => Ok(HttpResponse::Ok().json(json!({"status": "ok"}))),
         Some("stream") => {
-            let h = state.broker.addr().send(GetStreamHealth).await?;
+            let h = state.broker.stream_health().await?;
             let total = h.active_connections + h.disconnects_1m;
             let rate = if total == 0 {
                 0.0
@@ -54,22 +51,20 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// One row per open stream.
 pub async fn connections(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let stall_ms = state.session_cfg.stall_timeout.as_millis() as i64;
-    let links = state.broker.addr().send(ListSessions).await?;
-    let mut rows: Vec<_> = links
+    let sessions = state.broker.sessions().await?;
+    let mut rows: Vec<_> = sessions
         .iter()
-        .map(|l| {
-            let age = l.age_ms();
+        .map(|s| {
             json!({
-                "id": l.id,
-                "topic": l.topic,
-                "state": l.health(stall_ms).as_str(),
-                "queued_events": l.outstanding_events(),
-                "queued_bytes": l.outstanding_bytes(),
-                "bytes_sent": l.bytes_sent.load(Ordering::Relaxed),
-                "events_sent": l.events_sent.load(Ordering::Relaxed),
-                "last_write_ms_ago": age - l.last_write_ms.load(Ordering::Relaxed),
-                "connected_secs": age / 1000,
+                "id": s.id,
+                "topic": &*s.topic,
+                "state": s.health.as_str(),
+                "queued_events": s.queued_events,
+                "queued_bytes": s.queued_bytes,
+                "bytes_sent": s.bytes_sent,
+                "events_sent": s.events_sent,
+                "last_write_ms_ago": s.last_write_ms_ago,
+                "connected_secs": s.connected_secs,
             })
         })
         .collect();

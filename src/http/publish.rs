@@ -19,9 +19,8 @@ use serde_json::{json, Map, Value};
 use sluice_actors::{
     cursor::{write_cursor, Epoch},
     event::{AppendOutcome, NewEvent},
-    topic::{Publish, PublishReply},
+    topic::PublishReply,
 };
-use tokio::sync::oneshot;
 
 use sluice_actors::metrics::metrics;
 
@@ -91,24 +90,7 @@ async fn store(
     events: Vec<NewEvent>,
 ) -> Result<PublishReply, ApiError> {
     let started = std::time::Instant::now();
-    let addr = state.broker.topic(topic).await?;
-    let (tx, rx) = oneshot::channel();
-    addr.try_send(Publish { events, reply: tx })
-        .map_err(|e| match e {
-            actix::prelude::SendError::Full(_) => {
-                metrics()
-                    .publish_rejected
-                    .with_label_values(&["overloaded"])
-                    .inc();
-                ApiError::Unavailable("topic is overloaded; retry".into())
-            }
-            actix::prelude::SendError::Closed(_) => {
-                ApiError::Unavailable("topic is restarting; retry".into())
-            }
-        })?;
-    let reply = rx
-        .await
-        .map_err(|_| ApiError::Unavailable("topic restarted before storing; retry".into()))??;
+    let reply = state.broker.publish(topic, events).await?;
     metrics()
         .publish_seconds
         .observe(started.elapsed().as_secs_f64());

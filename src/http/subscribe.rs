@@ -1,19 +1,14 @@
 //! `GET /v1/topics/{topic}/events`: the SSE stream, or the JSON history poll
 //! when the client does not ask for `text/event-stream`.
 
-use std::sync::Arc;
-
-use actix::prelude::*;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use sluice_actors::{
-    body,
     cursor::{rfc3339_millis, Cursor},
-    link::SessionLink,
-    session::{gap_notice, SessionActor},
-    sse::retry_frame,
-    topic::{Gap, Start, Subscribe, SubscribeError},
+    store::Gap,
+    topic::{Start, SubscribeError},
+    StreamRequest,
 };
 
 use sluice_actors::metrics::metrics;
@@ -151,56 +146,28 @@ async fn stream(
     start: Start,
     on_gap: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let broker = &state.broker;
-    let addr = broker.topic(&topic).await?;
-    let id = broker.next_connection_id();
-    let link = Arc::new(SessionLink::new(id, topic.clone(), 0));
-    // The session's address exists before it runs, so the topic can queue
-    // deliveries while we still decide between 200 and 416.
-    let mut ctx: Context<SessionActor> = Context::new();
-    ctx.set_mailbox_capacity(state.session_cfg.mailbox_capacity);
-    let subscribed = addr
-        .send(Subscribe {
-            session: ctx.address(),
-            link: link.clone(),
-            start: start.clone(),
-            resume_on_gap: on_gap,
-        })
-        .await?
+    let req = StreamRequest {
+        start: start.clone(),
+        resume_on_gap: on_gap,
+        retry: state.settings.stream.retry(),
+    };
+    let stream = state
+        .broker
+        .open_stream(&topic, req)
+        .await
         .map_err(|e| match e {
             SubscribeError::Gap(g) => {
                 count_resume(&start, true);
                 gap_error(g)
             }
-            SubscribeError::Store(e) => e.into(),
+            other => other.into(),
         })?;
-    count_resume(&start, subscribed.gap.is_some());
-
-    // The topic may already have queued events from its tail: the opening
-    // frames go in front of them.
-    let mut opening = vec![retry_frame(state.settings.stream.retry())];
-    if let Some(gap) = &subscribed.gap {
-        opening.push(gap_notice(
-            &gap.requested.to_string(),
-            &gap.next_cursor.to_string(),
-            gap.lost,
-        ));
-    }
-    body::queue_opening(&link, opening);
-    let acker = SessionActor::acker(&addr, &state.session_cfg);
-    let (body, gone) = body::body(link.clone(), acker);
-    let session = SessionActor::new(
-        link,
-        addr,
-        broker.addr().clone(),
-        broker.store().clone(),
-        subscribed.epoch,
-        gone,
-        state.session_cfg.clone(),
-        on_gap,
+    count_resume(&start, stream.subscribed.gap.is_some());
+    tracing::info!(
+        conn = stream.id,
+        after = stream.subscribed.after_seq,
+        "stream opened"
     );
-    ctx.run(session);
-    tracing::info!(conn = id, after = subscribed.after_seq, "stream opened");
 
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
@@ -208,7 +175,7 @@ async fn stream(
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header(("X-Accel-Buffering", "no"))
         .insert_header((header::CONTENT_ENCODING, "identity"))
-        .streaming(body))
+        .streaming(stream.body))
 }
 
 async fn history(

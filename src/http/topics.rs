@@ -4,15 +4,15 @@ use std::collections::HashMap;
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
-use sluice_actors::{broker::ListSessions, store::StoreError};
+use sluice_actors::store::StoreError;
 
 use super::{error::ApiError, validate, AppState};
 
 async fn subscriber_counts(state: &AppState) -> Result<HashMap<String, usize>, ApiError> {
-    let links = state.broker.addr().send(ListSessions).await?;
+    let sessions = state.broker.sessions().await?;
     let mut counts = HashMap::new();
-    for l in links {
-        *counts.entry(l.topic.clone()).or_default() += 1;
+    for s in sessions {
+        *counts.entry(s.topic.to_string()).or_default() += 1;
     }
     Ok(counts)
 }

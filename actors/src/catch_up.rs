@@ -1,0 +1,120 @@
+//! A catch-up: a subscriber whose position is older than its topic's tail
+//! reads what it misses from the store, page by page, paced by its socket.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    cursor::{Cursor, Epoch},
+    messages::EndReason,
+    metrics::metrics,
+    sse::{frame_page, notice_frame, FramedEvent},
+    store::SharedStore,
+    subscription::{Offer, Subscription},
+};
+
+/// Events read from the store per catch-up round, at first; later rounds
+/// aim at [`PAGE_BYTES`] from the sizes seen.
+const FIRST_PAGE: usize = 256;
+/// Bytes of frames a round aims at: large enough that a round's fixed costs
+/// (a store call, a wake-up) vanish, small enough that many subscribers
+/// catching up at once (after a burst paused them all) hold little: about
+/// this plus [`AHEAD_BYTES`] each.
+const PAGE_BYTES: usize = 128 << 10;
+/// Most events per round.
+const PAGE_MAX: usize = 8192;
+/// A catch-up reads its next page once no more than this waits for the
+/// socket: more than a page, so the socket has work while the store reads.
+const AHEAD_BYTES: usize = 192 << 10;
+
+/// What a catch-up needs.
+pub(crate) struct CatchUpJob {
+    /// Where the events are.
+    pub store: SharedStore,
+    /// Whose position to bring forward.
+    pub sub: Arc<Subscription>,
+    /// The log's epoch, to render cursors.
+    pub epoch: Epoch,
+    /// The socket taking nothing this long is a stall.
+    pub stall: Duration,
+    /// `?on_gap=resume`: events trimmed by retention meanwhile are reported
+    /// with `event: gap` and the stream goes on, instead of ending.
+    pub resume_on_gap: bool,
+}
+
+/// Reads from the store after the subscription's position until the store
+/// has nothing more; `Err` says why the stream must end (or, for
+/// `StoreError`, try again later).
+pub(crate) async fn run(job: CatchUpJob) -> Result<(), EndReason> {
+    let sub = &job.sub;
+    // The subscription holds the position: everything queued there reaches
+    // the client unless it goes away.
+    let (mut after, mut after_time) = sub.position();
+    let mut page_len = FIRST_PAGE;
+    loop {
+        sub.room(AHEAD_BYTES, job.stall).await.map_err(|stalled| {
+            if stalled {
+                EndReason::Stalled
+            } else {
+                EndReason::ClientGone
+            }
+        })?;
+        let page = job
+            .store
+            .read(&sub.topic, after, page_len)
+            .await
+            .map_err(|_| {
+                metrics().store_errors.inc();
+                EndReason::StoreError
+            })?;
+        let Some(first) = page.first() else {
+            return Ok(());
+        };
+        if first.seq != after + 1 {
+            // Retention trimmed events while this subscriber lagged.
+            if !job.resume_on_gap {
+                return Err(EndReason::Gap);
+            }
+            let requested = Cursor::new(after_time, after, job.epoch.clone()).to_string();
+            let resumed = Cursor::new(first.time_ms, first.seq - 1, job.epoch.clone());
+            let notice = gap_notice(
+                &requested,
+                &resumed.to_string(),
+                Some(first.seq - 1 - after),
+            );
+            if sub.push_gap_notice(notice, first.seq - 1) == Offer::Gone {
+                return Err(EndReason::ClientGone);
+            }
+        }
+        let (buf, framed) = frame_page(&page, &job.epoch);
+        let framed: Arc<[FramedEvent]> = framed.into();
+        let bytes: usize = framed.iter().map(|f| f.frame.len()).sum();
+        let last = &framed[framed.len() - 1];
+        match sub.push_page(&framed, buf) {
+            Offer::Queued | Offer::Paused => {}
+            Offer::Gone => return Err(EndReason::ClientGone),
+            Offer::Gap { expected, got } => {
+                tracing::error!(conn = sub.id, expected, got, "catch-up gap");
+                return Err(EndReason::Gap);
+            }
+        }
+        after = last.seq;
+        after_time = last.time_ms;
+        if page.len() < page_len {
+            return Ok(());
+        }
+        let per_event = bytes.div_ceil(framed.len()).max(1);
+        page_len = (PAGE_BYTES / per_event).clamp(16, PAGE_MAX);
+    }
+}
+
+/// Frames the `event: gap` notice of a stream resumed with `on_gap=resume`.
+/// Its id is the boundary cursor, so a reconnect right after it resumes from
+/// the oldest retained event.
+pub fn gap_notice(requested: &str, resumed_after: &str, lost: Option<u64>) -> bytes::Bytes {
+    let data = serde_json::json!({
+        "requested": requested,
+        "resumed_after": resumed_after,
+        "lost": lost,
+    });
+    notice_frame("gap", resumed_after, &data.to_string())
+}

@@ -1,0 +1,234 @@
+//! [`Broker`]: the handle request handlers hold. It offers operations
+//! (publish, open a stream, list sessions, stream health, close all) and
+//! keeps the mechanics (topic actors, sessions, subscriptions, messages)
+//! to itself.
+//!
+//! Topic lookups go through a shared read-mostly map, so a publish does not
+//! queue behind the broker actor.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::{
+    body::Body,
+    broker::{
+        BrokerActor, CloseAllSessions, GetStreamHealth, HostTopics, ListSessions, StartTopic,
+        StreamHealth, TopicMap,
+    },
+    catch_up::gap_notice,
+    event::NewEvent,
+    messages::SessionPort,
+    metrics::metrics,
+    session::{SessionActor, SessionConfig, SessionPeers, SessionSetup},
+    sse::retry_frame,
+    store::SharedStore,
+    subscription::{SessionInfo, Subscription, Watermarks},
+    topic::{
+        Publish, PublishError, PublishReply, Start, Subscribe, SubscribeError, Subscribed,
+        TopicActor, TopicConfig,
+    },
+};
+
+/// How a broker is set up.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// Every topic's tunables.
+    pub topic: TopicConfig,
+    /// Every stream's tunables.
+    pub session: SessionConfig,
+    /// Threads of the broker's own for topic actors; 0: topic actors run on
+    /// the threads that call [`Broker::host_topics_here`].
+    pub arbiters: usize,
+}
+
+/// What a stream asks for.
+#[derive(Clone, Debug)]
+pub struct StreamRequest {
+    /// Where it starts.
+    pub start: Start,
+    /// `?on_gap=resume`: start (and go on) past events lost to retention,
+    /// with an `event: gap` notice, instead of refusing.
+    pub resume_on_gap: bool,
+    /// The reconnection delay the stream opens with (`retry:`).
+    pub retry: Duration,
+}
+
+/// An open stream: its response body and what its headers and logs need.
+pub struct OpenStream {
+    /// Connection id.
+    pub id: u64,
+    /// Where it starts, and the gap it skipped, if any.
+    pub subscribed: Subscribed,
+    /// The response body (SSE frames).
+    pub body: Body,
+}
+
+/// The handle to the broker.
+#[derive(Clone)]
+pub struct Broker {
+    addr: Addr<BrokerActor>,
+    topics: TopicMap,
+    store: SharedStore,
+    session_cfg: SessionConfig,
+    /// Every subscription's watermarks (the topics').
+    watermarks: Watermarks,
+    next_conn: Arc<AtomicU64>,
+}
+
+impl Broker {
+    /// Starts the broker actor (and its arbiters) on `store`.
+    pub fn start(store: SharedStore, cfg: BrokerConfig) -> Self {
+        let topics: TopicMap = Arc::default();
+        let arbiters = (0..cfg.arbiters).map(|_| Arbiter::new().handle()).collect();
+        let stall_ms = cfg.session.stall_timeout.as_millis() as i64;
+        let watermarks = cfg.topic.watermarks;
+        let addr =
+            BrokerActor::new(store.clone(), cfg.topic, topics.clone(), arbiters, stall_ms).start();
+        Broker {
+            addr,
+            topics,
+            store,
+            session_cfg: cfg.session,
+            watermarks,
+            next_conn: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// The topic actor of `name` (a valid topic name), started if needed.
+    async fn topic(&self, name: &str) -> Result<Addr<TopicActor>, MailboxError> {
+        if let Some(addr) = self.topics.read().expect("poisoned").get(name) {
+            if addr.connected() {
+                return Ok(addr.clone());
+            }
+        }
+        self.addr.send(StartTopic(Arc::from(name))).await
+    }
+
+    /// Stores `events` on `topic` (a valid name) and answers once they are
+    /// as durable as the store promises.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        events: Vec<NewEvent>,
+    ) -> Result<PublishReply, PublishError> {
+        let addr = self
+            .topic(topic)
+            .await
+            .map_err(|_| PublishError::Restarting)?;
+        let (tx, rx) = oneshot::channel();
+        addr.try_send(Publish { events, reply: tx })
+            .map_err(|e| match e {
+                SendError::Full(_) => {
+                    metrics()
+                        .publish_rejected
+                        .with_label_values(&["overloaded"])
+                        .inc();
+                    PublishError::MailboxFull
+                }
+                SendError::Closed(_) => PublishError::Restarting,
+            })?;
+        // A dropped reply: the topic restarted before storing.
+        rx.await.map_err(|_| PublishError::Restarting)?
+    }
+
+    /// Opens an SSE stream on `topic` (a valid name): subscribes, starts its
+    /// session and returns its body, or says why the start is refused.
+    pub async fn open_stream(
+        &self,
+        topic: &str,
+        req: StreamRequest,
+    ) -> Result<OpenStream, SubscribeError> {
+        let addr = self
+            .topic(topic)
+            .await
+            .map_err(|_| SubscribeError::Restarting)?;
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let sub = Arc::new(Subscription::new(id, Arc::from(topic), self.watermarks));
+        // The session's address exists before it runs, so the topic can
+        // queue deliveries while the start is still being decided.
+        let mut ctx: Context<SessionActor> = Context::new();
+        ctx.set_mailbox_capacity(self.session_cfg.mailbox_capacity);
+        let session = ctx.address();
+        let subscribed = addr
+            .send(Subscribe {
+                sub: sub.clone(),
+                port: SessionPort {
+                    catch_up: session.clone().recipient(),
+                    end: session.recipient(),
+                },
+                start: req.start,
+                resume_on_gap: req.resume_on_gap,
+            })
+            .await
+            .map_err(|_| SubscribeError::Restarting)??;
+        // The topic may already have queued events from its tail: the
+        // opening frames go in front of them.
+        let mut opening = vec![retry_frame(req.retry)];
+        if let Some(gap) = &subscribed.gap {
+            opening.push(gap_notice(
+                &gap.requested.to_string(),
+                &gap.next_cursor.to_string(),
+                gap.lost,
+            ));
+        }
+        sub.open(opening);
+        let (body, gone) = Body::new(sub.clone(), addr.clone().recipient());
+        ctx.run(SessionActor::new(SessionSetup {
+            sub,
+            peers: SessionPeers {
+                rejoin: addr.clone().recipient(),
+                unsubscribe: addr.recipient(),
+                opened: self.addr.clone().recipient(),
+                closed: self.addr.clone().recipient(),
+            },
+            store: self.store.clone(),
+            epoch: subscribed.epoch.clone(),
+            gone,
+            cfg: self.session_cfg.clone(),
+            resume_on_gap: req.resume_on_gap,
+        }));
+        Ok(OpenStream {
+            id,
+            subscribed,
+            body,
+        })
+    }
+
+    /// A snapshot of every open stream.
+    pub async fn sessions(&self) -> Result<Vec<SessionInfo>, MailboxError> {
+        self.addr.send(ListSessions).await
+    }
+
+    /// Open streams and recent disconnects.
+    pub async fn stream_health(&self) -> Result<StreamHealth, MailboxError> {
+        self.addr.send(GetStreamHealth).await
+    }
+
+    /// Ends every open stream (at shutdown); answers with how many were
+    /// told to end.
+    pub async fn close_all(&self) -> Result<usize, MailboxError> {
+        self.addr.send(CloseAllSessions).await
+    }
+
+    /// Offers the calling thread's arbiter (an HTTP worker's) to host topic
+    /// actors. With one thread per core doing everything, a topic hands
+    /// events to the streams on its own thread without a cross-thread
+    /// wake-up, and no more threads compete for the cores than there are.
+    pub fn host_topics_here(&self) {
+        self.addr.do_send(HostTopics(Arbiter::current()));
+    }
+
+    /// The store the broker uses (history polls and topic listings read it
+    /// directly).
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+}

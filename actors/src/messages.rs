@@ -1,0 +1,105 @@
+//! The messages between the actors, named by who sends them to whom. They
+//! are crate-private: callers outside use [`crate::broker::Broker`]'s
+//! operations. Actors hold each other as `Recipient`s of these, so no actor
+//! module names another (no import circle).
+
+use std::sync::Arc;
+
+use actix::{Message, Recipient};
+
+use crate::subscription::Subscription;
+
+/// Why a stream ended, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// The client closed the connection or a write failed.
+    ClientGone,
+    /// The socket made no progress for the stall timeout.
+    Stalled,
+    /// The broker is shutting down.
+    Shutdown,
+    /// The events after the stream's position were trimmed by retention, or
+    /// the log was reset; the client resumes and gets the 416 treatment.
+    Gap,
+    /// The store failed while catching up.
+    StoreError,
+}
+
+impl EndReason {
+    /// Every reason, for metrics.
+    pub const ALL: [EndReason; 5] = [
+        EndReason::ClientGone,
+        EndReason::Stalled,
+        EndReason::Shutdown,
+        EndReason::Gap,
+        EndReason::StoreError,
+    ];
+
+    /// Label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::ClientGone => "client_gone",
+            EndReason::Stalled => "stalled",
+            EndReason::Shutdown => "shutdown",
+            EndReason::Gap => "gap",
+            EndReason::StoreError => "store_error",
+        }
+    }
+}
+
+/// Body or session → topic: the subscriber waits, rejoining, to be fed from
+/// its position (it drained to its low watermark, or finished a catch-up).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Rejoin {
+    /// Connection id.
+    pub id: u64,
+}
+
+/// Session → topic: the subscriber is gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Unsubscribe {
+    /// Connection id.
+    pub id: u64,
+}
+
+/// Topic → session: your position is older than the topic's tail; read
+/// from the store, then rejoin.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct CatchUp;
+
+/// Topic or broker → session: end the stream.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub(crate) struct EndStream(pub EndReason);
+
+/// A session as its topic holds it.
+#[derive(Clone)]
+pub(crate) struct SessionPort {
+    /// For [`CatchUp`].
+    pub catch_up: Recipient<CatchUp>,
+    /// For [`EndStream`].
+    pub end: Recipient<EndStream>,
+}
+
+/// Session → broker: a stream opened.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SessionOpened {
+    /// Its delivery state, for health snapshots.
+    pub sub: Arc<Subscription>,
+    /// To end it at shutdown.
+    pub end: Recipient<EndStream>,
+}
+
+/// Session → broker: a stream closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SessionClosed {
+    /// Connection id.
+    pub id: u64,
+    /// Why.
+    pub reason: EndReason,
+}

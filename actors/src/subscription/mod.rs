@@ -1,0 +1,652 @@
+//! [`Subscription`]: the one owner of a subscriber's delivery state.
+//!
+//! Everything that keeps the promise "every event once, in order, with
+//! bounded memory" for one subscriber sits here under one lock: the frames
+//! waiting for the socket, the position (last event queued), the watermarks
+//! and the flow state. Everyone else calls its operations:
+//!
+//! - the topic *offers* live batches ([`Subscription::offer`]) and *feeds*
+//!   a subscriber that rejoins from its tail ([`Subscription::feed`]);
+//! - a catch-up from the store queues pages ([`Subscription::push_page`]);
+//! - the response body *takes* chunks ([`Subscription::poll_take`]), and a
+//!   take that drains a paused subscriber to its low watermark returns a
+//!   resume for the caller to forward to the topic.
+//!
+//! No actor lives here: the state machine is tested deterministically
+//! (see `tests.rs`, a model-based property test).
+//!
+//! Flow states:
+//!
+//! ```text
+//!            offer at high watermark             take at low watermark
+//!   LIVE ───────────────────────────► PAUSED ─────────────────────────► REJOINING
+//!    ▲                                                                   │  │
+//!    └──────────── feed reaches the topic's latest event ◄──────────────┘  │
+//!                                                   tail does not reach    │
+//!                                  CATCHING_UP ◄─────────────────────────────┘
+//!                                       └── caught_up ──► REJOINING
+//! ```
+
+mod outbox;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use outbox::Outbox;
+pub use outbox::CHUNK_MAX;
+
+use crate::{metrics::metrics, sse::FramedEvent};
+
+/// Where a subscriber stops and restarts receiving live events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watermarks {
+    /// Queued events at which live delivery pauses.
+    pub high_events: u64,
+    /// Queued bytes at which live delivery pauses.
+    pub high_bytes: u64,
+    /// Queued events at or below which a paused subscriber rejoins.
+    pub low_events: u64,
+    /// Queued bytes at or below which a paused subscriber rejoins.
+    pub low_bytes: u64,
+}
+
+/// How events reach a subscriber now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// The topic offers it every new batch.
+    Live,
+    /// Over its high watermark: offers are refused until the body drains it.
+    Paused,
+    /// Waits for its topic to feed it from its position.
+    Rejoining,
+    /// A catch-up reads what it misses from the store.
+    CatchingUp,
+}
+
+/// What became of a live batch offered by the topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Queued (or nothing new in it).
+    Queued,
+    /// Not queued: the subscriber is paused or rejoining, and will be fed
+    /// from its position later.
+    Paused,
+    /// The body is gone or the stream ended.
+    Gone,
+    /// The batch does not follow the subscriber's position; nothing was
+    /// queued and the subscriber now waits, rejoining, to be fed.
+    Gap {
+        /// The sequence that should have come next.
+        expected: u64,
+        /// The one that came.
+        got: u64,
+    },
+}
+
+/// What became of a chunk the topic fed a rejoining subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fed {
+    /// Up to date: live again.
+    Live,
+    /// Queued; enough waits for the socket: paused until it drains.
+    Paused,
+    /// Queued, and the subscriber can take more now.
+    More,
+    /// Not rejoining (a stale request): nothing done.
+    Ignored,
+    /// The body is gone or the stream ended.
+    Gone,
+    /// The chunk does not follow the position; nothing was queued.
+    Gap,
+}
+
+/// What became of a control frame (keep-alive, probe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Queued.
+    Queued,
+    /// Not queued: something else waits, which is a write already.
+    Busy,
+    /// The body is gone.
+    Gone,
+}
+
+/// A chunk for the socket.
+#[derive(Debug)]
+pub struct Taken {
+    /// The bytes to write.
+    pub bytes: Bytes,
+    /// The subscriber drained to its low watermark while paused: the caller
+    /// must tell the topic to feed it.
+    pub resume: bool,
+}
+
+/// What waits for the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Event frames queued.
+    pub events: u64,
+    /// Event frame bytes queued.
+    pub bytes: usize,
+    /// Anything (events or control frames) is queued.
+    pub waiting: bool,
+    /// Chunks taken so far.
+    pub takes: u64,
+    /// The body is gone.
+    pub closed: bool,
+}
+
+/// The mutable state, all under one lock.
+struct State {
+    outbox: Outbox,
+    /// Last sequence queued: everything up to it reaches the client unless
+    /// the client goes away. Anything at or below is never queued again.
+    position: u64,
+    /// Time of the event at `position` (0 until known).
+    position_time_ms: i64,
+    flow: Flow,
+    /// The body waits for frames.
+    waker: Option<Waker>,
+    /// The body is gone: the client disconnected.
+    closed: bool,
+    /// The stream ended: the body ends once the queue is drained.
+    ended: bool,
+}
+
+/// One subscriber's delivery state. Shared (`Arc`) by its topic, its
+/// session, its response body and health snapshots.
+pub struct Subscription {
+    /// Connection id, unique within this process.
+    pub id: u64,
+    /// The topic it reads.
+    pub topic: Arc<str>,
+    /// When the stream opened.
+    pub connected_at: Instant,
+    marks: Watermarks,
+    state: Mutex<State>,
+    /// Signalled each time the body takes a chunk or goes away (a catch-up
+    /// waits on it for room).
+    room: Notify,
+    /// Figures for health snapshots, outside the lock: they decide nothing.
+    stats: Stats,
+}
+
+/// Health figures, written by the body and the session.
+#[derive(Default)]
+struct Stats {
+    events_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    /// Milliseconds after `connected_at` of the last write.
+    last_write_ms: AtomicI64,
+    /// Milliseconds after `connected_at` since which a write has waited, or
+    /// -1 when none is waiting.
+    waiting_since_ms: AtomicI64,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// A subscription that has received nothing yet and waits to be fed.
+    pub fn new(id: u64, topic: Arc<str>, marks: Watermarks) -> Self {
+        Subscription {
+            id,
+            topic,
+            connected_at: Instant::now(),
+            marks,
+            state: Mutex::new(State {
+                outbox: Outbox::default(),
+                position: 0,
+                position_time_ms: 0,
+                flow: Flow::Rejoining,
+                waker: None,
+                closed: false,
+                ended: false,
+            }),
+            room: Notify::new(),
+            stats: Stats {
+                waiting_since_ms: AtomicI64::new(-1),
+                ..Stats::default()
+            },
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A std mutex: held for a few field updates, never across an await.
+        self.state.lock().expect("subscription lock poisoned")
+    }
+
+    /// Sets the position the subscription starts after, before anything is
+    /// queued.
+    pub fn start_after(&self, seq: u64, time_ms: i64) {
+        let mut s = self.lock();
+        s.position = seq;
+        s.position_time_ms = time_ms;
+    }
+
+    /// Puts the frames that open the stream (`retry:`, a gap notice) in
+    /// front of anything already queued.
+    pub fn open(&self, frames: Vec<Bytes>) {
+        self.lock().outbox.push_front_raw(frames);
+    }
+
+    /// The position: last sequence queued and its time.
+    pub fn position(&self) -> (u64, i64) {
+        let s = self.lock();
+        (s.position, s.position_time_ms)
+    }
+
+    /// The flow state.
+    pub fn flow(&self) -> Flow {
+        self.lock().flow
+    }
+
+    /// What waits for the socket.
+    pub fn backlog(&self) -> Backlog {
+        let s = self.lock();
+        Backlog {
+            events: s.outbox.events,
+            bytes: s.outbox.bytes,
+            waiting: !s.outbox.is_empty(),
+            takes: s.outbox.takes,
+            closed: s.closed,
+        }
+    }
+
+    /// Queues the part of `batch` after the position; `Err` says why
+    /// nothing could be (closed, or a gap).
+    fn queue(
+        &self,
+        s: &mut State,
+        batch: &Arc<[FramedEvent]>,
+        live: bool,
+        page: Option<Bytes>,
+    ) -> Result<(), Offer> {
+        if s.closed || s.ended {
+            return Err(Offer::Gone);
+        }
+        let from = batch.partition_point(|e| e.seq <= s.position);
+        let Some(last) = batch.last().filter(|_| from < batch.len()) else {
+            return Ok(());
+        };
+        let first = batch[from].seq;
+        if first != s.position + 1 {
+            return Err(Offer::Gap {
+                expected: s.position + 1,
+                got: first,
+            });
+        }
+        s.position = last.seq;
+        s.position_time_ms = last.time_ms;
+        s.outbox.push_events(batch, from, live, page);
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    fn over_high(&self, s: &State) -> bool {
+        s.outbox.events >= self.marks.high_events || s.outbox.bytes as u64 >= self.marks.high_bytes
+    }
+
+    fn at_low(&self, s: &State) -> bool {
+        s.outbox.events <= self.marks.low_events && s.outbox.bytes as u64 <= self.marks.low_bytes
+    }
+
+    /// The topic offers a live batch (stored events, in log order). A
+    /// subscriber at its high watermark pauses instead: its backlog never
+    /// exceeds the high watermark plus one batch.
+    pub fn offer(&self, batch: &Arc<[FramedEvent]>) -> Offer {
+        let mut s = self.lock();
+        if s.closed || s.ended {
+            return Offer::Gone;
+        }
+        if s.flow != Flow::Live {
+            return Offer::Paused;
+        }
+        if self.over_high(&s) {
+            s.flow = Flow::Paused;
+            metrics().subscriber_pauses.inc();
+            return Offer::Paused;
+        }
+        match self.queue(&mut s, batch, true, None) {
+            Ok(()) => Offer::Queued,
+            Err(gap @ Offer::Gap { .. }) => {
+                s.flow = Flow::Rejoining;
+                gap
+            }
+            Err(other) => other,
+        }
+    }
+
+    /// The topic feeds a rejoining subscriber `chunk` (from its tail, after
+    /// the position); `reaches_latest` says the chunk ends at the topic's
+    /// latest event (an empty chunk with it makes an up-to-date subscriber
+    /// live).
+    pub fn feed(&self, chunk: &Arc<[FramedEvent]>, reaches_latest: bool) -> Fed {
+        let mut s = self.lock();
+        if s.flow != Flow::Rejoining {
+            return if s.closed || s.ended {
+                Fed::Gone
+            } else {
+                Fed::Ignored
+            };
+        }
+        let new_events = chunk.last().is_some_and(|e| e.seq > s.position);
+        if new_events && !self.at_low(&s) {
+            // Fed while it still holds a backlog (a topic restart, a late
+            // rejoin): the body resumes it at its low watermark, so a feed
+            // never takes it past the high watermark plus one chunk.
+            s.flow = Flow::Paused;
+            return Fed::Paused;
+        }
+        match self.queue(&mut s, chunk, true, None) {
+            Ok(()) => {}
+            Err(Offer::Gap { .. }) => return Fed::Gap,
+            Err(_) => return Fed::Gone,
+        }
+        if reaches_latest {
+            s.flow = Flow::Live;
+            Fed::Live
+        } else if self.at_low(&s) {
+            Fed::More
+        } else {
+            // Decided under the lock the body takes with: its next take at
+            // the low watermark sees the pause and resumes it.
+            s.flow = Flow::Paused;
+            Fed::Paused
+        }
+    }
+
+    /// The topic's tail does not reach back to the position: a catch-up
+    /// from the store starts. False when the subscriber is not rejoining.
+    pub fn begin_catch_up(&self) -> bool {
+        let mut s = self.lock();
+        if s.flow != Flow::Rejoining || s.closed || s.ended {
+            return false;
+        }
+        s.flow = Flow::CatchingUp;
+        true
+    }
+
+    /// A catch-up queues a page read from the store (`batch`'s frames are
+    /// consecutive slices of `page`).
+    pub fn push_page(&self, batch: &Arc<[FramedEvent]>, page: Bytes) -> Offer {
+        let mut s = self.lock();
+        match self.queue(&mut s, batch, false, Some(page)) {
+            Ok(()) => Offer::Queued,
+            Err(e) => e,
+        }
+    }
+
+    /// A catch-up found events trimmed by retention: queues the `event: gap`
+    /// notice and moves the position past the lost events.
+    pub fn push_gap_notice(&self, notice: Bytes, resumed_after: u64) -> Offer {
+        let mut s = self.lock();
+        if s.closed || s.ended {
+            return Offer::Gone;
+        }
+        s.position = s.position.max(resumed_after);
+        s.outbox.push_raw(notice);
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+        Offer::Queued
+    }
+
+    /// The catch-up reached the end of the store: the topic feeds the rest.
+    pub fn caught_up(&self) {
+        let mut s = self.lock();
+        if s.flow == Flow::CatchingUp {
+            s.flow = Flow::Rejoining;
+        }
+    }
+
+    /// The topic restarts: a live or paused subscriber waits to be fed
+    /// again (a catch-up in progress goes on and rejoins when done).
+    pub fn hold(&self) {
+        let mut s = self.lock();
+        if matches!(s.flow, Flow::Live | Flow::Paused) {
+            s.flow = Flow::Rejoining;
+        }
+    }
+
+    /// Queues a control frame; with `only_if_idle`, only when nothing else
+    /// waits (a keep-alive behind queued events adds nothing).
+    pub fn push_control(&self, frame: Bytes, only_if_idle: bool) -> Control {
+        let mut s = self.lock();
+        if s.closed {
+            return Control::Gone;
+        }
+        if only_if_idle && !s.outbox.is_empty() {
+            return Control::Busy;
+        }
+        s.outbox.push_raw(frame);
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+        Control::Queued
+    }
+
+    /// Ends the stream once what is queued is taken; with `discard`, at once.
+    pub fn end(&self, discard: bool) {
+        let mut s = self.lock();
+        s.ended = true;
+        if discard {
+            s.outbox.clear();
+        }
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// The body takes the next chunk: `Ready(None)` once the stream ended
+    /// and everything queued was taken.
+    pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<Taken>> {
+        let now_ms = crate::cursor::now_ms();
+        let mut s = self.lock();
+        let Some(chunk) = s.outbox.take(now_ms) else {
+            if s.ended {
+                return Poll::Ready(None);
+            }
+            if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                s.waker = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        };
+        let resume = s.flow == Flow::Paused && self.at_low(&s);
+        if resume {
+            s.flow = Flow::Rejoining;
+        }
+        drop(s);
+        self.stats
+            .bytes_sent
+            .fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+        self.stats
+            .last_write_ms
+            .store(self.age_ms(), Ordering::Relaxed);
+        if chunk.events > 0 {
+            self.stats
+                .events_sent
+                .fetch_add(chunk.events, Ordering::Relaxed);
+            metrics().delivered.inc_by(chunk.events);
+        }
+        self.room.notify_one();
+        Poll::Ready(Some(Taken {
+            bytes: chunk.bytes,
+            resume,
+        }))
+    }
+
+    /// The body is gone: nothing more is queued, and a waiting catch-up
+    /// learns of it.
+    pub fn close(&self) {
+        let mut s = self.lock();
+        s.closed = true;
+        s.outbox.clear();
+        s.waker = None;
+        drop(s);
+        self.room.notify_one();
+    }
+
+    /// Waits until at most `ahead_bytes` and the high watermark's events
+    /// wait for the socket; the socket taking nothing for `stall` is a
+    /// stall. `Err(true)`: stalled; `Err(false)`: the body is gone.
+    pub async fn room(&self, ahead_bytes: usize, stall: Duration) -> Result<(), bool> {
+        // The session's tick, which shows waits to health snapshots, does
+        // not run during a catch-up: the wait is shown from here.
+        let mut mark: Option<u64> = None;
+        loop {
+            let b = self.backlog();
+            if b.closed {
+                return Err(false);
+            }
+            if b.bytes <= ahead_bytes && b.events <= self.marks.high_events {
+                if mark.is_some() {
+                    self.set_waiting_since(None);
+                }
+                return Ok(());
+            }
+            if mark != Some(b.takes) {
+                mark = Some(b.takes);
+                self.set_waiting_since(Some(self.age_ms()));
+            }
+            match tokio::time::timeout(stall, self.room.notified()).await {
+                Ok(()) => {}
+                // A stale wake-up may have shortened an earlier wait: only
+                // a whole timeout with no take at all is a stall.
+                Err(_) if self.backlog().takes == b.takes => return Err(true),
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// A stream's health, as `/v1/connections` and the metrics report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Writes make progress.
+    Healthy,
+    /// A write has waited a quarter of the stall timeout (at most 90 s).
+    Unresponsive,
+    /// A write has waited half the stall timeout: eviction is near.
+    Stalled,
+}
+
+impl Health {
+    /// Every state, for metrics.
+    pub const ALL: [Health; 3] = [Health::Healthy, Health::Unresponsive, Health::Stalled];
+
+    /// The name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "HEALTHY",
+            Health::Unresponsive => "UNRESPONSIVE",
+            Health::Stalled => "STALLED",
+        }
+    }
+}
+
+/// Longest write wait that still counts as responsive.
+const UNRESPONSIVE_MS: i64 = 90_000;
+
+/// One stream as `/v1/connections` shows it.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// Connection id.
+    pub id: u64,
+    /// The topic it reads.
+    pub topic: Arc<str>,
+    /// Its health given the stall timeout.
+    pub health: Health,
+    /// Not live (paused, rejoining or catching up).
+    pub lagging: bool,
+    /// Event frames waiting for the socket.
+    pub queued_events: u64,
+    /// Their bytes.
+    pub queued_bytes: u64,
+    /// Bytes written, heartbeats and notices included.
+    pub bytes_sent: u64,
+    /// Events written.
+    pub events_sent: u64,
+    /// Milliseconds since the last write.
+    pub last_write_ms_ago: i64,
+    /// Seconds since the stream opened.
+    pub connected_secs: i64,
+}
+
+impl Subscription {
+    /// Milliseconds since the stream opened.
+    pub fn age_ms(&self) -> i64 {
+        self.connected_at.elapsed().as_millis() as i64
+    }
+
+    /// Milliseconds after opening of the last write.
+    pub fn last_write_ms(&self) -> i64 {
+        self.stats.last_write_ms.load(Ordering::Relaxed)
+    }
+
+    /// Shows (`Some(since)`, ms after opening) or clears a waiting write.
+    pub fn set_waiting_since(&self, since: Option<i64>) {
+        self.stats
+            .waiting_since_ms
+            .store(since.unwrap_or(-1), Ordering::Relaxed);
+    }
+
+    /// How long the pending write (if any) has waited, in ms.
+    pub fn write_wait_ms(&self) -> i64 {
+        match self.stats.waiting_since_ms.load(Ordering::Relaxed) {
+            w if w >= 0 => self.age_ms() - w,
+            _ => 0,
+        }
+    }
+
+    /// The stream's health given the stall timeout (after which the session
+    /// evicts itself). The states are spread over that timeout so each can
+    /// be seen before the eviction.
+    pub fn health(&self, stall_ms: i64) -> Health {
+        let wait = self.write_wait_ms();
+        if wait > 0 && wait >= stall_ms / 2 {
+            Health::Stalled
+        } else if wait > 0 && wait >= (stall_ms / 4).min(UNRESPONSIVE_MS) {
+            Health::Unresponsive
+        } else {
+            Health::Healthy
+        }
+    }
+
+    /// A snapshot for `/v1/connections`.
+    pub fn info(&self, stall_ms: i64) -> SessionInfo {
+        let b = self.backlog();
+        let age = self.age_ms();
+        SessionInfo {
+            id: self.id,
+            topic: self.topic.clone(),
+            health: self.health(stall_ms),
+            lagging: self.flow() != Flow::Live,
+            queued_events: b.events,
+            queued_bytes: b.bytes as u64,
+            bytes_sent: self.stats.bytes_sent.load(Ordering::Relaxed),
+            events_sent: self.stats.events_sent.load(Ordering::Relaxed),
+            last_write_ms_ago: age - self.last_write_ms(),
+            connected_secs: age / 1000,
+        }
+    }
+}

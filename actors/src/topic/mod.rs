@@ -1,0 +1,566 @@
+//! TopicActor: owns one topic. A thin shell over three plain parts, each
+//! with one job:
+//!
+//! - [`append`]: the append pipeline (bounded queue, coalesced appends,
+//!   answers in ticket order);
+//! - [`fanout`]: the tail of recent events and the subscribers, under the
+//!   high/low watermark handshake each [`Subscription`] keeps;
+//! - [`follow`]: the topic's view of its log in the store (bounds, epochs,
+//!   other instances' appends).
+//!
+//! The actor performs the store calls and the messages they ask for.
+
+pub(crate) mod append;
+pub(crate) mod fanout;
+pub(crate) mod follow;
+
+use std::{sync::Arc, time::Duration};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+pub use append::Full;
+pub use follow::{Start, Subscribed};
+
+use crate::{
+    cursor::{monotonic_time, Epoch},
+    event::{AppendOutcome, NewEvent, StoredEvent},
+    messages::{CatchUp, EndReason, EndStream, Rejoin, SessionPort, Unsubscribe},
+    metrics::metrics,
+    sse::{frame_events, FramedEvent},
+    store::{ExternalAppends, Gap, SharedStore, StoreError, TopicBounds},
+    subscription::{Subscription, Watermarks},
+};
+use append::{AppendLimits, AppendPipeline, Finished};
+use fanout::{Fanout, FanoutLimits, Order};
+use follow::{Adopted, Apply, BoundsReads, Follower};
+
+/// Pause before reloading a topic whose store did not answer.
+const RELOAD_BACKOFF: Duration = Duration::from_millis(500);
+/// How often a topic checks that its log was not wiped under it (with a
+/// shared store another process can do that, e.g. a Redis `FLUSHALL`).
+const EPOCH_CHECK: Duration = Duration::from_secs(5);
+/// Events read from the store per round when filling a hole.
+const FILL_PAGE: usize = 1000;
+
+/// Tunables of a topic actor.
+#[derive(Clone, Debug)]
+pub struct TopicConfig {
+    /// Most recent events kept framed in memory for fan-out and short catch-ups.
+    pub tail_events: usize,
+    /// Byte bound of the same tail.
+    pub tail_bytes: usize,
+    /// Every subscriber's watermarks.
+    pub watermarks: Watermarks,
+    /// Most events taken from the mailbox into one store append.
+    pub max_coalesce_events: usize,
+    /// Capacity of the topic mailbox and of its queue of publishes waiting
+    /// for the store; past it a publish answers 503.
+    pub mailbox_capacity: usize,
+    /// Most events waiting for the store; past it a publish answers 503.
+    pub max_pending_events: usize,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            tail_events: 4096,
+            tail_bytes: 8 << 20,
+            watermarks: Watermarks {
+                high_events: 1024,
+                high_bytes: 1 << 20,
+                low_events: 256,
+                low_bytes: 256 << 10,
+            },
+            max_coalesce_events: 10_000,
+            mailbox_capacity: 1024,
+            max_pending_events: 100_000,
+        }
+    }
+}
+
+/// The result of a publish, in the order of the published events.
+#[derive(Debug)]
+pub struct PublishReply {
+    /// The topic's log epoch, to render cursors.
+    pub epoch: Epoch,
+    /// One outcome per published event.
+    pub outcomes: Vec<AppendOutcome>,
+}
+
+/// Why a publish stored nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The topic actor's mailbox is full.
+    #[error("topic mailbox is full; retry")]
+    MailboxFull,
+    /// The topic's queue of publishes waiting for the store is full.
+    #[error("{}", match .0 {
+        Full::Requests => "too many publishes of this topic wait for the store; retry",
+        Full::Events => "too many events of this topic wait for the store; retry",
+    })]
+    QueueFull(Full),
+    /// The topic actor is restarting (after a store error).
+    #[error("topic is restarting; retry")]
+    Restarting,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone)]
+pub enum SubscribeError {
+    /// The cursor cannot be resumed.
+    Gap(Box<Gap>),
+    /// The store could not tell the topic's bounds.
+    Store(StoreError),
+    /// The topic actor is restarting.
+    Restarting,
+}
+
+/// How a publisher is answered.
+pub(crate) type PublishReplyTx = oneshot::Sender<Result<PublishReply, PublishError>>;
+
+/// Publisher → topic: store these events, then answer on `reply`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Publish {
+    pub events: Vec<NewEvent>,
+    pub reply: PublishReplyTx,
+}
+
+/// Broker → topic: register a subscriber.
+#[derive(Message)]
+#[rtype(result = "Result<Subscribed, SubscribeError>")]
+pub(crate) struct Subscribe {
+    pub sub: Arc<Subscription>,
+    pub port: SessionPort,
+    pub start: Start,
+    /// Start from the oldest retained event instead of failing with a gap.
+    pub resume_on_gap: bool,
+}
+
+/// The actor that owns one topic.
+pub struct TopicActor {
+    name: Arc<str>,
+    store: SharedStore,
+    appends: AppendPipeline<PublishReplyTx>,
+    fanout: Fanout<SessionPort>,
+    log: Follower,
+    bounds_reads: BoundsReads,
+    /// A flush waits for the mailbox to drain (see `schedule_flush`).
+    flush_scheduled: bool,
+    /// The store's watch (another instance's appends) is registered; it is
+    /// only while there are subscribers, so an instance tails just the
+    /// topics its clients read.
+    watching: bool,
+    mailbox_capacity: usize,
+}
+
+impl TopicActor {
+    /// A topic actor for `name`; it loads its bounds from the store on start.
+    pub fn new(name: Arc<str>, store: SharedStore, cfg: &TopicConfig) -> Self {
+        TopicActor {
+            name,
+            store,
+            appends: AppendPipeline::new(AppendLimits {
+                max_requests: cfg.mailbox_capacity,
+                max_events: cfg.max_pending_events,
+                max_coalesce: cfg.max_coalesce_events,
+            }),
+            fanout: Fanout::new(FanoutLimits {
+                tail_events: cfg.tail_events,
+                tail_bytes: cfg.tail_bytes,
+                chunk_events: cfg.watermarks.high_events as usize,
+            }),
+            log: Follower::default(),
+            bounds_reads: BoundsReads::default(),
+            flush_scheduled: false,
+            watching: false,
+            mailbox_capacity: cfg.mailbox_capacity,
+        }
+    }
+
+    /// Sends what the fan-out asked for.
+    fn dispatch(&mut self, orders: Vec<Order>) {
+        for order in orders {
+            match order {
+                // At most one catch-up or end is in flight per session (the
+                // subscription's flow state): a control message, not dropped.
+                Order::CatchUp(id) => {
+                    if let Some(p) = self.fanout.port(id) {
+                        p.catch_up.do_send(CatchUp);
+                    }
+                }
+                Order::End(id, reason) => {
+                    if let Some(p) = self.fanout.port(id) {
+                        p.end.do_send(EndStream(reason));
+                    }
+                }
+            }
+        }
+    }
+
+    fn feed(&mut self, id: u64) {
+        let Some(latest) = self.log.latest() else {
+            return;
+        };
+        let order = self.fanout.feed(id, latest);
+        self.dispatch(order.into_iter().collect());
+    }
+
+    /// Follows the appends of other instances (a no-op on a private store).
+    fn start_watch(&mut self, ctx: &mut Context<Self>) {
+        let Some(b) = self.log.bounds() else { return };
+        // From what this actor has applied: whatever was stored after it
+        // while nobody watched arrives through the watch (or a fill).
+        let recipient = ctx.address().recipient();
+        self.store
+            .watch(&self.name, &b.epoch, b.latest_seq, recipient);
+        self.watching = true;
+    }
+
+    fn unwatch_if_idle(&mut self) {
+        if self.watching && self.fanout.is_empty() {
+            self.store.unwatch(&self.name);
+            self.watching = false;
+        }
+    }
+
+    fn load_bounds(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let name = self.name.clone();
+        ctx.wait(
+            async move { store.open_topic(&name).await }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(b) => {
+                        act.adopt(b, ctx);
+                        let latest = act.log.latest().expect("just adopted");
+                        let orders = act.fanout.feed_all(latest);
+                        act.dispatch(orders);
+                        act.flush(ctx);
+                    }
+                    Err(e) => {
+                        // Store down: keep serving (publishes get 503,
+                        // streams keep their heartbeats) and try again soon.
+                        tracing::warn!(topic = %act.name, error = %e, "cannot open topic; retrying");
+                        // Nothing of what waits was attempted: say so now
+                        // rather than keep the publishers hanging.
+                        for reply in act.appends.fail_pending() {
+                            let _ = reply.send(Err(PublishError::Store(e.clone())));
+                        }
+                        ctx.run_later(RELOAD_BACKOFF, |act, ctx| act.load_bounds(ctx));
+                    }
+                }),
+        );
+    }
+
+    /// Takes freshly loaded bounds (see [`Adopted`]).
+    fn adopt(&mut self, b: TopicBounds, ctx: &mut Context<Self>) {
+        match self.log.adopt(b) {
+            Adopted::Continued => self.fill(ctx),
+            Adopted::Fresh => self.fanout.clear_tail(),
+            Adopted::Reset => {
+                tracing::warn!(topic = %self.name, "topic log was reset; ending its streams");
+                self.fanout.clear_tail();
+                for (_, port) in self.fanout.drain() {
+                    port.end.do_send(EndStream(EndReason::Gap));
+                }
+            }
+        }
+        if self.fanout.is_empty() {
+            self.unwatch_if_idle();
+        } else {
+            self.start_watch(ctx);
+        }
+    }
+
+    /// Adopts fresh bounds of a log that was wiped and recreated meanwhile.
+    fn adopt_if_reset(&mut self, fresh: &TopicBounds, ctx: &mut Context<Self>) {
+        if self.log.is_reset(fresh) {
+            self.adopt(fresh.clone(), ctx);
+        }
+    }
+
+    /// Starts one coalesced append of everything waiting, unless as many
+    /// as the store takes at once are in flight.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let Some(b) = self.log.bounds() else { return };
+        let time_ms = monotonic_time(b.latest_time_ms);
+        let Some((ticket, batch)) = self.appends.start(self.store.max_appends_in_flight()) else {
+            return;
+        };
+        let append = self
+            .store
+            .clone()
+            .start_append(self.name.clone(), batch, time_ms);
+        ctx.spawn(append.into_actor(self).map(move |res, act, ctx| {
+            let ok = res.is_ok();
+            let finished = act.appends.complete(ticket, res);
+            // The next append (publishes that came meanwhile) goes to the
+            // store first, so its write and fsync overlap with answering
+            // these publishers and fanning their events out. A failed
+            // append stops the actor instead.
+            if ok {
+                act.flush(ctx);
+            }
+            for f in finished {
+                act.finish_append(f, ctx);
+            }
+        }));
+    }
+
+    /// Starts an append once the mailbox is drained, so that every publish
+    /// already waiting there joins it.
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flush_scheduled || self.appends.in_flight() >= self.store.max_appends_in_flight() {
+            return;
+        }
+        self.flush_scheduled = true;
+        ctx.spawn(ActorFutureExt::map(
+            fut::ready(()),
+            |(), act: &mut Self, ctx| {
+                act.flush_scheduled = false;
+                act.flush(ctx);
+            },
+        ));
+    }
+
+    fn finish_append(&mut self, (res, waiters): Finished<PublishReplyTx>, ctx: &mut Context<Self>) {
+        let outcomes = match res {
+            Ok(o) => o,
+            Err(e) => {
+                metrics().store_errors.inc();
+                tracing::warn!(topic = %self.name, error = %e, "append failed");
+                for (_, reply) in waiters {
+                    let _ = reply.send(Err(PublishError::Store(e.clone())));
+                }
+                // Our view of the log may be stale now: let the supervisor
+                // restart us, which reloads the bounds from the store.
+                ctx.stop();
+                return;
+            }
+        };
+        let epoch = self.log.epoch().expect("bounds loaded").clone();
+        let duplicates = outcomes
+            .iter()
+            .filter(|o| matches!(o, AppendOutcome::Duplicate(_)))
+            .count();
+        metrics().dedup_hits.inc_by(duplicates as u64);
+        let stored: Vec<StoredEvent> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                AppendOutcome::Stored(ev) => Some(ev.clone()),
+                _ => None,
+            })
+            .collect();
+        metrics().published.inc_by(stored.len() as u64);
+        let mut it = outcomes.into_iter();
+        for (n, reply) in waiters {
+            let mine: Vec<AppendOutcome> = it.by_ref().take(n).collect();
+            let _ = reply.send(Ok(PublishReply {
+                epoch: epoch.clone(),
+                outcomes: mine,
+            }));
+        }
+        self.apply_stored(stored, ctx);
+    }
+
+    /// Makes stored events live, strictly in log order: frames them once
+    /// (the tail and every subscriber share the buffer) and fans them out.
+    fn apply_stored(&mut self, events: Vec<StoredEvent>, ctx: &mut Context<Self>) {
+        match self.log.apply(&events) {
+            Apply::Nothing => {}
+            Apply::Fill => self.fill(ctx),
+            Apply::Fresh { from } => {
+                let epoch = self.log.epoch().expect("applied").clone();
+                let batch: Arc<[FramedEvent]> = frame_events(&events[from..], &epoch).into();
+                let orders = self.fanout.publish(&batch);
+                self.dispatch(orders);
+            }
+        }
+    }
+
+    /// Reads from the store until this actor has applied everything it
+    /// knows was stored.
+    fn fill(&mut self, ctx: &mut Context<Self>) {
+        let Some(after) = self.log.start_fill() else {
+            return;
+        };
+        let (store, name) = (self.store.clone(), self.name.clone());
+        ctx.spawn(
+            async move { store.read(&name, after, FILL_PAGE).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    act.log.fill_done();
+                    match res {
+                        Ok(page) if !page.is_empty() => {
+                            act.apply_stored(page, ctx);
+                            act.fill(ctx);
+                        }
+                        Ok(_) => act.log.fill_exhausted(),
+                        Err(e) => {
+                            metrics().store_errors.inc();
+                            tracing::warn!(topic = %act.name, error = %e, "cannot fill from store; restarting");
+                            ctx.stop();
+                        }
+                    }
+                }),
+        );
+    }
+
+    /// Notices a log wiped under this actor: its streams end (their resumes
+    /// get the 416 treatment) and it follows the new log.
+    fn check_epoch(&mut self, ctx: &mut Context<Self>) {
+        let Some(epoch) = self.log.epoch().cloned() else {
+            return;
+        };
+        let (store, name) = (self.store.clone(), self.name.clone());
+        ctx.spawn(
+            async move {
+                match store.bounds(&name).await {
+                    Ok(b) if b.epoch == epoch => None,
+                    Ok(_) | Err(StoreError::UnknownTopic) => Some(store.open_topic(&name).await),
+                    // Store down: nothing to learn now.
+                    Err(_) => None,
+                }
+            }
+            .into_actor(self)
+            .map(|fresh, act, ctx| {
+                if let Some(Ok(fresh)) = fresh {
+                    act.adopt_if_reset(&fresh, ctx);
+                }
+            }),
+        );
+    }
+}
+
+impl Actor for TopicActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
+        self.load_bounds(ctx);
+        ctx.run_interval(EPOCH_CHECK, |act, ctx| {
+            act.check_epoch(ctx);
+            // Subscribers that vanished with a failed delivery leave no
+            // Unsubscribe behind.
+            act.unwatch_if_idle();
+        });
+    }
+}
+
+impl Supervised for TopicActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        metrics().actor_restarts.inc();
+        tracing::warn!(topic = %self.name, "topic actor restarting");
+        // `started` runs again and reloads the bounds; subscribers stay and
+        // are fed from their positions once the bounds are back. Bounds stay
+        // until then, so a new epoch is noticed. The appends in flight were
+        // dropped with the context: their publishers get an error, and the
+        // reloaded bounds say what was stored.
+        self.appends.restart();
+        self.flush_scheduled = false;
+        self.log.restart();
+        self.fanout.hold_all();
+    }
+}
+
+impl Handler<Publish> for TopicActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
+        // The mailbox bound alone is not enough: publishes leave it at once
+        // for the pipeline's queue, so that is bounded too.
+        match self.appends.admit(msg.events, msg.reply) {
+            Ok(()) => self.schedule_flush(ctx),
+            Err((full, reply)) => {
+                metrics()
+                    .publish_rejected
+                    .with_label_values(&["overloaded"])
+                    .inc();
+                let _ = reply.send(Err(PublishError::QueueFull(full)));
+            }
+        }
+    }
+}
+
+impl Handler<Subscribe> for TopicActor {
+    type Result = ResponseActFuture<Self, Result<Subscribed, SubscribeError>>;
+
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) -> Self::Result {
+        // A live start needs nothing from the store while this actor follows
+        // the log. Any other start asks the store: retention moves the start
+        // of the log there, so a trimmed cursor is refused here rather than
+        // found missing later; and an actor that did not watch may have
+        // missed other instances' appends.
+        let live =
+            self.watching && self.log.bounds().is_some() && matches!(msg.start, Start::Latest);
+        let read = (!live).then(|| self.bounds_reads.read(&self.store, &self.name));
+        Box::pin(
+            async move {
+                match read {
+                    Some(read) => Some(read.await),
+                    None => None,
+                }
+            }
+            .into_actor(self)
+            .map(move |res, act, ctx| {
+                let mut store_latest = None;
+                if let Some(res) = res {
+                    let fresh = res.map_err(SubscribeError::Store)?;
+                    act.adopt_if_reset(&fresh, ctx);
+                    if act.log.bounds().is_none() {
+                        return Err(SubscribeError::Restarting);
+                    }
+                    act.log.refresh_first(&fresh);
+                    let (latest, fill) = act.log.learn_latest(&fresh, act.appends.in_flight());
+                    if fill {
+                        act.fill(ctx);
+                    }
+                    store_latest = latest;
+                }
+                let start = act
+                    .log
+                    .check_start(&msg.start, msg.resume_on_gap, store_latest)
+                    .map_err(SubscribeError::Gap)?;
+                let id = msg.sub.id;
+                msg.sub.start_after(start.after_seq, start.after_time_ms);
+                act.fanout.add(msg.sub, msg.port);
+                if !act.watching {
+                    act.start_watch(ctx);
+                }
+                act.feed(id);
+                Ok(start)
+            }),
+        )
+    }
+}
+
+impl Handler<Unsubscribe> for TopicActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Context<Self>) {
+        self.fanout.remove(msg.id);
+        self.unwatch_if_idle();
+    }
+}
+
+impl Handler<Rejoin> for TopicActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Rejoin, _ctx: &mut Context<Self>) {
+        self.feed(msg.id);
+    }
+}
+
+impl Handler<ExternalAppends> for TopicActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ExternalAppends, ctx: &mut Context<Self>) {
+        self.apply_stored(msg.events, ctx);
+    }
+}
