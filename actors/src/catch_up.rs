@@ -51,13 +51,7 @@ pub(crate) async fn run(job: CatchUpJob) -> Result<(), EndReason> {
     let (mut after, mut after_time) = sub.position();
     let mut page_len = FIRST_PAGE;
     loop {
-        sub.room(AHEAD_BYTES, job.stall).await.map_err(|stalled| {
-            if stalled {
-                EndReason::Stalled
-            } else {
-                EndReason::ClientGone
-            }
-        })?;
+        room(sub, AHEAD_BYTES, job.stall).await?;
         let page = job
             .store
             .read(&sub.topic, after, page_len)
@@ -104,6 +98,39 @@ pub(crate) async fn run(job: CatchUpJob) -> Result<(), EndReason> {
         }
         let per_event = bytes.div_ceil(framed.len()).max(1);
         page_len = (PAGE_BYTES / per_event).clamp(16, PAGE_MAX);
+    }
+}
+
+/// Waits until at most `ahead_bytes` and the high watermark's events wait
+/// for the socket, so a catch-up never holds more than that plus a page;
+/// the socket taking nothing for `stall` is a stall.
+async fn room(sub: &Subscription, ahead_bytes: usize, stall: Duration) -> Result<(), EndReason> {
+    // The session's tick, which shows waits to health snapshots, does not
+    // run during a catch-up: the wait is shown from here.
+    let high_events = sub.watermarks().high_events;
+    let mut mark: Option<u64> = None;
+    loop {
+        let b = sub.backlog();
+        if b.closed {
+            return Err(EndReason::ClientGone);
+        }
+        if b.bytes <= ahead_bytes && b.events <= high_events {
+            if mark.is_some() {
+                sub.set_waiting_since(None);
+            }
+            return Ok(());
+        }
+        if mark != Some(b.takes) {
+            mark = Some(b.takes);
+            sub.set_waiting_since(Some(sub.age_ms()));
+        }
+        match tokio::time::timeout(stall, sub.taken()).await {
+            Ok(()) => {}
+            // A stale wake-up may have shortened an earlier wait: only a
+            // whole timeout with no take at all is a stall.
+            Err(_) if sub.backlog().takes == b.takes => return Err(EndReason::Stalled),
+            Err(_) => {}
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The Store trait: what the actors need from durable storage.
 
-use std::sync::Arc;
+use std::{io, sync::Arc};
 
 use async_trait::async_trait;
 
@@ -13,7 +13,11 @@ use crate::{
 #[derive(Debug, thiserror::Error, Clone)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The store cannot take the request now (disk error, backend down).
+    /// A file operation of the store failed (the embedded log's disk). The
+    /// error itself, shared so that every waiter of a failed write gets it.
+    #[error("store I/O error: {0}")]
+    Io(#[source] Arc<io::Error>),
+    /// The store cannot take the request now (backend down, task failed).
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// The topic's log was wiped and recreated under another epoch since the
@@ -23,9 +27,12 @@ pub enum StoreError {
     /// The topic is not known to the store (only from read-only calls).
     #[error("unknown topic")]
     UnknownTopic,
-    /// Too much is already waiting for the store; retry later.
-    #[error("topic is overloaded; retry")]
-    Overloaded,
+}
+
+impl From<io::Error> for StoreError {
+    fn from(e: io::Error) -> Self {
+        StoreError::Io(Arc::new(e))
+    }
 }
 
 /// The extent of one topic's log.

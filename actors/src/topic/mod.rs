@@ -11,6 +11,8 @@
 //! The actor performs the store calls and the messages they ask for.
 
 pub(crate) mod append;
+mod config;
+mod error;
 pub(crate) mod fanout;
 pub(crate) mod follow;
 
@@ -20,16 +22,18 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 pub use append::Full;
+pub use config::TopicConfig;
+pub use error::{PublishError, PublishReply, SubscribeError};
 pub use follow::{Start, Subscribed};
 
 use crate::{
-    cursor::{monotonic_time, Epoch},
+    cursor::monotonic_time,
     event::{AppendOutcome, NewEvent, StoredEvent},
     messages::{CatchUp, EndReason, EndStream, Rejoin, SessionPort, Unsubscribe},
     metrics::metrics,
     sse::{frame_events, FramedEvent},
-    store::{ExternalAppends, Gap, SharedStore, StoreError, TopicBounds},
-    subscription::{Subscription, Watermarks},
+    store::{ExternalAppends, SharedStore, StoreError, TopicBounds},
+    subscription::Subscription,
 };
 use append::{AppendLimits, AppendPipeline, Finished};
 use fanout::{Fanout, FanoutLimits, Order};
@@ -42,83 +46,6 @@ const RELOAD_BACKOFF: Duration = Duration::from_millis(500);
 const EPOCH_CHECK: Duration = Duration::from_secs(5);
 /// Events read from the store per round when filling a hole.
 const FILL_PAGE: usize = 1000;
-
-/// Tunables of a topic actor.
-#[derive(Clone, Debug)]
-pub struct TopicConfig {
-    /// Most recent events kept framed in memory for fan-out and short catch-ups.
-    pub tail_events: usize,
-    /// Byte bound of the same tail.
-    pub tail_bytes: usize,
-    /// Every subscriber's watermarks.
-    pub watermarks: Watermarks,
-    /// Most events taken from the mailbox into one store append.
-    pub max_coalesce_events: usize,
-    /// Capacity of the topic mailbox and of its queue of publishes waiting
-    /// for the store; past it a publish answers 503.
-    pub mailbox_capacity: usize,
-    /// Most events waiting for the store; past it a publish answers 503.
-    pub max_pending_events: usize,
-}
-
-impl Default for TopicConfig {
-    fn default() -> Self {
-        TopicConfig {
-            tail_events: 4096,
-            tail_bytes: 8 << 20,
-            watermarks: Watermarks {
-                high_events: 1024,
-                high_bytes: 1 << 20,
-                low_events: 256,
-                low_bytes: 256 << 10,
-            },
-            max_coalesce_events: 10_000,
-            mailbox_capacity: 1024,
-            max_pending_events: 100_000,
-        }
-    }
-}
-
-/// The result of a publish, in the order of the published events.
-#[derive(Debug)]
-pub struct PublishReply {
-    /// The topic's log epoch, to render cursors.
-    pub epoch: Epoch,
-    /// One outcome per published event.
-    pub outcomes: Vec<AppendOutcome>,
-}
-
-/// Why a publish stored nothing.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum PublishError {
-    /// The topic actor's mailbox is full.
-    #[error("topic mailbox is full; retry")]
-    MailboxFull,
-    /// The topic's queue of publishes waiting for the store is full.
-    #[error("{}", match .0 {
-        Full::Requests => "too many publishes of this topic wait for the store; retry",
-        Full::Events => "too many events of this topic wait for the store; retry",
-    })]
-    QueueFull(Full),
-    /// The topic actor is restarting (after a store error).
-    #[error("topic is restarting; retry")]
-    Restarting,
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Why a subscription was refused.
-#[derive(Debug, Clone)]
-pub enum SubscribeError {
-    /// The cursor cannot be resumed.
-    Gap(Box<Gap>),
-    /// The store could not tell the topic's bounds.
-    Store(StoreError),
-    /// The topic actor is restarting.
-    Restarting,
-}
 
 /// How a publisher is answered.
 pub(crate) type PublishReplyTx = oneshot::Sender<Result<PublishReply, PublishError>>;

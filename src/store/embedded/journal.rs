@@ -527,7 +527,7 @@ pub fn replay(path: &Path, root: &Path) -> io::Result<ReplayReport> {
         let dir = root.join(r.topic);
         let epoch = epochs
             .entry(r.topic.to_owned())
-            .or_insert_with(|| super::topic_log::read_epoch(&dir));
+            .or_insert_with(|| super::layout::read_epoch(&dir));
         if epoch.as_deref() != Some(r.epoch) {
             report.skipped += 1;
             continue;

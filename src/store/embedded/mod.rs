@@ -3,6 +3,7 @@
 //!
 //! - `record`: the checksummed record format (event + dedup info together).
 //! - `segment`: one segment file and its offset index; torn-tail repair.
+//! - `layout`: where a topic's files are; `meta.json`, the log's identity.
 //! - `topic_log`: a topic's segments, retention, dedup rebuild, epoch.
 //! - `journal`: the write-ahead journal shared by every topic with
 //!   `fsync = "always"` (group commit across topics); replayed at start.
@@ -11,6 +12,7 @@
 //! hold its lock; reads only plan under it and read without it.
 
 mod journal;
+mod layout;
 mod record;
 mod segment;
 mod topic_log;
@@ -118,7 +120,7 @@ impl EmbeddedStore {
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if name.starts_with('.') || !entry.path().join("meta.json").exists() {
+            if name.starts_with('.') || !layout::has_log(&entry.path()) {
                 continue;
             }
             if let Err(e) = inner.log(&name, false) {
@@ -142,8 +144,8 @@ impl Inner {
             return Ok(t.clone());
         }
         let dir = self.root.join(topic);
-        let log = if dir.join("meta.json").exists() {
-            let (log, report) = TopicLog::open(&dir, &self.cfg).map_err(unavailable)?;
+        let log = if layout::has_log(&dir) {
+            let (log, report) = TopicLog::open(&dir, &self.cfg)?;
             if report.cut_bytes > 0 {
                 tracing::warn!(
                     topic,
@@ -161,9 +163,9 @@ impl Inner {
                     .root
                     .join(format!(".broken-{topic}-{}", std::process::id()));
                 tracing::error!(topic, aside = %aside.display(), "topic directory has no meta.json; moved aside");
-                fs::rename(&dir, &aside).map_err(unavailable)?;
+                fs::rename(&dir, &aside)?;
             }
-            TopicLog::create(&dir, &self.cfg).map_err(unavailable)?
+            TopicLog::create(&dir, &self.cfg)?
         } else {
             return Err(StoreError::UnknownTopic);
         };
@@ -187,10 +189,9 @@ impl Inner {
             let (outcomes, unsynced) = written?;
             match unsynced {
                 None => {}
-                Some(Unsynced::Journaled(durable)) => durable
-                    .await
-                    .unwrap_or_else(|_| Err(journal::gone()))
-                    .map_err(unavailable)?,
+                Some(Unsynced::Journaled(durable)) => {
+                    durable.await.unwrap_or_else(|_| Err(journal::gone()))?
+                }
                 Some(Unsynced::Segment(u)) => blocking(move || self.sync(&topic, &u)).await?,
             }
             Ok(outcomes)
@@ -211,7 +212,7 @@ impl Inner {
         res.map_err(|e| {
             tracing::error!(topic, error = %e, "append failed");
             self.forget(topic);
-            unavailable(e)
+            StoreError::from(e)
         })
     }
 
@@ -227,7 +228,7 @@ impl Inner {
             {
                 topics.remove(topic);
             }
-            unavailable(e)
+            StoreError::from(e)
         })
     }
 
@@ -299,7 +300,7 @@ impl Store for EmbeddedStore {
                 .plan_read(after_seq, limit);
             let mut out = Vec::with_capacity(limit.min(1024));
             for p in plans {
-                out.extend(p.read().map_err(unavailable)?);
+                out.extend(p.read()?);
             }
             Ok(out)
         })
@@ -309,10 +310,9 @@ impl Store for EmbeddedStore {
     async fn topics(&self) -> Result<Vec<String>, StoreError> {
         let root = self.inner.root.clone();
         blocking(move || {
-            let mut names: Vec<String> = fs::read_dir(&root)
-                .map_err(unavailable)?
+            let mut names: Vec<String> = fs::read_dir(&root)?
                 .filter_map(|e| e.ok())
-                .filter(|e| e.path().join("meta.json").exists())
+                .filter(|e| layout::has_log(&e.path()))
                 .filter_map(|e| e.file_name().into_string().ok())
                 .collect();
             names.sort();
@@ -339,7 +339,7 @@ impl Store for EmbeddedStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         if let Some(journal) = &self.inner.journal {
-            journal.checkpoint().await.map_err(unavailable)?;
+            journal.checkpoint().await?;
         }
         let inner = self.inner.clone();
         blocking(move || {

@@ -18,20 +18,13 @@ use sluice_actors::{
 
 use super::{
     journal::{self, Durable, Journal},
+    layout::{self, read_meta, write_durably, Meta},
     record::{self, Next},
     segment::{self, ReadPlan, Segment},
     EmbeddedConfig, Fsync,
 };
 
-const META: &str = "meta.json";
 const PRODUCERS: &str = "producers.json";
-
-/// `meta.json`: what identifies the log.
-#[derive(Serialize, Deserialize)]
-struct Meta {
-    epoch: Epoch,
-    created_ms: i64,
-}
 
 /// `producers.json`: producer high-water marks through `through_seq`,
 /// written when a segment is sealed so that marks outlive retention.
@@ -162,7 +155,7 @@ impl TopicLog {
             epoch: Epoch::generate(),
             created_ms: now_ms(),
         };
-        write_durably(&tmp, META, &serde_json::to_vec(&meta)?)?;
+        layout::write_meta(&tmp, &meta)?;
         Segment::create(&tmp, 1)?;
         // The topic appears whole or not at all.
         fs::rename(&tmp, dir)?;
@@ -504,25 +497,4 @@ impl TopicLog {
         self.dirty = false;
         Some(self.segments.last().expect("active segment").file.clone())
     }
-}
-
-fn read_meta(dir: &Path) -> io::Result<Meta> {
-    serde_json::from_slice(&fs::read(dir.join(META))?)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("meta.json: {e}")))
-}
-
-/// The epoch of the log at `dir`, if there is a readable one.
-pub fn read_epoch(dir: &Path) -> Option<String> {
-    read_meta(dir).ok().map(|m| m.epoch.to_string())
-}
-
-/// Writes `name` in `dir` atomically and durably (temp file, fsync, rename,
-/// fsync of the directory).
-fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = fs::File::create(&tmp)?;
-    io::Write::write_all(&mut f, bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, dir.join(name))?;
-    segment::sync_dir(dir)
 }
