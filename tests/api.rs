@@ -429,6 +429,40 @@ async fn batch_stores_lines_in_order_with_consecutive_cursors() {
 }
 
 #[tokio::test]
+async fn batch_non_string_data_is_stored_as_its_own_text() {
+    bounded(60, async {
+        let b = Broker::start(&[]).await;
+        let t = "batchtext";
+        // (line, stored data): compact, but key order, number spelling and
+        // string escapes as sent, not as a JSON library would respell them.
+        let lines = [
+            (r#"{"data":{"b":1,"a":[1, 2]}}"#, r#"{"b":1,"a":[1,2]}"#),
+            (r#"{"data":1.10}"#, "1.10"),
+            (r#"{"data":1e3}"#, "1e3"),
+            (r#"{"data":18446744073709551616}"#, "18446744073709551616"),
+            (
+                r#"{"type":"t", "data": { "s" : "a  b\"\u00e9" } }"#,
+                r#"{"s":"a  b\"\u00e9"}"#,
+            ),
+        ];
+        let body: String = lines.iter().map(|(l, _)| format!("{l}\n")).collect();
+        let r = b.batch(t, &body).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+
+        let evs = b.all_events(t).await;
+        let got: Vec<&str> = evs.iter().map(data_of).collect();
+        let want: Vec<&str> = lines.iter().map(|(_, d)| *d).collect();
+        assert_eq!(got, want, "history poll");
+
+        let mut s = b.sse(t, "from=earliest", &[]).await;
+        let ms = s.expect_events(lines.len(), T).await;
+        let got: Vec<&str> = ms.iter().map(|m| &*m.data).collect();
+        assert_eq!(got, want, "SSE data");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn batch_with_an_invalid_line_is_rejected_whole() {
     bounded(60, async {
         let b = Broker::start(&[("SLUICE__LIMITS__MAX_EVENT_BYTES", "100")]).await;

@@ -1,6 +1,7 @@
 //! The HTTP API of API.md: routes, handlers, problem+json errors.
 //!
 //! - `publish`: single and batch publish.
+//! - `ndjson`: the batch body, one event a line, parsed into events.
 //! - `subscribe`: the SSE stream and the JSON history poll.
 //! - `topics`: topic listing and information.
 //! - `ops`: health, readiness, connections, metrics.
@@ -10,6 +11,7 @@
 //! - `problem`: the middleware that makes every error problem+json.
 
 pub mod error;
+mod ndjson;
 mod ops;
 pub mod problem;
 mod publish;
