@@ -13,12 +13,14 @@ use std::{
     task::{Context, Poll},
 };
 
-use actix::Recipient;
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::oneshot;
 
-use crate::{messages::Rejoin, subscription::Subscription};
+use crate::{
+    messages::{ToTopic, TopicPort},
+    subscription::Subscription,
+};
 
 /// The session's notice that its body is gone (resolves when it is dropped).
 pub(crate) type BodyGone = oneshot::Receiver<()>;
@@ -27,14 +29,14 @@ pub(crate) type BodyGone = oneshot::Receiver<()>;
 pub struct Body {
     sub: Arc<Subscription>,
     /// Where resumes go: the topic.
-    rejoin: Recipient<Rejoin>,
+    rejoin: TopicPort,
     /// Dropped with the body, which tells the session.
     _gone: oneshot::Sender<()>,
 }
 
 impl Body {
     /// The body of `sub` and the notice its session waits on.
-    pub(crate) fn new(sub: Arc<Subscription>, rejoin: Recipient<Rejoin>) -> (Body, BodyGone) {
+    pub(crate) fn new(sub: Arc<Subscription>, rejoin: TopicPort) -> (Body, BodyGone) {
         let (tx, rx) = oneshot::channel();
         (
             Body {
@@ -57,7 +59,7 @@ impl Stream for Body {
                 if taken.resume {
                     // A control message: must not be dropped by a full
                     // mailbox, and the flow state allows one at a time.
-                    this.rejoin.do_send(Rejoin { id: this.sub.id });
+                    this.rejoin.do_send(ToTopic::Rejoin(this.sub.id));
                 }
                 Poll::Ready(Some(Ok(taken.bytes)))
             }

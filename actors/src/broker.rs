@@ -14,7 +14,7 @@ use std::{
 use actix::prelude::*;
 
 use crate::{
-    messages::{EndReason, EndStream, SessionClosed, SessionOpened},
+    messages::{EndReason, SessionClosed, SessionOpened, SessionPort, ToSession},
     metrics::metrics,
     store::SharedStore,
     subscription::{Health, SessionInfo, Subscription},
@@ -96,7 +96,7 @@ pub(crate) struct BrokerActor {
     /// [`crate::handle::Broker::host_topics_here`]).
     hosts: Vec<ArbiterHandle>,
     next_arbiter: usize,
-    sessions: HashMap<u64, (Arc<Subscription>, Recipient<EndStream>)>,
+    sessions: HashMap<u64, (Arc<Subscription>, SessionPort)>,
     disconnects: VecDeque<Instant>,
     /// Stall timeout in ms, to classify session health.
     pub(crate) stall_ms: i64,
@@ -226,7 +226,7 @@ impl Handler<SessionOpened> for BrokerActor {
     type Result = ();
 
     fn handle(&mut self, msg: SessionOpened, _ctx: &mut Context<Self>) {
-        self.sessions.insert(msg.sub.id, (msg.sub, msg.end));
+        self.sessions.insert(msg.sub.id, (msg.sub, msg.port));
         self.sessions_at_trim = self.sessions_at_trim.max(self.sessions.len());
         metrics().active_streams.set(self.sessions.len() as i64);
     }
@@ -295,8 +295,8 @@ impl Handler<CloseAllSessions> for BrokerActor {
     type Result = usize;
 
     fn handle(&mut self, _: CloseAllSessions, _ctx: &mut Context<Self>) -> usize {
-        for (_, end) in self.sessions.values() {
-            end.do_send(EndStream(EndReason::Shutdown));
+        for (_, port) in self.sessions.values() {
+            port.do_send(ToSession::End(EndReason::Shutdown));
         }
         self.sessions.len()
     }

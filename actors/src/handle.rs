@@ -25,7 +25,7 @@ use crate::{
     },
     catch_up::gap_notice,
     event::NewEvent,
-    messages::SessionPort,
+    messages::{SessionOpened, SessionPort, TopicPort},
     metrics::metrics,
     session::{SessionActor, SessionConfig, SessionPeers, SessionSetup},
     sse::retry_frame,
@@ -156,14 +156,11 @@ impl Broker {
         // queue deliveries while the start is still being decided.
         let mut ctx: Context<SessionActor> = Context::new();
         ctx.set_mailbox_capacity(self.session_cfg.mailbox_capacity);
-        let session = ctx.address();
+        let port: SessionPort = Arc::new(ctx.address().recipient());
         let subscribed = addr
             .send(Subscribe {
                 sub: sub.clone(),
-                port: SessionPort {
-                    catch_up: session.clone().recipient(),
-                    end: session.recipient(),
-                },
+                port: port.clone(),
                 start: req.start,
                 resume_on_gap: req.resume_on_gap,
             })
@@ -180,13 +177,16 @@ impl Broker {
             ));
         }
         sub.open(opening);
-        let (body, gone) = Body::new(sub.clone(), addr.clone().recipient());
+        let topic: TopicPort = Arc::new(addr.recipient());
+        let (body, gone) = Body::new(sub.clone(), topic.clone());
+        self.addr.do_send(SessionOpened {
+            sub: sub.clone(),
+            port,
+        });
         ctx.run(SessionActor::new(SessionSetup {
             sub,
             peers: SessionPeers {
-                rejoin: addr.clone().recipient(),
-                unsubscribe: addr.recipient(),
-                opened: self.addr.clone().recipient(),
+                topic,
                 closed: self.addr.clone().recipient(),
             },
             store: self.store.clone(),

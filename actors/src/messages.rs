@@ -47,42 +47,35 @@ impl EndReason {
     }
 }
 
-/// Body or session → topic: the subscriber waits, rejoining, to be fed from
-/// its position (it drained to its low watermark, or finished a catch-up).
+/// Body or session → topic.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Rejoin {
-    /// Connection id.
-    pub id: u64,
+pub(crate) enum ToTopic {
+    /// Subscriber `id` waits, rejoining, to be fed from its position (it
+    /// drained to its low watermark, or finished a catch-up).
+    Rejoin(u64),
+    /// Subscriber `id` is gone.
+    Unsubscribe(u64),
 }
 
-/// Session → topic: the subscriber is gone.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Unsubscribe {
-    /// Connection id.
-    pub id: u64,
-}
-
-/// Topic → session: your position is older than the topic's tail; read
-/// from the store, then rejoin.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct CatchUp;
-
-/// Topic or broker → session: end the stream.
+/// Topic or broker → session.
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
-pub(crate) struct EndStream(pub EndReason);
-
-/// A session as its topic holds it.
-#[derive(Clone)]
-pub(crate) struct SessionPort {
-    /// For [`CatchUp`].
-    pub catch_up: Recipient<CatchUp>,
-    /// For [`EndStream`].
-    pub end: Recipient<EndStream>,
+pub(crate) enum ToSession {
+    /// Your position is older than the topic's tail: read from the store,
+    /// then rejoin.
+    CatchUp,
+    /// End the stream.
+    End(EndReason),
 }
+
+/// How a topic or the broker reaches a session, and a session or its body
+/// reaches its topic. Shared (`Arc`): each clone of an actor address
+/// allocates, and an idle stream must cost little (BENCHMARKS.md, S4).
+pub(crate) type SessionPort = Arc<Recipient<ToSession>>;
+
+/// See [`SessionPort`].
+pub(crate) type TopicPort = Arc<Recipient<ToTopic>>;
 
 /// Session → broker: a stream opened.
 #[derive(Message)]
@@ -91,7 +84,7 @@ pub(crate) struct SessionOpened {
     /// Its delivery state, for health snapshots.
     pub sub: Arc<Subscription>,
     /// To end it at shutdown.
-    pub end: Recipient<EndStream>,
+    pub port: SessionPort,
 }
 
 /// Session → broker: a stream closed.

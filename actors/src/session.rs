@@ -16,7 +16,7 @@ use crate::{
     body::BodyGone,
     catch_up::{self, CatchUpJob},
     cursor::Epoch,
-    messages::{CatchUp, EndReason, EndStream, Rejoin, SessionClosed, SessionOpened, Unsubscribe},
+    messages::{EndReason, SessionClosed, ToSession, ToTopic, TopicPort},
     metrics::metrics,
     sse::{KEEP_ALIVE, PROBE},
     store::SharedStore,
@@ -45,13 +45,9 @@ pub struct SessionConfig {
 
 /// Where a session's messages go.
 pub(crate) struct SessionPeers {
-    /// Its topic's `Rejoin`.
-    pub rejoin: Recipient<Rejoin>,
-    /// Its topic's `Unsubscribe`.
-    pub unsubscribe: Recipient<Unsubscribe>,
-    /// The broker's `SessionOpened`.
-    pub opened: Recipient<SessionOpened>,
-    /// The broker's `SessionClosed`.
+    /// Its topic.
+    pub topic: TopicPort,
+    /// The broker, told when the stream closes.
     pub closed: Recipient<SessionClosed>,
 }
 
@@ -179,10 +175,6 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.peers.opened.do_send(SessionOpened {
-            sub: self.sub.clone(),
-            end: ctx.address().recipient(),
-        });
         // Learn of a vanished client at once, not at the next write.
         if let Some(gone) = self.gone.take() {
             ctx.spawn(
@@ -207,9 +199,7 @@ impl Actor for SessionActor {
         // A stalled or vanished client will not read what is queued.
         self.sub
             .end(matches!(reason, EndReason::Stalled | EndReason::ClientGone));
-        self.peers
-            .unsubscribe
-            .do_send(Unsubscribe { id: self.sub.id });
+        self.peers.topic.do_send(ToTopic::Unsubscribe(self.sub.id));
         self.peers.closed.do_send(SessionClosed {
             id: self.sub.id,
             reason,
@@ -224,10 +214,19 @@ impl Actor for SessionActor {
     }
 }
 
-impl Handler<CatchUp> for SessionActor {
+impl Handler<ToSession> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, _msg: CatchUp, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: ToSession, ctx: &mut Context<Self>) {
+        match msg {
+            ToSession::CatchUp => self.catch_up(ctx),
+            ToSession::End(reason) => self.end(reason, ctx),
+        }
+    }
+}
+
+impl SessionActor {
+    fn catch_up(&mut self, ctx: &mut Context<Self>) {
         let job = CatchUpJob {
             store: self.store.clone(),
             sub: self.sub.clone(),
@@ -241,23 +240,15 @@ impl Handler<CatchUp> for SessionActor {
                 .map(|res, act: &mut SessionActor, ctx| match res {
                     Ok(()) => {
                         act.sub.caught_up();
-                        act.peers.rejoin.do_send(Rejoin { id: act.sub.id });
+                        act.peers.topic.do_send(ToTopic::Rejoin(act.sub.id));
                     }
                     // The store is away (e.g. Redis down): the stream stays
                     // open with its heartbeats and the catch-up tries again.
                     Err(EndReason::StoreError) => {
-                        ctx.run_later(CATCH_UP_RETRY, |_, ctx| ctx.notify(CatchUp));
+                        ctx.run_later(CATCH_UP_RETRY, |_, ctx| ctx.notify(ToSession::CatchUp));
                     }
                     Err(reason) => act.end(reason, ctx),
                 }),
         );
-    }
-}
-
-impl Handler<EndStream> for SessionActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: EndStream, ctx: &mut Context<Self>) {
-        self.end(msg.0, ctx);
     }
 }

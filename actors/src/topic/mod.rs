@@ -29,7 +29,7 @@ pub use follow::{Start, Subscribed};
 use crate::{
     cursor::monotonic_time,
     event::{AppendOutcome, NewEvent, StoredEvent},
-    messages::{CatchUp, EndReason, EndStream, Rejoin, SessionPort, Unsubscribe},
+    messages::{EndReason, SessionPort, ToSession, ToTopic},
     metrics::metrics,
     sse::{frame_events, FramedEvent},
     store::{ExternalAppends, SharedStore, StoreError, TopicBounds},
@@ -118,12 +118,12 @@ impl TopicActor {
                 // subscription's flow state): a control message, not dropped.
                 Order::CatchUp(id) => {
                     if let Some(p) = self.fanout.port(id) {
-                        p.catch_up.do_send(CatchUp);
+                        p.do_send(ToSession::CatchUp);
                     }
                 }
                 Order::End(id, reason) => {
                     if let Some(p) = self.fanout.port(id) {
-                        p.end.do_send(EndStream(reason));
+                        p.do_send(ToSession::End(reason));
                     }
                 }
             }
@@ -194,7 +194,7 @@ impl TopicActor {
                 tracing::warn!(topic = %self.name, "topic log was reset; ending its streams");
                 self.fanout.clear_tail();
                 for (_, port) in self.fanout.drain() {
-                    port.end.do_send(EndStream(EndReason::Gap));
+                    port.do_send(ToSession::End(EndReason::Gap));
                 }
             }
         }
@@ -467,20 +467,17 @@ impl Handler<Subscribe> for TopicActor {
     }
 }
 
-impl Handler<Unsubscribe> for TopicActor {
+impl Handler<ToTopic> for TopicActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Context<Self>) {
-        self.fanout.remove(msg.id);
-        self.unwatch_if_idle();
-    }
-}
-
-impl Handler<Rejoin> for TopicActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Rejoin, _ctx: &mut Context<Self>) {
-        self.feed(msg.id);
+    fn handle(&mut self, msg: ToTopic, _ctx: &mut Context<Self>) {
+        match msg {
+            ToTopic::Rejoin(id) => self.feed(id),
+            ToTopic::Unsubscribe(id) => {
+                self.fanout.remove(id);
+                self.unwatch_if_idle();
+            }
+        }
     }
 }
 
