@@ -132,9 +132,12 @@ impl SessionActor {
         if self.stall_mark.take().is_some() {
             sub.set_waiting_since(None);
         }
-        let last_write = sub.last_write_ms();
-        let since_beat = now - self.last_beat_ms.max(last_write);
-        let since_write = now - last_write;
+        // A keep-alive is due a heartbeat after the last keep-alive or
+        // event; probes, which any write makes unnecessary, do not count
+        // (with the 2 s probe under a longer heartbeat, no keep-alive would
+        // ever be written).
+        let since_beat = now - self.last_beat_ms.max(sub.last_event_write_ms());
+        let since_write = now - sub.last_write_ms();
         let (frame, beat): (&'static [u8], bool) =
             if since_beat >= self.cfg.heartbeat.as_millis() as i64 {
                 (KEEP_ALIVE, true)

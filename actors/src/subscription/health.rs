@@ -16,6 +16,9 @@ pub(super) struct Stats {
     pub(super) bytes_sent: AtomicU64,
     /// Milliseconds after `connected_at` of the last write.
     pub(super) last_write_ms: AtomicI64,
+    /// Milliseconds after `connected_at` of the last write with events in
+    /// it (the heartbeat counts from it: a probe is no heartbeat).
+    pub(super) last_event_write_ms: AtomicI64,
     /// Milliseconds after `connected_at` since which a write has waited, or
     /// -1 when none is waiting.
     pub(super) waiting_since_ms: AtomicI64,
@@ -83,6 +86,11 @@ impl Subscription {
     /// Milliseconds after opening of the last write.
     pub fn last_write_ms(&self) -> i64 {
         self.stats.last_write_ms.load(Ordering::Relaxed)
+    }
+
+    /// Milliseconds after opening of the last write that carried events.
+    pub fn last_event_write_ms(&self) -> i64 {
+        self.stats.last_event_write_ms.load(Ordering::Relaxed)
     }
 
     /// Shows (`Some(since)`, ms after opening) or clears a waiting write.

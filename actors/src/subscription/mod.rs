@@ -346,6 +346,7 @@ impl Subscription {
             // rejoin): the body resumes it at its low watermark, so a feed
             // never takes it past the high watermark plus one chunk.
             s.flow = Flow::Paused;
+            metrics().subscriber_pauses.inc();
             return Fed::Paused;
         }
         match self.queue(&mut s, chunk, true, None) {
@@ -362,6 +363,7 @@ impl Subscription {
             // Decided under the lock the body takes with: its next take at
             // the low watermark sees the pause and resumes it.
             s.flow = Flow::Paused;
+            metrics().subscriber_pauses.inc();
             Fed::Paused
         }
     }
@@ -470,10 +472,10 @@ impl Subscription {
         self.stats
             .bytes_sent
             .fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
-        self.stats
-            .last_write_ms
-            .store(self.age_ms(), Ordering::Relaxed);
+        let age = self.age_ms();
+        self.stats.last_write_ms.store(age, Ordering::Relaxed);
         if chunk.events > 0 {
+            self.stats.last_event_write_ms.store(age, Ordering::Relaxed);
             self.stats
                 .events_sent
                 .fetch_add(chunk.events, Ordering::Relaxed);
