@@ -2,6 +2,12 @@
 //! to 127.0.0.1:0, in an actix System on a thread of its own, stopped (as
 //! SIGTERM would stop the binary) and joined when the handle is dropped.
 //!
+//! Its `shutdown_grace_secs` is 0 unless the test sets it. Drop blocks the
+//! test's runtime while it joins, so the client connections that runtime
+//! would close (the pool's idle keep-alive ones, streams just dropped) stay
+//! open, and a graceful stop waits for them: the whole default grace of
+//! 10 s, or with 0 one tick of actix's shutdown timer (1 s) at most.
+//!
 //! What is process-wide is shared by every in-process broker: the
 //! Prometheus registry (`/metrics` sums them all), the tracing subscriber,
 //! and the environment (so settings come from the handle's own variables,
@@ -65,7 +71,9 @@ impl Broker {
     pub async fn with(setup: Setup) -> Broker {
         init_logging();
         let (data_dir, tmp) = setup.data_dir();
-        let vars = setup.vars(&data_dir).await;
+        // No grace period unless the test sets one (module documentation).
+        let mut vars = vec![("SLUICE__SHUTDOWN_GRACE_SECS".to_string(), "0".to_string())];
+        vars.extend(setup.vars(&data_dir).await);
         for (k, _) in &vars {
             assert!(
                 k.starts_with("SLUICE__"),
@@ -133,8 +141,8 @@ impl Broker {
 }
 
 impl Drop for Broker {
-    /// Shuts the broker down (streams end, requests get the grace period,
-    /// the store is flushed) and waits for its thread.
+    /// Shuts the broker down (streams end, the store is flushed) as SIGTERM
+    /// would, and waits for its thread.
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

@@ -91,7 +91,7 @@ impl BrokerProcess {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut err_pipe = child.stderr.take().expect("stderr pipe");
         let sink = stderr.clone();
-        tokio::spawn(async move {
+        let stderr_copied = tokio::spawn(async move {
             let mut buf = [0u8; 8192];
             loop {
                 match err_pipe.read(&mut buf).await {
@@ -119,8 +119,8 @@ impl BrokerProcess {
             Ok(Ok(line)) => line,
             Ok(Err(_)) => {
                 let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-                // The stderr reader may still be copying the last lines.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Its last lines: the copy ends when the process has exited.
+                let _ = tokio::time::timeout(Duration::from_secs(5), stderr_copied).await;
                 panic!(
                     "sluice closed stdout without a listening line (exit: {status:?}); stderr:\n{}",
                     String::from_utf8_lossy(&stderr.lock().unwrap())
