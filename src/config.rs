@@ -244,6 +244,17 @@ pub struct ConfigError(pub String);
 impl Settings {
     /// Loads and validates the layered configuration.
     pub fn load(o: &Overrides) -> Result<Settings, ConfigError> {
+        Self::load_with_env(o, None)
+    }
+
+    /// Like [`Settings::load`], but when `env` is given its entries stand in
+    /// for the process environment (read the same way: `SLUICE__*` names,
+    /// lists split at commas). For tests that run brokers with different
+    /// settings in one process.
+    pub fn load_with_env(
+        o: &Overrides,
+        env: Option<Vec<(String, String)>>,
+    ) -> Result<Settings, ConfigError> {
         let mut b = Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
         if let Some(f) = &o.file {
             b = b.add_source(
@@ -259,7 +270,8 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("cors.allowed_origins")
-                .with_list_parse_key("redis.sentinels"),
+                .with_list_parse_key("redis.sentinels")
+                .source(env.map(|vars| vars.into_iter().collect())),
         );
         let set = |b: config::ConfigBuilder<_>, k: &str, v: Option<String>| match v {
             Some(v) => b.set_override(k, v),
@@ -399,5 +411,41 @@ impl Settings {
                 .then(|| (self.retention.max_age_secs as i64).saturating_mul(1000)),
             dedup_window_ms: (self.limits.dedup_window_secs as i64).saturating_mul(1000),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(v: &[(&str, &str)]) -> Option<Vec<(String, String)>> {
+        Some(
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn given_variables_stand_in_for_the_environment() {
+        let s = Settings::load_with_env(
+            &Overrides::default(),
+            vars(&[
+                ("SLUICE__RETENTION__MAX_EVENTS", "5"),
+                (
+                    "SLUICE__CORS__ALLOWED_ORIGINS",
+                    "http://a.test,http://b.test",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.retention.max_events, 5);
+        assert_eq!(s.cors.allowed_origins, ["http://a.test", "http://b.test"]);
+        let e = Settings::load_with_env(
+            &Overrides::default(),
+            vars(&[("SLUICE__EMBEDDED__FSYNC", "sometimes")]),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("embedded.fsync"), "{e}");
     }
 }

@@ -1,12 +1,20 @@
 //! Browsers: CORS headers on every response, preflights, and (when
 //! `/usr/bin/chromium` exists) a real cross-origin `EventSource` + `fetch`.
 
-mod common;
-
 use std::{path::Path, time::Duration};
 
-use common::*;
 use reqwest::Method;
+
+use crate::support::*;
+
+on_both_stores! {
+    #[tokio::test]
+    cors_preflight_and_headers,
+    #[tokio::test]
+    cors_allowed_origins_restricts,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    chromium_event_source_cross_origin,
+}
 
 const ORIGIN: &str = "http://app.example.test";
 
@@ -27,7 +35,7 @@ fn assert_allow_origin(r: &Resp, origin: &str, what: &str) {
     );
 }
 
-async fn preflight(b: &Broker, path: &str, method: &str, headers: &str) -> Resp {
+async fn preflight(b: &Api, path: &str, method: &str, headers: &str) -> Resp {
     b.request(
         Method::OPTIONS,
         path,
@@ -41,10 +49,9 @@ async fn preflight(b: &Broker, path: &str, method: &str, headers: &str) -> Resp 
     .await
 }
 
-#[tokio::test]
-async fn cors_preflight_and_headers() {
+async fn cors_preflight_and_headers(store: Store) {
     bounded(60, async {
-        let b = Broker::start(&[]).await;
+        let b = Broker::start(store, &[]).await;
         let t = "cors";
 
         // Preflight for a publish with the headers a page sends.
@@ -173,15 +180,14 @@ async fn cors_preflight_and_headers() {
     .await;
 }
 
-#[tokio::test]
-async fn cors_allowed_origins_restricts() {
+async fn cors_allowed_origins_restricts(store: Store) {
     bounded(60, async {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("cors.toml");
         std::fs::write(&cfg, "[cors]\nallowed_origins = [\"http://good.test\"]\n").unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
-        let b = Broker::start_args(&data, &["--config", cfg.to_str().unwrap()], &[]).await;
+        let b = Broker::with(Setup::new(store).dir(&data).config(&cfg)).await;
 
         let r = b.publish("c", "x", &[("origin", "http://good.test")]).await;
         assert_eq!(r.status, 201);
@@ -303,8 +309,7 @@ async fn run_chromium(url: &str, profile: &Path) -> String {
     dom
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_event_source_cross_origin() {
+async fn chromium_event_source_cross_origin(store: Store) {
     if !Path::new(CHROMIUM).exists() {
         println!(
             "{CHROMIUM} not found: only the CORS header tests ran (cors_preflight_and_headers)"
@@ -312,7 +317,7 @@ async fn chromium_event_source_cross_origin() {
         return;
     }
     bounded(150, async {
-        let b = Broker::start(&[("SLUICE__STREAM__HEARTBEAT_SECS", "1")]).await;
+        let b = Broker::start(store, &[("SLUICE__STREAM__HEARTBEAT_SECS", "1")]).await;
         let t = "browser";
         let mut cursors = Vec::new();
         for i in 1..=3 {

@@ -1,19 +1,21 @@
-//! A throw-away `redis-server` for the cluster tests: its own loopback port
-//! and directory, AOF on with `appendfsync always`, SIGKILL and restart on the
-//! same port and directory (so the AOF comes back).
+//! A throw-away `redis-server`: its own loopback port and directory, AOF on
+//! with `appendfsync always`, SIGKILL and restart on the same port and
+//! directory (so the AOF comes back). The cluster tests start their own;
+//! brokers on `Store::Redis` share one ([`shared`]).
 //!
 //! The server runs under `sh -c '... & echo $!; read _; kill -9 $!'` with a
 //! piped stdin: whenever the test process goes away (panic, abort, SIGKILL)
 //! the pipe closes and the shell kills the server, so none outlives a run.
-#![allow(dead_code)]
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     time::{Duration, Instant},
 };
+
+use super::free_port;
 
 /// How long a start (or an AOF reload) may take before `PING` answers.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -40,12 +42,12 @@ enum Kind {
     },
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+/// The test process's shared server, for brokers on [`super::Store::Redis`]
+/// (each with its own key prefix); started on first use, killed when the
+/// test process ends (see the module documentation).
+pub async fn shared() -> &'static RedisServer {
+    static SHARED: tokio::sync::OnceCell<RedisServer> = tokio::sync::OnceCell::const_new();
+    SHARED.get_or_init(RedisServer::start).await
 }
 
 impl RedisServer {

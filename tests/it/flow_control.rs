@@ -2,13 +2,24 @@
 //! bounded memory and never slows the others, a subscriber whose socket makes
 //! no progress is evicted and resumes by cursor, and clients that vanish
 //! without closing are noticed and cost nothing afterwards.
-
-mod common;
+//!
+//! The broker runs as a subprocess: these tests measure its RSS or read
+//! counters of its own `/metrics` (the registry is process-wide).
 
 use std::time::Duration;
 
-use common::*;
 use tokio::time::Instant;
+
+use crate::support::*;
+
+on_both_stores! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    slow_consumer_costs_bounded_memory_and_loses_nothing,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    stalled_subscriber_is_evicted_and_resumes_by_cursor,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    disconnect_storm_frees_every_stream,
+}
 
 /// Payload `"<publisher> <seq> xxxx…"` padded to `size` bytes: cheap to
 /// check without a JSON parser in a debug build.
@@ -47,7 +58,7 @@ fn ndjson(p: usize, from: u64, n: u64, size: usize) -> String {
 /// so are transport errors, which is safe because every line carries an
 /// Idempotency-Key. Returns the number of transport errors.
 async fn publish_all(
-    b: &Broker,
+    b: &Api,
     topic: &str,
     publishers: usize,
     per_publisher: u64,
@@ -170,10 +181,9 @@ const SLOW_PAYLOAD: usize = 1024;
 /// by 4 publishers. The fast ones get every event in order, the broker's RSS
 /// stays bounded by the watermarks (not by the volume published), and the
 /// slow one, reading again, gets every event in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn slow_consumer_costs_bounded_memory_and_loses_nothing() {
+async fn slow_consumer_costs_bounded_memory_and_loses_nothing(store: Store) {
     bounded(600, async {
-        let b = Broker::start(&[("SLUICE__EMBEDDED__FSYNC", "never"), ("SLUICE__LOG__LEVEL", "warn"),
+        let b = BrokerProcess::start(store, &[("SLUICE__EMBEDDED__FSYNC", "never"), ("SLUICE__LOG__LEVEL", "warn"),
             // Eviction is tested on its own; here the stopped reader must stay.
             ("SLUICE__STREAM__STALL_TIMEOUT_SECS", "3600"),
         ]).await;
@@ -275,18 +285,20 @@ async fn slow_consumer_costs_bounded_memory_and_loses_nothing() {
 /// (3 s) stall timeout; the evicted counter and the `stalled` disconnect
 /// reason count it; it resumes with `Last-Event-ID` and gets the rest, with
 /// no gap and no duplicate.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_subscriber_is_evicted_and_resumes_by_cursor() {
+async fn stalled_subscriber_is_evicted_and_resumes_by_cursor(store: Store) {
     bounded(180, async {
-        let b = Broker::start(&[
-            ("SLUICE__STREAM__STALL_TIMEOUT_SECS", "6"),
-            ("SLUICE__EMBEDDED__FSYNC", "never"),
-            ("SLUICE__LOG__LEVEL", "warn"),
-        ])
+        let b = BrokerProcess::start(
+            store,
+            &[
+                ("SLUICE__STREAM__STALL_TIMEOUT_SECS", "6"),
+                ("SLUICE__EMBEDDED__FSYNC", "never"),
+                ("SLUICE__LOG__LEVEL", "warn"),
+            ],
+        )
         .await;
         let t = topic("evict");
         let path = format!("/v1/topics/{t}/events?from=earliest");
-        let mut sse = RawSse::connect(b.port, &path, &[], Some(4096))
+        let mut sse = SseStream::raw(b.port, &path, &[], Some(4096))
             .await
             .expect("connect");
         assert_eq!(sse.status, 200, "{}", sse.head);
@@ -363,15 +375,14 @@ async fn stalled_subscriber_is_evicted_and_resumes_by_cursor() {
 /// (every other one with an RST, the rest by dropping the socket): the
 /// broker's active connections return to 0 within seconds and its RSS
 /// returns near where it started.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disconnect_storm_frees_every_stream() {
+async fn disconnect_storm_frees_every_stream(store: Store) {
     const CLIENTS: usize = 2000;
     bounded(180, async {
-        let b = Broker::start(&[("SLUICE__LOG__LEVEL", "warn")]).await;
+        let b = BrokerProcess::start(store, &[("SLUICE__LOG__LEVEL", "warn")]).await;
         let port = b.port;
         // Warm up (first topic, first stream, allocator arenas), then measure.
         {
-            let s = RawSse::connect(port, "/v1/topics/storm-0/events", &[], None)
+            let s = SseStream::raw(port, "/v1/topics/storm-0/events", &[], None)
                 .await
                 .expect("connect");
             assert_eq!(s.status, 200, "{}", s.head);
@@ -391,7 +402,7 @@ async fn disconnect_storm_frees_every_stream() {
             async move {
                 let _permit = sem.acquire().await.expect("semaphore");
                 let path = format!("/v1/topics/storm-{}/events", i % 20);
-                let s = RawSse::connect(port, &path, &[], None)
+                let s = SseStream::raw(port, &path, &[], None)
                     .await
                     .unwrap_or_else(|e| panic!("client {i}: {e}"));
                 assert_eq!(s.status, 200, "client {i}: {}", s.head);

@@ -1,23 +1,27 @@
 //! Retention by count, age and bytes, and what a cursor older than retention
-//! gets (416, X-Next-Cursor, on_gap=resume).
-
-mod common;
+//! gets (416, X-Next-Cursor, on_gap=resume). Many segments across a restart:
+//! `crash::segments`.
 
 use std::time::Duration;
 
-use common::*;
 use serde_json::Value;
+
+use crate::support::*;
+
+on_both_stores! {
+    #[tokio::test]
+    max_events_keeps_the_last_ones,
+    #[tokio::test]
+    max_age_expires_events,
+    #[tokio::test]
+    max_bytes_bounds_the_log,
+}
 
 const T: Duration = Duration::from_secs(15);
 
-fn cursor_of(ev: &Value) -> String {
-    ev["cursor"].as_str().expect("cursor").to_string()
-}
-
-#[tokio::test]
-async fn max_events_keeps_the_last_ones() {
+async fn max_events_keeps_the_last_ones(store: Store) {
     bounded(90, async {
-        let b = Broker::start(&[("SLUICE__RETENTION__MAX_EVENTS", "10")]).await;
+        let b = Broker::start(store, &[("SLUICE__RETENTION__MAX_EVENTS", "10")]).await;
         let t = "count";
         let cs = b.publish_numbered(t, 1..26).await; // seq 1..=25, cs[i] is seq i+1
         let bb = &b;
@@ -135,10 +139,9 @@ async fn max_events_keeps_the_last_ones() {
     .await;
 }
 
-#[tokio::test]
-async fn max_age_expires_events() {
+async fn max_age_expires_events(store: Store) {
     bounded(90, async {
-        let b = Broker::start(&[("SLUICE__RETENTION__MAX_AGE_SECS", "2")]).await;
+        let b = Broker::start(store, &[("SLUICE__RETENTION__MAX_AGE_SECS", "2")]).await;
         let t = "age";
         let cs = b.publish_numbered(t, 1..4).await;
         let bb = &b;
@@ -171,13 +174,15 @@ async fn max_age_expires_events() {
     .await;
 }
 
-#[tokio::test]
-async fn max_bytes_bounds_the_log() {
+async fn max_bytes_bounds_the_log(store: Store) {
     bounded(90, async {
-        let b = Broker::start(&[
-            ("SLUICE__RETENTION__MAX_BYTES", "2000"),
-            ("SLUICE__EMBEDDED__SEGMENT_BYTES", "4096"),
-        ])
+        let b = Broker::start(
+            store,
+            &[
+                ("SLUICE__RETENTION__MAX_BYTES", "2000"),
+                ("SLUICE__EMBEDDED__SEGMENT_BYTES", "4096"),
+            ],
+        )
         .await;
         let t = "bytes";
         let mut cs = Vec::new();
@@ -203,76 +208,6 @@ async fn max_bytes_bounds_the_log() {
             cs[50 - ids.len()..].to_vec(),
             "retention keeps a contiguous newest suffix"
         );
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn many_segments_survive_restart_and_count_retention() {
-    if common::embedded_only("segment files") {
-        return;
-    }
-    bounded(90, async {
-        let dir = tempfile::tempdir().unwrap();
-        let env = [
-            ("SLUICE__EMBEDDED__SEGMENT_BYTES", "4096"),
-            ("SLUICE__RETENTION__MAX_EVENTS", "60"),
-        ];
-        let t = "segs";
-        let mut b = Broker::start_in(dir.path(), &env).await;
-        let body: String = (1..=100)
-            .map(|i| {
-                format!(
-                    "{{\"data\":{{\"seq\":{i},\"pad\":\"{}\"}}}}\n",
-                    "z".repeat(100)
-                )
-            })
-            .collect();
-        let r = b.batch(t, &body).await;
-        assert_eq!(r.status, 200, "{}", r.text);
-        let cs: Vec<String> = r.json["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x["cursor"].as_str().unwrap().to_string())
-            .collect();
-        let bb = &b;
-        wait_until(T, "60 retained", || async move { bb.count(t).await == 60 }).await;
-        let segs = std::fs::read_dir(dir.path().join("topics").join(t))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "log")
-            })
-            .count();
-        assert!(segs > 1, "4096-byte segments roll over: {segs} segment(s)");
-        assert!(b.stop().await.success());
-        drop(b);
-
-        let b = Broker::start_in(dir.path(), &env).await;
-        let hist = b.all_events(t).await;
-        let ids: Vec<String> = hist.iter().map(cursor_of).collect();
-        assert_eq!(ids, cs[40..].to_vec(), "the same 60 events after restart");
-        for (k, e) in hist.iter().enumerate() {
-            assert_eq!(seq_of(e["data"].as_str().unwrap()), 41 + k as u64);
-        }
-        let c = b.publish_ok(t, "{\"seq\":101}").await;
-        assert_eq!(cursor_seq(&c), 101);
-        let bb = &b;
-        wait_until(T, "oldest retained is 42", || async move {
-            bb.all_events(t)
-                .await
-                .first()
-                .map(|e| cursor_seq(e["cursor"].as_str().unwrap()))
-                == Some(42)
-        })
-        .await;
-        let s = b.sse(t, "", &[("last-event-id", &cs[5])]).await;
-        let p = s.assert_problem(416);
-        assert_eq!(p["lost"].as_u64(), Some(35), "events 7..=41 lost: {p}");
     })
     .await;
 }

@@ -2,11 +2,26 @@
 //! the last event it received gets every later event exactly once, in order,
 //! whichever way it passes the cursor, while a publisher keeps publishing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
+
+on_both_stores! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    exact_resume_with_last_event_id,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    exact_resume_with_x_resume_cursor,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    exact_resume_with_cursor_query,
+    #[tokio::test]
+    resume_far_back_reads_the_whole_log,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    fan_out_to_many_subscribers_is_identical,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    slow_subscriber_loses_nothing,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    stalled_subscriber_is_evicted_and_resumes_without_loss,
+}
 
 const T: Duration = Duration::from_secs(15);
 
@@ -17,7 +32,7 @@ enum Via {
     Query,
 }
 
-async fn reconnect(b: &Broker, topic: &str, via: Via, cursor: &str) -> SseStream {
+async fn reconnect(b: &Api, topic: &str, via: Via, cursor: &str) -> SseStream {
     match via {
         Via::LastEventId => b.sse(topic, "", &[("last-event-id", cursor)]).await,
         Via::ResumeHeader => b.sse(topic, "", &[("x-resume-cursor", cursor)]).await,
@@ -25,9 +40,9 @@ async fn reconnect(b: &Broker, topic: &str, via: Via, cursor: &str) -> SseStream
     }
 }
 
-async fn exact_resume(via: Via) {
+async fn exact_resume(store: Store, via: Via) {
     const N: u64 = 300;
-    let b = Broker::start(&[("SLUICE__STREAM__HEARTBEAT_SECS", "1")]).await;
+    let b = Broker::start(store, &[("SLUICE__STREAM__HEARTBEAT_SECS", "1")]).await;
     let t = format!("resume-{via:?}").to_lowercase();
     let t = t.as_str();
 
@@ -105,26 +120,22 @@ async fn exact_resume(via: Via) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exact_resume_with_last_event_id() {
-    bounded(120, exact_resume(Via::LastEventId)).await;
+async fn exact_resume_with_last_event_id(store: Store) {
+    bounded(120, exact_resume(store, Via::LastEventId)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exact_resume_with_x_resume_cursor() {
-    bounded(120, exact_resume(Via::ResumeHeader)).await;
+async fn exact_resume_with_x_resume_cursor(store: Store) {
+    bounded(120, exact_resume(store, Via::ResumeHeader)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exact_resume_with_cursor_query() {
-    bounded(120, exact_resume(Via::Query)).await;
+async fn exact_resume_with_cursor_query(store: Store) {
+    bounded(120, exact_resume(store, Via::Query)).await;
 }
 
 /// Resuming far back reads from the store, not only from an in-memory tail.
-#[tokio::test]
-async fn resume_far_back_reads_the_whole_log() {
+async fn resume_far_back_reads_the_whole_log(store: Store) {
     bounded(120, async {
-        let b = Broker::start(&[]).await;
+        let b = Broker::start(store, &[]).await;
         let t = "deep";
         let mut cursors = Vec::new();
         for chunk in 0..5u64 {
@@ -158,10 +169,9 @@ async fn resume_far_back_reads_the_whole_log() {
 }
 
 /// Several live subscribers see the same sequence while two publishers race.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fan_out_to_many_subscribers_is_identical() {
+async fn fan_out_to_many_subscribers_is_identical(store: Store) {
     bounded(120, async {
-        let b = Broker::start(&[]).await;
+        let b = Broker::start(store, &[]).await;
         let t = "fan";
         let mut subs = Vec::new();
         for _ in 0..5 {
@@ -215,10 +225,9 @@ async fn fan_out_to_many_subscribers_is_identical() {
 
 /// A subscriber that stops reading while lots is published loses nothing
 /// once it reads again (it lags, catches up, rejoins live).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_subscriber_loses_nothing() {
+async fn slow_subscriber_loses_nothing(store: Store) {
     bounded(120, async {
-        let b = Broker::start(&[]).await;
+        let b = Broker::start(store, &[]).await;
         let t = "slow";
         let mut s = b.sse(t, "from=earliest", &[]).await;
         s.assert_ok();
@@ -258,13 +267,15 @@ async fn slow_subscriber_loses_nothing() {
 /// A subscriber that takes nothing for longer than stall_timeout_secs is
 /// disconnected (the others keep going at full speed), and resuming with its
 /// last id loses nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_subscriber_is_evicted_and_resumes_without_loss() {
+async fn stalled_subscriber_is_evicted_and_resumes_without_loss(store: Store) {
     bounded(180, async {
-        let b = Broker::start(&[
-            ("SLUICE__STREAM__STALL_TIMEOUT_SECS", "2"),
-            ("SLUICE__STREAM__HEARTBEAT_SECS", "1"),
-        ])
+        let b = Broker::start(
+            store,
+            &[
+                ("SLUICE__STREAM__STALL_TIMEOUT_SECS", "2"),
+                ("SLUICE__STREAM__HEARTBEAT_SECS", "1"),
+            ],
+        )
         .await;
         let t = "stall";
         let mut slow = b.sse(t, "from=earliest", &[]).await;

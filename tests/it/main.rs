@@ -1,0 +1,19 @@
+//! Sluice's integration tests: one test binary (`cargo test --test it`).
+//!
+//! Each suite talks HTTP to a broker started by [`support`]: in this process
+//! on port 0 where it can, the real binary where a test kills, stops or
+//! restarts it or reads what only a process has (see `support`). Tests that
+//! hold on both stores exist once per store, as `…::embedded::name` and
+//! `…::redis::name`; `cargo test --test it redis::` runs the Redis half.
+
+#[macro_use]
+mod support;
+
+mod api;
+mod browser;
+mod cluster;
+mod crash;
+mod flow_control;
+mod overload;
+mod resume;
+mod retention;

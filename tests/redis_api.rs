@@ -1,4 +1,0 @@
-//! The `api` suite on the Redis store (see tests/common: binaries named
-//! `redis_*` start every broker on Redis).
-#[path = "api.rs"]
-mod suite;

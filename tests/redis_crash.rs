@@ -1,4 +1,0 @@
-//! The `crash` suite on the Redis store (see tests/common: binaries named
-//! `redis_*` start every broker on Redis).
-#[path = "crash.rs"]
-mod suite;

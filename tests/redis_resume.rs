@@ -1,4 +1,0 @@
-//! The `resume` suite on the Redis store (see tests/common: binaries named
-//! `redis_*` start every broker on Redis).
-#[path = "resume.rs"]
-mod suite;
