@@ -1,5 +1,5 @@
 //! The messages between the actors, named by who sends them to whom. They
-//! are crate-private: callers outside use [`crate::broker::Broker`]'s
+//! are crate-private: callers outside use [`crate::handle::Broker`]'s
 //! operations. Actors hold each other as `Recipient`s of these, so no actor
 //! module names another (no import circle).
 
