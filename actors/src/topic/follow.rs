@@ -261,6 +261,10 @@ impl Follower {
     }
 }
 
+#[cfg(test)]
+#[path = "follow_tests.rs"]
+mod tests;
+
 /// A read of the topic's bounds from the store, awaited by many callers.
 pub(crate) type SharedBounds = Shared<LocalBoxFuture<'static, Result<TopicBounds, StoreError>>>;
 
