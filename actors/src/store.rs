@@ -49,6 +49,25 @@ pub struct TopicBounds {
     pub latest_seq: u64,
     /// Time of the latest event; 0 for a new log.
     pub latest_time_ms: i64,
+    /// The earlier epochs of this log, oldest first: recovery removed stored
+    /// data (a cut tail) and the log went on under a new epoch, so that the
+    /// positions it removed are never handed out again under the same
+    /// cursor. A cursor of an earlier epoch still names the same event up to
+    /// where that epoch was kept.
+    pub forks: Vec<Fork>,
+}
+
+/// Where an earlier epoch of a log ended: its events up to `last_seq` are
+/// the log's own events at the same positions; whatever it held after was
+/// lost to damage or a crash.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fork {
+    /// The earlier epoch.
+    pub epoch: Epoch,
+    /// Its last event that the log kept.
+    pub last_seq: u64,
+    /// That event's time (0 when `last_seq` is 0).
+    pub last_time_ms: i64,
 }
 
 impl TopicBounds {
@@ -60,6 +79,7 @@ impl TopicBounds {
             first_time_ms: 0,
             latest_seq: 0,
             latest_time_ms: 0,
+            forks: Vec::new(),
         }
     }
 
@@ -75,22 +95,45 @@ impl TopicBounds {
     }
 
     /// The sequence a resume from `c` continues after, or the gap that
-    /// prevents it: `c` is of another epoch, ahead of the latest event, or
-    /// older than the oldest retained one.
+    /// prevents it: `c` is of another log, names a position recovery removed
+    /// (an earlier epoch, past where it was kept), is ahead of the latest
+    /// event, or older than the oldest retained one.
     pub fn resume_point(&self, c: &Cursor) -> Result<u64, Box<Gap>> {
-        let lost = if c.epoch != self.epoch || c.seq > self.latest_seq {
-            None
-        } else if c.seq + 1 < self.first_seq {
-            Some(self.first_seq - 1 - c.seq)
-        } else {
-            return Ok(c.seq);
+        let gap = |reason, next_cursor, lost| {
+            Err(Box::new(Gap {
+                requested: c.clone(),
+                next_cursor,
+                latest_cursor: self.latest_cursor(),
+                lost,
+                reason,
+            }))
         };
-        Err(Box::new(Gap {
-            requested: c.clone(),
-            next_cursor: self.boundary_cursor(),
-            latest_cursor: self.latest_cursor(),
-            lost,
-        }))
+        if c.epoch != self.epoch {
+            let Some(i) = self.forks.iter().position(|f| f.epoch == c.epoch) else {
+                return gap(GapReason::OtherLog, self.boundary_cursor(), None);
+            };
+            // Kept up to the smallest end of this fork and every later one.
+            let kept = self.forks[i..]
+                .iter()
+                .min_by_key(|f| f.last_seq)
+                .expect("one fork at least");
+            if c.seq > kept.last_seq {
+                let next = if kept.last_seq + 1 >= self.first_seq {
+                    Cursor::new(kept.last_time_ms, kept.last_seq, self.epoch.clone())
+                } else {
+                    self.boundary_cursor()
+                };
+                return gap(GapReason::Recovered, next, None);
+            }
+        }
+        if c.seq > self.latest_seq {
+            gap(GapReason::Ahead, self.boundary_cursor(), None)
+        } else if c.seq + 1 < self.first_seq {
+            let lost = self.first_seq - 1 - c.seq;
+            gap(GapReason::Trimmed, self.boundary_cursor(), Some(lost))
+        } else {
+            Ok(c.seq)
+        }
     }
 
     /// The cursor of the latest event (the boundary cursor of an empty log).
@@ -110,6 +153,23 @@ pub struct Gap {
     pub latest_cursor: Cursor,
     /// Events skipped by resuming from `next_cursor`, when known.
     pub lost: Option<u64>,
+    /// Why the cursor cannot be resumed.
+    pub reason: GapReason,
+}
+
+/// Why a cursor cannot be resumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GapReason {
+    /// Older than the oldest retained event: retention removed what follows.
+    Trimmed,
+    /// Ahead of the latest event.
+    Ahead,
+    /// Of another log (the topic was deleted and recreated).
+    OtherLog,
+    /// Past where recovery kept the log (damage or a crash removed stored
+    /// events; the log went on under a new epoch): `next_cursor` is the last
+    /// event kept.
+    Recovered,
 }
 
 /// Store → topic: events another broker instance appended to the topic.
@@ -203,3 +263,46 @@ pub type SharedStore = Arc<dyn Store>;
 pub type AppendFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Vec<AppendOutcome>, StoreError>> + Send>,
 >;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fork(epoch: &Epoch, last_seq: u64) -> Fork {
+        Fork {
+            epoch: epoch.clone(),
+            last_seq,
+            last_time_ms: last_seq as i64 * 10,
+        }
+    }
+
+    #[test]
+    fn cursors_of_earlier_epochs_resume_up_to_where_they_were_kept() {
+        let (e1, e2, e3) = (Epoch::generate(), Epoch::generate(), Epoch::generate());
+        // e1 kept through 10, then e2 kept through 7 (a second cut), now e3.
+        let b = TopicBounds {
+            epoch: e3.clone(),
+            first_seq: 3,
+            first_time_ms: 30,
+            latest_seq: 20,
+            latest_time_ms: 200,
+            forks: vec![fork(&e1, 10), fork(&e2, 7)],
+        };
+        let at = |e: &Epoch, seq| Cursor::new(seq as i64 * 10, seq, e.clone());
+        assert_eq!(b.resume_point(&at(&e3, 15)), Ok(15));
+        assert_eq!(b.resume_point(&at(&e2, 7)), Ok(7));
+        assert_eq!(b.resume_point(&at(&e1, 7)), Ok(7), "kept through both cuts");
+        for c in [at(&e1, 8), at(&e1, 10), at(&e2, 8)] {
+            let gap = b.resume_point(&c).unwrap_err();
+            assert_eq!(gap.reason, GapReason::Recovered, "{c}");
+            assert_eq!(gap.next_cursor, at(&e3, 7), "after the last event kept");
+        }
+        // Retention still applies to an earlier epoch's cursors.
+        let gap = b.resume_point(&at(&e1, 1)).unwrap_err();
+        assert_eq!((gap.reason, gap.lost), (GapReason::Trimmed, Some(1)));
+        let other = b.resume_point(&at(&Epoch::generate(), 5)).unwrap_err();
+        assert_eq!(other.reason, GapReason::OtherLog);
+        let ahead = b.resume_point(&at(&e3, 21)).unwrap_err();
+        assert_eq!(ahead.reason, GapReason::Ahead);
+    }
+}

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sluice_actors::{
     cursor::{rfc3339_millis, Cursor},
-    store::Gap,
+    store::{Gap, GapReason},
     topic::{Start, SubscribeError},
     StreamRequest,
 };
@@ -103,12 +103,19 @@ fn resume_on_gap(q: &EventsQuery) -> Result<bool, ApiError> {
 }
 
 fn gap_error(gap: Box<Gap>) -> ApiError {
-    let detail = match gap.lost {
-        _ if gap.requested.epoch != gap.next_cursor.epoch => {
+    let detail = match (gap.reason, gap.lost) {
+        (GapReason::OtherLog, _) => {
             "cursor belongs to another log epoch (the topic was recreated)".to_owned()
         }
-        None => "cursor is ahead of the latest event".to_owned(),
-        Some(n) => format!("cursor is older than retention: {n} events were removed"),
+        (GapReason::Recovered, _) => "cursor names an event that recovery removed from the log \
+             (damage or a crash cut it); resume after next_cursor, the last event kept"
+            .to_owned(),
+        (GapReason::Ahead, _) | (GapReason::Trimmed, None) => {
+            "cursor is ahead of the latest event".to_owned()
+        }
+        (GapReason::Trimmed, Some(n)) => {
+            format!("cursor is older than retention: {n} events were removed")
+        }
     };
     ApiError::RangeNotSatisfiable { detail, gap }
 }

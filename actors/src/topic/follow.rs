@@ -194,7 +194,10 @@ impl Follower {
             }
             Start::After(c) => match b.resume_point(c) {
                 Ok(after) => Ok(ok(after, c.time_ms, None)),
-                Err(gap) if resume_on_gap => Ok(ok(b.first_seq - 1, b.first_time_ms, Some(*gap))),
+                // From where the gap says everything still held follows.
+                Err(gap) if resume_on_gap => {
+                    Ok(ok(gap.next_cursor.seq, gap.next_cursor.time_ms, Some(*gap)))
+                }
                 Err(gap) => Err(gap),
             },
         }

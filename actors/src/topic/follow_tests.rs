@@ -11,6 +11,7 @@ fn bounds(epoch: &Epoch, first: u64, latest: u64) -> TopicBounds {
         first_time_ms: 10,
         latest_seq: latest,
         latest_time_ms: 20,
+        forks: Vec::new(),
     }
 }
 

@@ -6,7 +6,7 @@
 use std::{fs, io, path::Path};
 
 use serde::{Deserialize, Serialize};
-use sluice_actors::cursor::Epoch;
+use sluice_actors::{cursor::Epoch, store::Fork};
 
 use super::segment;
 
@@ -20,6 +20,11 @@ pub struct Meta {
     pub epoch: Epoch,
     /// When it was created.
     pub created_ms: i64,
+    /// Earlier epochs, oldest first, and where each was kept: recovery
+    /// that removes stored data moves the log to a new epoch (see
+    /// `sluice_actors::store::Fork`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forks: Vec<Fork>,
 }
 
 /// Whether `dir` holds a topic's log (its `meta.json` exists).

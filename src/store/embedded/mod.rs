@@ -145,13 +145,26 @@ impl Inner {
         }
         let dir = self.root.join(topic);
         let log = if layout::has_log(&dir) {
-            let (log, report) = TopicLog::open(&dir, &self.cfg)?;
+            let (mut log, report) = TopicLog::open(&dir, &self.cfg)?;
             if report.cut_bytes > 0 {
                 tracing::warn!(
                     topic,
                     segment = %report.segment.as_deref().unwrap_or(Path::new("?")).display(),
                     cut_bytes = report.cut_bytes,
                     "torn tail detected: cut the incomplete last record"
+                );
+            }
+            if report.forked {
+                let b = log.bounds();
+                let kept = b.forks.last().expect("forked");
+                tracing::warn!(
+                    topic,
+                    old_epoch = %kept.epoch,
+                    new_epoch = %b.epoch,
+                    kept_through_seq = kept.last_seq,
+                    dropped_segments = report.dropped_segments,
+                    "stored data was removed on recovery: the log continues under a new epoch; \
+                     cursors of the old one up to the kept sequence still resume, later ones get 416"
                 );
             }
             log

@@ -77,8 +77,10 @@ impl Segment {
     }
 
     /// Opens an existing segment. A sealed one with a valid index file is
-    /// trusted; otherwise every record is checked and a torn or corrupt tail
-    /// is cut off, so the log ends at its last whole record.
+    /// trusted; otherwise every record is checked, and the segment ends at
+    /// its last whole record. A torn or corrupt tail after it is reported,
+    /// not yet cut from the file: the caller first records what the cut
+    /// removes (see [`Segment::cut_tail`]).
     pub fn open(path: PathBuf, base: u64, sealed: bool) -> io::Result<(Segment, Repair)> {
         let file = OpenOptions::new().read(true).append(true).open(&path)?;
         let file_len = file.metadata()?.len();
@@ -134,14 +136,20 @@ impl Segment {
                 _ => break,
             }
         }
-        let mut repair = Repair::default();
-        if (at as u64) < file_len {
-            repair.cut_bytes = file_len - at as u64;
-            self.file.set_len(at as u64)?;
+        self.len = at as u64;
+        Ok(Repair {
+            cut_bytes: file_len - at as u64,
+        })
+    }
+
+    /// Cuts the file back to its last whole record (what [`Segment::open`]
+    /// found), durably, before anything is appended after it.
+    pub fn cut_tail(&self) -> io::Result<()> {
+        if self.file.metadata()?.len() > self.len {
+            self.file.set_len(self.len)?;
             self.file.sync_all()?;
         }
-        self.len = at as u64;
-        Ok(repair)
+        Ok(())
     }
 
     /// Number of records.

@@ -13,7 +13,7 @@ use sluice_actors::{
     cursor::{now_ms, Epoch},
     dedup::{DedupIndex, Verdict},
     event::{AppendOutcome, NewEvent, StoredEvent},
-    store::TopicBounds,
+    store::{Fork, TopicBounds},
 };
 
 use super::{
@@ -40,6 +40,8 @@ pub struct TopicLog {
     /// The topic (the directory's name), for journal records.
     name: Arc<str>,
     epoch: Epoch,
+    /// Earlier epochs and where each was kept.
+    forks: Vec<Fork>,
     segments: Vec<Segment>,
     /// Oldest retained sequence (events below are logically gone).
     first_seq: u64,
@@ -133,11 +135,16 @@ impl SegmentWrite {
 }
 
 /// What opening a log had to repair, for the log line.
+#[derive(Debug, Default)]
 pub struct OpenReport {
     /// Bytes cut off a torn tail.
     pub cut_bytes: u64,
     /// The segment they were cut from.
     pub segment: Option<PathBuf>,
+    /// Segments after a hole, left out of the log.
+    pub dropped_segments: usize,
+    /// The log moved to a new epoch (see [`Fork`]).
+    pub forked: bool,
 }
 
 impl TopicLog {
@@ -154,6 +161,7 @@ impl TopicLog {
         let meta = Meta {
             epoch: Epoch::generate(),
             created_ms: now_ms(),
+            forks: Vec::new(),
         };
         layout::write_meta(&tmp, &meta)?;
         Segment::create(&tmp, 1)?;
@@ -171,11 +179,9 @@ impl TopicLog {
             .filter_map(|e| segment::parse_name(e.file_name().to_str()?))
             .collect();
         bases.sort_unstable();
-        let mut report = OpenReport {
-            cut_bytes: 0,
-            segment: None,
-        };
+        let mut report = OpenReport::default();
         let mut segments: Vec<Segment> = Vec::new();
+        let mut dropped: Vec<u64> = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
             let sealed = i + 1 < bases.len();
             let (seg, repair) = Segment::open(dir.join(segment::file_name(base)), base, sealed)?;
@@ -184,6 +190,8 @@ impl TopicLog {
                     // A hole between segments (a cut tail in a sealed one):
                     // later segments cannot be trusted to continue the log.
                     tracing::error!(dir = %dir.display(), base, "segment does not continue the log; ignoring it and later ones");
+                    dropped = bases[i..].to_vec();
+                    report.dropped_segments = dropped.len();
                     break;
                 }
             }
@@ -204,6 +212,33 @@ impl TopicLog {
             .find(|s| s.count() > 0)
             .map_or(0, |s| s.last_time);
         let first_seq = segments[0].base;
+        let mut meta = meta;
+        if report.cut_bytes > 0 || report.dropped_segments > 0 {
+            // Stored data is being removed, and with it positions that may
+            // have been handed out (a tail written but lost with the page
+            // cache, damage): the log goes on under a new epoch, so none of
+            // those positions is ever handed out again under its old cursor.
+            // Recorded durably before anything is cut.
+            let kept = Fork {
+                epoch: meta.epoch.clone(),
+                last_seq: latest_seq,
+                last_time_ms: latest_time,
+            };
+            meta.forks.push(kept);
+            meta.epoch = Epoch::generate();
+            layout::write_meta(dir, &meta)?;
+            report.forked = true;
+        }
+        for seg in &segments {
+            seg.cut_tail()?;
+        }
+        // Kept for inspection under a name no segment will take again (a
+        // later segment of the log may start at the same sequence).
+        for base in dropped {
+            let from = dir.join(segment::file_name(base));
+            fs::rename(&from, from.with_extension("log.dropped"))?;
+            let _ = fs::remove_file(from.with_extension("idx"));
+        }
         let mut log = TopicLog {
             dir: dir.to_owned(),
             name: dir
@@ -212,6 +247,7 @@ impl TopicLog {
                 .unwrap_or_default()
                 .into(),
             epoch: meta.epoch,
+            forks: meta.forks,
             segments,
             first_seq,
             latest_seq,
@@ -295,6 +331,7 @@ impl TopicLog {
             first_time_ms,
             latest_seq: self.latest_seq,
             latest_time_ms: self.latest_time,
+            forks: self.forks.clone(),
         }
     }
 

@@ -227,6 +227,7 @@ impl Inner {
             first_time_ms,
             latest_seq,
             latest_time_ms,
+            forks: Vec::new(),
         })
     }
 

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::support::*;
 
+mod recovery;
 mod restart;
 mod segments;
 mod sigkill;
