@@ -26,6 +26,8 @@ pub struct Metrics {
     pub dedup_hits: IntCounter,
     pub actor_restarts: IntCounter,
     pub store_errors: IntCounter,
+    pub store_damage_bytes: IntCounter,
+    pub store_recoveries: IntCounter,
     pub publish_rejected: IntCounterVec,
     pub watched_topics: IntGauge,
 }
@@ -114,6 +116,14 @@ fn build() -> Metrics {
         )),
         actor_restarts: reg!(counter("actor_restarts_total", "Topic actor restarts.")),
         store_errors: reg!(counter("store_errors_total", "Failed store operations.")),
+        store_damage_bytes: reg!(counter(
+            "store_damage_bytes_total",
+            "Bytes of torn or damaged log data that recovery removed."
+        )),
+        store_recoveries: reg!(counter(
+            "store_recoveries_total",
+            "Topic logs that recovery cut and moved to a new epoch (their positions after the cut lost)."
+        )),
         publish_rejected: reg!(IntCounterVec::new(
             Opts::new(
                 "sluice_publish_rejected_total",

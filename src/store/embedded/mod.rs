@@ -147,14 +147,19 @@ impl Inner {
         let log = if layout::has_log(&dir) {
             let (mut log, report) = TopicLog::open(&dir, &self.cfg)?;
             if report.cut_bytes > 0 {
+                sluice_actors::metrics::metrics()
+                    .store_damage_bytes
+                    .inc_by(report.cut_bytes);
                 tracing::warn!(
                     topic,
                     segment = %report.segment.as_deref().unwrap_or(Path::new("?")).display(),
+                    offset = report.cut_offset,
                     cut_bytes = report.cut_bytes,
                     "torn tail detected: cut the incomplete last record"
                 );
             }
             if report.forked {
+                sluice_actors::metrics::metrics().store_recoveries.inc();
                 let b = log.bounds();
                 let kept = b.forks.last().expect("forked");
                 tracing::warn!(

@@ -141,6 +141,8 @@ pub struct OpenReport {
     pub cut_bytes: u64,
     /// The segment they were cut from.
     pub segment: Option<PathBuf>,
+    /// Where in it the cut starts (the end of its last whole record).
+    pub cut_offset: u64,
     /// Segments after a hole, left out of the log.
     pub dropped_segments: usize,
     /// The log moved to a new epoch (see [`Fork`]).
@@ -198,6 +200,7 @@ impl TopicLog {
             if repair.cut_bytes > 0 {
                 report.cut_bytes += repair.cut_bytes;
                 report.segment = Some(seg.path.clone());
+                report.cut_offset = seg.len;
             }
             segments.push(seg);
         }

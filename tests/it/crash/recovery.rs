@@ -44,6 +44,17 @@ async fn a_cut_into_acknowledged_events_never_reuses_their_cursors(store: Store)
         let epoch = cursor_epoch(&kept[0]).to_owned();
         assert_ne!(epoch, cursor_epoch(&old[0]));
 
+        let m = b.metrics().await;
+        assert_eq!(m.value("sluice_store_recoveries_total"), 1.0);
+        assert!(m.value("sluice_store_damage_bytes_total") > 0.0);
+        let stderr = b.stderr_text();
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("WARN") && l.contains("kept_through_seq=4")),
+            "the recovery is logged with where the log was kept:\n{stderr}"
+        );
+
         // The lost event's cursor: refused, pointing at the last kept one.
         let r = b.history(t, &format!("cursor={}", old[4])).await;
         let p = r.assert_problem(416);
