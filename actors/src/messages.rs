@@ -96,3 +96,17 @@ pub(crate) struct SessionClosed {
     /// Why.
     pub reason: EndReason,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::EndReason;
+    use crate::{metrics, subscription::Health};
+
+    #[test]
+    fn metric_label_sets_name_every_reason_and_state() {
+        let reasons: Vec<&str> = EndReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(reasons, metrics::DISCONNECT_REASONS);
+        let states: Vec<&str> = Health::ALL.iter().map(|h| h.as_str()).collect();
+        assert_eq!(states, metrics::STREAM_STATES);
+    }
+}

@@ -32,6 +32,18 @@ pub struct Metrics {
     pub watched_topics: IntGauge,
 }
 
+/// Every value of `sluice_stream_disconnects_total{reason}` (the names of
+/// [`crate::EndReason`]).
+pub const DISCONNECT_REASONS: [&str; 5] =
+    ["client_gone", "stalled", "shutdown", "gap", "store_error"];
+/// Every value of `sluice_streams{state}` (the names of
+/// [`crate::subscription::Health`]).
+pub const STREAM_STATES: [&str; 3] = ["HEALTHY", "UNRESPONSIVE", "STALLED"];
+/// Every value of `sluice_resumes_total{result}`.
+pub const RESUME_RESULTS: [&str; 3] = ["ok", "gap", "invalid"];
+/// Every value of `sluice_publish_rejected_total{reason}`.
+pub const REJECT_REASONS: [&str; 3] = ["overloaded", "rate_limited", "stream_rate_limited"];
+
 /// Latency buckets from 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -55,7 +67,7 @@ fn build() -> Metrics {
             HistogramOpts::new(format!("sluice_{name}"), help).buckets(LATENCY_BUCKETS.to_vec()),
         )
     };
-    Metrics {
+    let m = Metrics {
         published: reg!(counter(
             "events_published_total",
             "Events stored by publishes."
@@ -136,7 +148,22 @@ fn build() -> Metrics {
             "Topics whose appends by other instances this instance follows (shared store only)."
         )),
         registry,
+    };
+    // Every labelled series exists from the start, at zero: `rate()` and
+    // `absent()` alerts need a series before its first event.
+    for (vec, values) in [
+        (&m.disconnects, &DISCONNECT_REASONS[..]),
+        (&m.resumes, &RESUME_RESULTS[..]),
+        (&m.publish_rejected, &REJECT_REASONS[..]),
+    ] {
+        for v in values {
+            vec.with_label_values(&[v]);
+        }
     }
+    for v in STREAM_STATES {
+        m.streams_by_state.with_label_values(&[v]);
+    }
+    m
 }
 
 /// The process's metrics.

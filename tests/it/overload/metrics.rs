@@ -10,6 +10,46 @@ use crate::support::*;
 on_both_stores! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     every_metric_is_exported_with_plausible_values,
+    #[tokio::test]
+    labelled_series_exist_at_zero_on_a_fresh_broker,
+}
+
+/// `rate()` and `absent()` alerts need every series before its first event:
+/// a broker that has done nothing exports each known label value at 0.
+async fn labelled_series_exist_at_zero_on_a_fresh_broker(store: Store) {
+    bounded(60, async {
+        let b = BrokerProcess::start(store, &[]).await;
+        let m = b.metrics().await;
+        let series = [
+            (
+                "sluice_stream_disconnects_total",
+                "reason",
+                &["client_gone", "stalled", "shutdown", "gap", "store_error"][..],
+            ),
+            (
+                "sluice_resumes_total",
+                "result",
+                &["ok", "gap", "invalid"][..],
+            ),
+            (
+                "sluice_publish_rejected_total",
+                "reason",
+                &["overloaded", "rate_limited", "stream_rate_limited"][..],
+            ),
+            (
+                "sluice_streams",
+                "state",
+                &["HEALTHY", "UNRESPONSIVE", "STALLED"][..],
+            ),
+        ];
+        for (name, label, values) in series {
+            for v in values {
+                let s = format!("{name}{{{label}=\"{v}\"}}");
+                assert_eq!(m.get(&s), Some(0.0), "{s} at 0 on a fresh broker");
+            }
+        }
+    })
+    .await;
 }
 
 /// After a short workload that moves every metric, `/metrics` names each
