@@ -9,7 +9,15 @@ use tracing_subscriber::EnvFilter;
 
 /// Sluice: a pub/sub event broker over HTTP and Server-Sent Events.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Configuration is layered, later layers winning: built-in defaults \
+(config/default.toml), the --config file, SLUICE__<SECTION>__<KEY> environment \
+variables (e.g. SLUICE__STREAM__HEARTBEAT_SECS=15, SLUICE__STORE=redis, \
+SLUICE__REDIS__URL=redis://127.0.0.1:6379), then the flags above. RUST_LOG overrides \
+the log filter (default: `log.level`, info)."
+)]
 struct Cli {
     /// Configuration file (TOML); see config/default.toml for every key.
     #[arg(long, short)]

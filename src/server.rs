@@ -216,7 +216,43 @@ pub async fn run(
     let handle = server.handle();
     // Tests and scripts read this line to learn the port.
     println!("sluice listening on {addr}");
-    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "sluice started");
+    let store_name = match settings.store.get() {
+        StoreKind::Embedded => {
+            tracing::info!(%addr, store = "embedded", data_dir = %settings.data_dir.display(), "sluice started");
+            "embedded"
+        }
+        StoreKind::Redis => {
+            let r = settings.redis_config();
+            let target = if r.sentinels.is_empty() {
+                redact_url(&r.url)
+            } else {
+                format!(
+                    "sentinel master {:?} via {}",
+                    r.sentinel_master,
+                    r.sentinels.len()
+                )
+            };
+            tracing::info!(%addr, store = "redis", redis = %target, key_prefix = %r.key_prefix, "sluice started");
+            "redis"
+        }
+    };
+    sluice_actors::metrics::metrics()
+        .build_info
+        .with_label_values(&[
+            env!("CARGO_PKG_VERSION"),
+            env!("SLUICE_REVISION"),
+            store_name,
+        ])
+        .set(1);
+    // An unreachable store does not stop the broker (it answers 503 and
+    // /readyz says why until the store is back), but it must be said now;
+    // checked beside the server, which must not wait for a store timeout.
+    let probe = store.clone();
+    actix_web::rt::spawn(async move {
+        if let Err(why) = probe.ready().await {
+            tracing::warn!(reason = %why, "store not ready at start; publishes get 503 until it is");
+        }
+    });
 
     let serving = actix_web::rt::spawn(server);
     shutdown.await;
@@ -248,5 +284,30 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// `url` without its password, for logs.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_are_logged_without_their_password() {
+        assert_eq!(
+            super::redact_url("rediss://app:s3cret@redis.example:6380/0"),
+            "rediss://app:***@redis.example:6380/0"
+        );
+        assert_eq!(super::redact_url("redis://:pw@h:1"), "redis://:***@h:1");
+        assert_eq!(super::redact_url("redis://h:6379"), "redis://h:6379");
     }
 }

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub store_recoveries: IntCounter,
     pub publish_rejected: IntCounterVec,
     pub watched_topics: IntGauge,
+    pub build_info: IntGaugeVec,
 }
 
 /// Every value of `sluice_stream_disconnects_total{reason}` (the names of
@@ -147,8 +148,23 @@ fn build() -> Metrics {
             "sluice_store_watched_topics",
             "Topics whose appends by other instances this instance follows (shared store only)."
         )),
+        build_info: reg!(IntGaugeVec::new(
+            Opts::new(
+                "sluice_build_info",
+                "Always 1: the running build's version, git revision and store."
+            ),
+            &["version", "revision", "store"]
+        )),
         registry,
     };
+    // process_resident_memory_bytes, process_open_fds, process_max_fds,
+    // process_cpu_seconds_total, process_start_time_seconds, ... (Linux).
+    #[cfg(target_os = "linux")]
+    m.registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("unique process metrics");
     // Every labelled series exists from the start, at zero: `rate()` and
     // `absent()` alerts need a series before its first event.
     for (vec, values) in [

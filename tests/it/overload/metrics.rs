@@ -11,12 +11,12 @@ on_both_stores! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     every_metric_is_exported_with_plausible_values,
     #[tokio::test]
-    labelled_series_exist_at_zero_on_a_fresh_broker,
+    a_fresh_broker_exports_every_series_build_and_process_metrics,
 }
 
 /// `rate()` and `absent()` alerts need every series before its first event:
 /// a broker that has done nothing exports each known label value at 0.
-async fn labelled_series_exist_at_zero_on_a_fresh_broker(store: Store) {
+async fn a_fresh_broker_exports_every_series_build_and_process_metrics(store: Store) {
     bounded(60, async {
         let b = BrokerProcess::start(store, &[]).await;
         let m = b.metrics().await;
@@ -47,6 +47,33 @@ async fn labelled_series_exist_at_zero_on_a_fresh_broker(store: Store) {
                 let s = format!("{name}{{{label}=\"{v}\"}}");
                 assert_eq!(m.get(&s), Some(0.0), "{s} at 0 on a fresh broker");
             }
+        }
+        // Build information and the process's own figures.
+        let store_label = match store {
+            Store::Embedded => "store=\"embedded\"",
+            Store::Redis => "store=\"redis\"",
+        };
+        let info =
+            m.0.lines()
+                .find(|l| l.starts_with("sluice_build_info{"))
+                .unwrap_or_else(|| panic!("sluice_build_info exported:\n{}", m.0));
+        assert!(info.ends_with(" 1") && info.contains(store_label), "{info}");
+        assert!(
+            info.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+            "{info}"
+        );
+        for name in [
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_cpu_seconds_total",
+            "process_start_time_seconds",
+        ] {
+            assert!(
+                m.value(name) > 0.0 || name == "process_cpu_seconds_total",
+                "{name}"
+            );
+            assert!(m.get(name).is_some(), "{name} exported");
         }
     })
     .await;
