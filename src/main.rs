@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 /// Sluice: a pub/sub event broker over HTTP and Server-Sent Events.
 #[derive(Parser)]
 #[command(
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SLUICE_REVISION"), ")"),
     about,
     after_help = "Configuration is layered, later layers winning: built-in defaults \
 (config/default.toml), the --config file, SLUICE__<SECTION>__<KEY> environment \

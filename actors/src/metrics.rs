@@ -83,7 +83,7 @@ fn build() -> Metrics {
         )),
         delivery_seconds: reg!(hist(
             "delivery_latency_seconds",
-            "Time from an event's storage to its write on a live stream."
+            "Time from an event's storage to its write on a stream that was up to date when it was stored (catch-ups after a pause or on a resume are not counted)."
         )),
         active_streams: reg!(IntGauge::new("sluice_active_streams", "Open SSE streams.")),
         streams_by_state: reg!(IntGaugeVec::new(

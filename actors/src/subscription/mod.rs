@@ -349,7 +349,9 @@ impl Subscription {
             metrics().subscriber_pauses.inc();
             return Fed::Paused;
         }
-        match self.queue(&mut s, chunk, true, None) {
+        // A catch-up from memory: not live delivery, so its events stay out
+        // of the publish→delivery latency histogram.
+        match self.queue(&mut s, chunk, false, None) {
             Ok(()) => {}
             Err(Offer::Gap { .. }) => return Fed::Gap,
             Err(_) => return Fed::Gone,

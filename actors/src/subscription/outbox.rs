@@ -23,8 +23,9 @@ enum Item {
     Events {
         batch: Arc<[FramedEvent]>,
         from: usize,
-        /// Live events (not read back from the store) feed the
-        /// publish→delivery latency histogram.
+        /// Events offered live (to a subscriber that was up to date when
+        /// they were stored) feed the publish→delivery latency histogram;
+        /// catch-ups, from the tail or the store, do not.
         live: bool,
         /// The buffer the frames are consecutive slices of, when they are
         /// (a catch-up page): a run of them is taken as one slice, no copy.

@@ -12,6 +12,39 @@ on_both_stores! {
     every_metric_is_exported_with_plausible_values,
     #[tokio::test]
     a_fresh_broker_exports_every_series_build_and_process_metrics,
+    #[tokio::test]
+    delivery_latency_counts_live_deliveries_only,
+}
+
+/// `sluice_delivery_latency_seconds` is the latency of live delivery: an
+/// old event read by a subscriber starting from `earliest` moves nothing
+/// (it would add its whole age), an event delivered live does.
+async fn delivery_latency_counts_live_deliveries_only(store: Store) {
+    bounded(60, async {
+        let b = BrokerProcess::start(store, &[]).await;
+        let t = "latency";
+        b.publish_ok(t, "old").await;
+        // Not a synchronisation: the event must be old when it is read.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut s = b.sse(t, "from=earliest", &[]).await;
+        assert_eq!(&*s.expect_event(Duration::from_secs(10)).await.data, "old");
+        let m = b.metrics().await;
+        assert_eq!(
+            m.value("sluice_delivery_latency_seconds_count"),
+            0.0,
+            "a catch-up is not live delivery"
+        );
+        b.publish_ok(t, "live").await;
+        assert_eq!(&*s.expect_event(Duration::from_secs(10)).await.data, "live");
+        let m = b.metrics().await;
+        assert_eq!(
+            m.value("sluice_delivery_latency_seconds_count"),
+            1.0,
+            "the live delivery counts"
+        );
+        assert!(m.value("sluice_delivery_latency_seconds_sum") < 1.0);
+    })
+    .await;
 }
 
 /// `rate()` and `absent()` alerts need every series before its first event:
