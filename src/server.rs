@@ -214,8 +214,20 @@ pub async fn run(
     }
     let server = server.listen_auto_h2c(listener)?.run();
     let handle = server.handle();
-    // Tests and scripts read this line to learn the port.
-    println!("sluice listening on {addr}");
+    // Tests and scripts read this line to learn the port. With JSON logs,
+    // a JSON line too: stdout and stderr often end up in one stream
+    // (journald, `docker logs`), and every line there must parse.
+    match settings.log.format.get() {
+        crate::config::LogFormat::Json => println!(
+            "{}",
+            serde_json::json!({
+                "level": "INFO",
+                "message": format!("sluice listening on {addr}"),
+                "addr": addr.to_string(),
+            })
+        ),
+        crate::config::LogFormat::Text => println!("sluice listening on {addr}"),
+    }
     let store_name = match settings.store.get() {
         StoreKind::Embedded => {
             tracing::info!(%addr, store = "embedded", data_dir = %settings.data_dir.display(), "sluice started");

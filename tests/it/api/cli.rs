@@ -14,6 +14,57 @@ on_both_stores! {
     bad_config_value_exits_nonzero_naming_the_key,
 }
 
+/// With `--log-format json` every line the process writes, on stdout and
+/// on stderr, is a JSON object (one stream in journald or `docker logs`).
+#[tokio::test]
+async fn json_log_format_writes_only_json_lines() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    bounded(60, async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = out.next_line().await.unwrap().expect("a line on stdout");
+        let v: serde_json::Value = serde_json::from_str(&first)
+            .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {first}"));
+        let addr = v["addr"].as_str().expect("addr").to_owned();
+        // A request, so that the broker logs more, then a clean stop.
+        let r = http_client()
+            .post(format!("http://{addr}/v1/topics/json/events"))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let pid = child.id().unwrap().to_string();
+        let st = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert!(child.wait().await.unwrap().success());
+        let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut n = 0;
+        while let Some(line) = err.next_line().await.unwrap() {
+            serde_json::from_str::<serde_json::Value>(&line)
+                .unwrap_or_else(|e| panic!("stderr line is not JSON ({e}): {line}"));
+            n += 1;
+        }
+        if let Some(line) = out.next_line().await.unwrap() {
+            panic!("more on stdout: {line}");
+        }
+        assert!(n >= 2, "start and stop are logged ({n} lines)");
+    })
+    .await;
+}
+
 async fn retry_ms_from_config_file(store: Store) {
     bounded(60, async {
         let dir = tempfile::tempdir().unwrap();
