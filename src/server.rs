@@ -257,14 +257,10 @@ pub async fn run(
         ])
         .set(1);
     // An unreachable store does not stop the broker (it answers 503 and
-    // /readyz says why until the store is back), but it must be said now;
-    // checked beside the server, which must not wait for a store timeout.
-    let probe = store.clone();
-    actix_web::rt::spawn(async move {
-        if let Err(why) = probe.ready().await {
-            tracing::warn!(reason = %why, "store not ready at start; publishes get 503 until it is");
-        }
-    });
+    // /readyz says why until the store is back), but it must be said, and
+    // `sluice_store_up` must follow it; checked beside the server, which
+    // must not wait for a store timeout.
+    actix_web::rt::spawn(watch_store(store.clone()));
 
     let serving = actix_web::rt::spawn(server);
     shutdown.await;
@@ -287,6 +283,32 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often the store's readiness is checked for `sluice_store_up`.
+const STORE_CHECK: Duration = Duration::from_secs(5);
+
+/// Keeps `sluice_store_up` current and logs each change: a store not ready
+/// (at start too) at WARN with the reason, its return at INFO.
+async fn watch_store(store: SharedStore) {
+    let mut was_up = None;
+    let mut every = tokio::time::interval(STORE_CHECK);
+    loop {
+        every.tick().await;
+        let ready = store.ready().await;
+        let up = ready.is_ok();
+        sluice_actors::metrics::metrics()
+            .store_up
+            .set(i64::from(up));
+        match (was_up, ready) {
+            (Some(true) | None, Err(why)) => {
+                tracing::warn!(reason = %why, "store not ready; publishes get 503 until it is")
+            }
+            (Some(false), Ok(())) => tracing::info!("store ready again"),
+            _ => {}
+        }
+        was_up = Some(up);
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub publish_rejected: IntCounterVec,
     pub watched_topics: IntGauge,
     pub build_info: IntGaugeVec,
+    pub store_up: IntGauge,
 }
 
 /// Every value of `sluice_stream_disconnects_total{reason}` (the names of
@@ -147,6 +148,10 @@ fn build() -> Metrics {
         watched_topics: reg!(IntGauge::new(
             "sluice_store_watched_topics",
             "Topics whose appends by other instances this instance follows (shared store only)."
+        )),
+        store_up: reg!(IntGauge::new(
+            "sluice_store_up",
+            "1 while the store takes writes, else 0 (checked every 5 s and on each /readyz)."
         )),
         build_info: reg!(IntGaugeVec::new(
             Opts::new(

@@ -43,7 +43,11 @@ pub async fn healthz(
 
 /// Readiness: the store takes writes.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.broker.store().ready().await {
+    let ready = state.broker.store().ready().await;
+    sluice_actors::metrics::metrics()
+        .store_up
+        .set(i64::from(ready.is_ok()));
+    match ready {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
         Err(reason) => actix_web::ResponseError::error_response(&ApiError::Unavailable(reason)),
     }

@@ -12,6 +12,7 @@ mod delivery;
 mod failover;
 mod flushall;
 mod outage;
+mod store_up;
 mod tls_sentinel;
 
 const T: Duration = Duration::from_secs(15);
