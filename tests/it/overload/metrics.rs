@@ -81,6 +81,21 @@ async fn a_fresh_broker_exports_every_series_build_and_process_metrics(store: St
                 assert_eq!(m.get(&s), Some(0.0), "{s} at 0 on a fresh broker");
             }
         }
+        // Every metric the README names (its alerting advice) exists.
+        let readme = include_str!("../../../README.md");
+        let mut named: Vec<&str> = readme
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| (w.starts_with("sluice_") && w.len() > 7) || w.starts_with("process_"))
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        assert!(named.len() >= 10, "the README names metrics: {named:?}");
+        for name in named {
+            assert!(
+                m.0.contains(&format!("# TYPE {name} ")),
+                "{name} is named in the README but not exported"
+            );
+        }
         // Build information and the process's own figures.
         let store_label = match store {
             Store::Embedded => "store=\"embedded\"",
