@@ -19,6 +19,9 @@ SLUICE__REDIS__URL=redis://127.0.0.1:6379), then the flags above. RUST_LOG overr
 the log filter (default: `log.level`, info)."
 )]
 struct Cli {
+    /// What to do; without one, serve.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Configuration file (TOML); see config/default.toml for every key.
     #[arg(long, short)]
     config: Option<PathBuf>,
@@ -31,6 +34,21 @@ struct Cli {
     /// Log format: text or json (overrides `log.format`).
     #[arg(long)]
     log_format: Option<String>,
+}
+
+/// A command other than serving.
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Exits 0 when the broker at --url answers `/readyz` with 200, else 1
+    /// (for a container HEALTHCHECK; needs no other tool).
+    Health {
+        /// The broker's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
 }
 
 /// What [`init_logging`] set up besides the log output; shut down at exit.
@@ -107,6 +125,15 @@ fn limit_malloc_arenas() {}
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
+    if let Some(Command::Health { url, timeout_secs }) = &cli.command {
+        return match sluice::probe::readyz(url, std::time::Duration::from_secs(*timeout_secs)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(why) => {
+                eprintln!("sluice health: not ready: {why}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let overrides = Overrides {
         file: cli.config,
         listen: cli.listen,
