@@ -8,7 +8,10 @@ fn main() {
     // A build without `.git` (the Docker context leaves it out) can name
     // its revision itself: `docker build --build-arg REVISION=$(git rev-parse --short=12 HEAD)`.
     println!("cargo:rerun-if-env-changed=SLUICE_REVISION");
-    if let Some(r) = std::env::var("SLUICE_REVISION").ok().filter(|r| !r.is_empty()) {
+    if let Some(r) = std::env::var("SLUICE_REVISION")
+        .ok()
+        .filter(|r| !r.is_empty())
+    {
         println!("cargo:rustc-env=SLUICE_REVISION={r}");
         return;
     }

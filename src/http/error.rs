@@ -6,7 +6,7 @@ use actix_web::{
 };
 use serde_json::{json, Map, Value};
 use sluice_actors::{
-    store::{Gap, StoreError},
+    store::{Gap, GapReason, StoreError},
     topic::{PublishError, SubscribeError},
 };
 
@@ -117,13 +117,33 @@ impl From<PublishError> for ApiError {
     }
 }
 
+impl From<Box<Gap>> for ApiError {
+    /// A cursor that cannot be resumed: `416`, its detail saying why.
+    fn from(gap: Box<Gap>) -> Self {
+        let detail = match (gap.reason, gap.lost) {
+            (GapReason::OtherLog, _) => {
+                "cursor belongs to another log epoch (the topic was recreated)".to_owned()
+            }
+            (GapReason::Recovered, _) => {
+                "cursor names an event that recovery removed from the log \
+                 (damage or a crash cut it); resume after next_cursor, the last event kept"
+                    .to_owned()
+            }
+            (GapReason::Ahead, _) | (GapReason::Trimmed, None) => {
+                "cursor is ahead of the latest event".to_owned()
+            }
+            (GapReason::Trimmed, Some(n)) => {
+                format!("cursor is older than retention: {n} events were removed")
+            }
+        };
+        ApiError::RangeNotSatisfiable { detail, gap }
+    }
+}
+
 impl From<SubscribeError> for ApiError {
     fn from(e: SubscribeError) -> Self {
         match e {
-            SubscribeError::Gap(gap) => ApiError::RangeNotSatisfiable {
-                detail: "cursor cannot be resumed".into(),
-                gap,
-            },
+            SubscribeError::Gap(gap) => gap.into(),
             SubscribeError::Store(e) => e.into(),
             SubscribeError::Restarting => {
                 ApiError::Unavailable("topic is restarting; retry".into())

@@ -6,7 +6,6 @@ use serde::Deserialize;
 use serde_json::json;
 use sluice_actors::{
     cursor::{rfc3339_millis, Cursor},
-    store::{Gap, GapReason},
     topic::{Start, SubscribeError},
     StreamRequest,
 };
@@ -102,24 +101,6 @@ fn resume_on_gap(q: &EventsQuery) -> Result<bool, ApiError> {
     }
 }
 
-fn gap_error(gap: Box<Gap>) -> ApiError {
-    let detail = match (gap.reason, gap.lost) {
-        (GapReason::OtherLog, _) => {
-            "cursor belongs to another log epoch (the topic was recreated)".to_owned()
-        }
-        (GapReason::Recovered, _) => "cursor names an event that recovery removed from the log \
-             (damage or a crash cut it); resume after next_cursor, the last event kept"
-            .to_owned(),
-        (GapReason::Ahead, _) | (GapReason::Trimmed, None) => {
-            "cursor is ahead of the latest event".to_owned()
-        }
-        (GapReason::Trimmed, Some(n)) => {
-            format!("cursor is older than retention: {n} events were removed")
-        }
-    };
-    ApiError::RangeNotSatisfiable { detail, gap }
-}
-
 /// Serves the events endpoint.
 #[tracing::instrument(skip_all, fields(topic = %path))]
 pub async fn events(
@@ -158,17 +139,12 @@ async fn stream(
         resume_on_gap: on_gap,
         retry: state.settings.stream.retry(),
     };
-    let stream = state
-        .broker
-        .open_stream(&topic, req)
-        .await
-        .map_err(|e| match e {
-            SubscribeError::Gap(g) => {
-                count_resume(&start, true);
-                gap_error(g)
-            }
-            other => other.into(),
-        })?;
+    let stream = state.broker.open_stream(&topic, req).await.map_err(|e| {
+        if matches!(e, SubscribeError::Gap(_)) {
+            count_resume(&start, true);
+        }
+        ApiError::from(e)
+    })?;
     count_resume(&start, stream.subscribed.gap.is_some());
     tracing::info!(
         conn = stream.id,
@@ -212,7 +188,7 @@ async fn history(
         Start::After(c) => {
             let resumed = bounds.resume_point(&c);
             count_resume(&Start::After(c.clone()), resumed.is_err());
-            (resumed.map_err(gap_error)?, c)
+            (resumed.map_err(ApiError::from)?, c)
         }
     };
     let events = store.read(&topic, after, limit).await?;

@@ -27,6 +27,7 @@
 //!                                       └── caught_up ──► REJOINING
 //! ```
 
+mod answers;
 mod health;
 mod outbox;
 #[cfg(test)]
@@ -44,111 +45,13 @@ use std::{
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+pub use answers::{Backlog, Control, Fed, Flow, Offer, Taken, Watermarks};
 use health::Stats;
 pub use health::{Health, SessionInfo};
 use outbox::Outbox;
 pub use outbox::CHUNK_MAX;
 
 use crate::{metrics::metrics, sse::FramedEvent};
-
-/// Where a subscriber stops and restarts receiving live events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Watermarks {
-    /// Queued events at which live delivery pauses.
-    pub high_events: u64,
-    /// Queued bytes at which live delivery pauses.
-    pub high_bytes: u64,
-    /// Queued events at or below which a paused subscriber rejoins.
-    pub low_events: u64,
-    /// Queued bytes at or below which a paused subscriber rejoins.
-    pub low_bytes: u64,
-}
-
-/// How events reach a subscriber now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flow {
-    /// The topic offers it every new batch.
-    Live,
-    /// Over its high watermark: offers are refused until the body drains it.
-    Paused,
-    /// Waits for its topic to feed it from its position.
-    Rejoining,
-    /// A catch-up reads what it misses from the store.
-    CatchingUp,
-}
-
-/// What became of a live batch offered by the topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Offer {
-    /// Queued (or nothing new in it).
-    Queued,
-    /// Not queued: the subscriber is paused or rejoining, and will be fed
-    /// from its position later.
-    Paused,
-    /// The body is gone or the stream ended.
-    Gone,
-    /// The batch does not follow the subscriber's position; nothing was
-    /// queued and the subscriber now waits, rejoining, to be fed.
-    Gap {
-        /// The sequence that should have come next.
-        expected: u64,
-        /// The one that came.
-        got: u64,
-    },
-}
-
-/// What became of a chunk the topic fed a rejoining subscriber.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fed {
-    /// Up to date: live again.
-    Live,
-    /// Queued; enough waits for the socket: paused until it drains.
-    Paused,
-    /// Queued, and the subscriber can take more now.
-    More,
-    /// Not rejoining (a stale request): nothing done.
-    Ignored,
-    /// The body is gone or the stream ended.
-    Gone,
-    /// The chunk does not follow the position; nothing was queued.
-    Gap,
-}
-
-/// What became of a control frame (keep-alive, probe).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    /// Queued.
-    Queued,
-    /// Not queued: something else waits, which is a write already.
-    Busy,
-    /// The body is gone.
-    Gone,
-}
-
-/// A chunk for the socket.
-#[derive(Debug)]
-pub struct Taken {
-    /// The bytes to write.
-    pub bytes: Bytes,
-    /// The subscriber drained to its low watermark while paused: the caller
-    /// must tell the topic to feed it.
-    pub resume: bool,
-}
-
-/// What waits for the socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backlog {
-    /// Event frames queued.
-    pub events: u64,
-    /// Event frame bytes queued.
-    pub bytes: usize,
-    /// Anything (events or control frames) is queued.
-    pub waiting: bool,
-    /// Chunks taken so far.
-    pub takes: u64,
-    /// The body is gone.
-    pub closed: bool,
-}
 
 /// The mutable state, all under one lock.
 struct State {
@@ -261,21 +164,22 @@ impl Subscription {
         }
     }
 
-    /// Queues the part of `batch` after the position; `Err` says why
-    /// nothing could be (closed, or a gap).
+    /// Queues the part of `batch` after the position; `Ok(true)` when it
+    /// queued anything (the body is to be woken), `Err` says why nothing
+    /// could be (closed, or a gap).
     fn queue(
         &self,
         s: &mut State,
         batch: &Arc<[FramedEvent]>,
         live: bool,
         page: Option<Bytes>,
-    ) -> Result<(), Offer> {
+    ) -> Result<bool, Offer> {
         if s.closed || s.ended {
             return Err(Offer::Gone);
         }
         let from = batch.partition_point(|e| e.seq <= s.position);
         let Some(last) = batch.last().filter(|_| from < batch.len()) else {
-            return Ok(());
+            return Ok(false);
         };
         let first = batch[from].seq;
         if first != s.position + 1 {
@@ -287,10 +191,17 @@ impl Subscription {
         s.position = last.seq;
         s.position_time_ms = last.time_ms;
         s.outbox.push_events(batch, from, live, page);
-        if let Some(w) = s.waker.take() {
+        Ok(true)
+    }
+
+    /// Releases the lock, then wakes the body if it waits: a body polled at
+    /// once on another thread must not find the lock still held.
+    fn wake_unlocked(mut s: MutexGuard<'_, State>) {
+        let waker = s.waker.take();
+        drop(s);
+        if let Some(w) = waker {
             w.wake();
         }
-        Ok(())
     }
 
     fn over_high(&self, s: &State) -> bool {
@@ -318,7 +229,12 @@ impl Subscription {
             return Offer::Paused;
         }
         match self.queue(&mut s, batch, true, None) {
-            Ok(()) => Offer::Queued,
+            Ok(queued) => {
+                if queued {
+                    Self::wake_unlocked(s);
+                }
+                Offer::Queued
+            }
             Err(gap @ Offer::Gap { .. }) => {
                 s.flow = Flow::Rejoining;
                 gap
@@ -351,12 +267,12 @@ impl Subscription {
         }
         // A catch-up from memory: not live delivery, so its events stay out
         // of the publish→delivery latency histogram.
-        match self.queue(&mut s, chunk, false, None) {
-            Ok(()) => {}
+        let queued = match self.queue(&mut s, chunk, false, None) {
+            Ok(queued) => queued,
             Err(Offer::Gap { .. }) => return Fed::Gap,
             Err(_) => return Fed::Gone,
-        }
-        if reaches_latest {
+        };
+        let fed = if reaches_latest {
             s.flow = Flow::Live;
             Fed::Live
         } else if self.at_low(&s) {
@@ -367,7 +283,11 @@ impl Subscription {
             s.flow = Flow::Paused;
             metrics().subscriber_pauses.inc();
             Fed::Paused
+        };
+        if queued {
+            Self::wake_unlocked(s);
         }
+        fed
     }
 
     /// The topic's tail does not reach back to the position: a catch-up
@@ -386,7 +306,12 @@ impl Subscription {
     pub fn push_page(&self, batch: &Arc<[FramedEvent]>, page: Bytes) -> Offer {
         let mut s = self.lock();
         match self.queue(&mut s, batch, false, Some(page)) {
-            Ok(()) => Offer::Queued,
+            Ok(queued) => {
+                if queued {
+                    Self::wake_unlocked(s);
+                }
+                Offer::Queued
+            }
             Err(e) => e,
         }
     }
@@ -400,9 +325,7 @@ impl Subscription {
         }
         s.position = s.position.max(resumed_after);
         s.outbox.push_raw(notice);
-        if let Some(w) = s.waker.take() {
-            w.wake();
-        }
+        Self::wake_unlocked(s);
         Offer::Queued
     }
 
@@ -434,9 +357,7 @@ impl Subscription {
             return Control::Busy;
         }
         s.outbox.push_raw(frame);
-        if let Some(w) = s.waker.take() {
-            w.wake();
-        }
+        Self::wake_unlocked(s);
         Control::Queued
     }
 
@@ -447,17 +368,20 @@ impl Subscription {
         if discard {
             s.outbox.clear();
         }
-        if let Some(w) = s.waker.take() {
-            w.wake();
-        }
+        Self::wake_unlocked(s);
     }
 
     /// The body takes the next chunk: `Ready(None)` once the stream ended
     /// and everything queued was taken.
     pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<Taken>> {
-        let now_ms = crate::cursor::now_ms();
         let mut s = self.lock();
-        let Some(chunk) = s.outbox.take(now_ms) else {
+        // The clock is read only when there is something to take.
+        let taken = if s.outbox.is_empty() {
+            None
+        } else {
+            s.outbox.take(crate::cursor::now_ms())
+        };
+        let Some(chunk) = taken else {
             if s.ended {
                 return Poll::Ready(None);
             }

@@ -4,6 +4,7 @@
 //! - `record`: the checksummed record format (event + dedup info together).
 //! - `segment`: one segment file and its offset index; torn-tail repair.
 //! - `layout`: where a topic's files are; `meta.json`, the log's identity.
+//! - `recovery`: what opening a log repairs (torn tails, holes, epoch forks).
 //! - `topic_log`: a topic's segments, retention, dedup rebuild, epoch.
 //! - `journal`: the write-ahead journal shared by every topic with
 //!   `fsync = "always"` (group commit across topics); replayed at start.
@@ -14,6 +15,7 @@
 mod journal;
 mod layout;
 mod record;
+mod recovery;
 mod segment;
 mod topic_log;
 
@@ -158,7 +160,7 @@ impl Inner {
                     "torn tail detected: cut the incomplete last record"
                 );
             }
-            if report.forked {
+            if report.forked() {
                 sluice_actors::metrics::metrics().store_recoveries.inc();
                 let b = log.bounds();
                 let kept = b.forks.last().expect("forked");

@@ -20,6 +20,7 @@ use super::{
     journal::{self, Durable, Journal},
     layout::{self, read_meta, write_durably, Meta},
     record::{self, Next},
+    recovery::{self, OpenReport},
     segment::{self, ReadPlan, Segment},
     EmbeddedConfig, Fsync,
 };
@@ -134,21 +135,6 @@ impl SegmentWrite {
     }
 }
 
-/// What opening a log had to repair, for the log line.
-#[derive(Debug, Default)]
-pub struct OpenReport {
-    /// Bytes cut off a torn tail.
-    pub cut_bytes: u64,
-    /// The segment they were cut from.
-    pub segment: Option<PathBuf>,
-    /// Where in it the cut starts (the end of its last whole record).
-    pub cut_offset: u64,
-    /// Segments after a hole, left out of the log.
-    pub dropped_segments: usize,
-    /// The log moved to a new epoch (see [`Fork`]).
-    pub forked: bool,
-}
-
 impl TopicLog {
     /// Creates a new, empty log with a fresh epoch at `dir`.
     pub fn create(dir: &Path, cfg: &EmbeddedConfig) -> io::Result<TopicLog> {
@@ -175,73 +161,9 @@ impl TopicLog {
 
     /// Opens an existing log, cutting a torn tail and rebuilding dedup state.
     pub fn open(dir: &Path, cfg: &EmbeddedConfig) -> io::Result<(TopicLog, OpenReport)> {
-        let meta = read_meta(dir)?;
-        let mut bases: Vec<u64> = fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| segment::parse_name(e.file_name().to_str()?))
-            .collect();
-        bases.sort_unstable();
-        let mut report = OpenReport::default();
-        let mut segments: Vec<Segment> = Vec::new();
-        let mut dropped: Vec<u64> = Vec::new();
-        for (i, &base) in bases.iter().enumerate() {
-            let sealed = i + 1 < bases.len();
-            let (seg, repair) = Segment::open(dir.join(segment::file_name(base)), base, sealed)?;
-            if let Some(prev) = segments.last() {
-                if prev.end_seq() != base {
-                    // A hole between segments (a cut tail in a sealed one):
-                    // later segments cannot be trusted to continue the log.
-                    tracing::error!(dir = %dir.display(), base, "segment does not continue the log; ignoring it and later ones");
-                    dropped = bases[i..].to_vec();
-                    report.dropped_segments = dropped.len();
-                    break;
-                }
-            }
-            if repair.cut_bytes > 0 {
-                report.cut_bytes += repair.cut_bytes;
-                report.segment = Some(seg.path.clone());
-                report.cut_offset = seg.len;
-            }
-            segments.push(seg);
-        }
-        if segments.is_empty() {
-            segments.push(Segment::create(dir, 1)?);
-        }
-        let last = segments.last().expect("one segment at least");
-        let latest_seq = last.end_seq() - 1;
-        let latest_time = segments
-            .iter()
-            .rev()
-            .find(|s| s.count() > 0)
-            .map_or(0, |s| s.last_time);
+        let (segments, meta, report) = recovery::open_segments(dir, read_meta(dir)?)?;
+        let (latest_seq, latest_time) = recovery::latest(&segments);
         let first_seq = segments[0].base;
-        let mut meta = meta;
-        if report.cut_bytes > 0 || report.dropped_segments > 0 {
-            // Stored data is being removed, and with it positions that may
-            // have been handed out (a tail written but lost with the page
-            // cache, damage): the log goes on under a new epoch, so none of
-            // those positions is ever handed out again under its old cursor.
-            // Recorded durably before anything is cut.
-            let kept = Fork {
-                epoch: meta.epoch.clone(),
-                last_seq: latest_seq,
-                last_time_ms: latest_time,
-            };
-            meta.forks.push(kept);
-            meta.epoch = Epoch::generate();
-            layout::write_meta(dir, &meta)?;
-            report.forked = true;
-        }
-        for seg in &segments {
-            seg.cut_tail()?;
-        }
-        // Kept for inspection under a name no segment will take again (a
-        // later segment of the log may start at the same sequence).
-        for base in dropped {
-            let from = dir.join(segment::file_name(base));
-            fs::rename(&from, from.with_extension("log.dropped"))?;
-            let _ = fs::remove_file(from.with_extension("idx"));
-        }
         let mut log = TopicLog {
             dir: dir.to_owned(),
             name: dir
