@@ -60,43 +60,54 @@ pub(crate) async fn run(job: CatchUpJob) -> Result<(), EndReason> {
                 metrics().store_errors.inc();
                 EndReason::StoreError
             })?;
-        let Some(first) = page.first() else {
+        if page.is_empty() {
             return Ok(());
-        };
-        if first.seq != after + 1 {
-            // Retention trimmed events while this subscriber lagged.
-            if !job.resume_on_gap {
-                return Err(EndReason::Gap);
-            }
-            let requested = Cursor::new(after_time, after, job.epoch.clone()).to_string();
-            let resumed = Cursor::new(first.time_ms, first.seq - 1, job.epoch.clone());
-            let notice = gap_notice(
-                &requested,
-                &resumed.to_string(),
-                Some(first.seq - 1 - after),
-            );
-            if sub.push_gap_notice(notice, first.seq - 1) == Offer::Gone {
-                return Err(EndReason::ClientGone);
-            }
         }
-        let (buf, framed) = frame_page(&page, &job.epoch);
-        let framed: Arc<[FramedEvent]> = framed.into();
-        let bytes: usize = framed.iter().map(|f| f.frame.len()).sum();
-        let last = &framed[framed.len() - 1];
-        match sub.push_page(&framed, buf) {
-            Offer::Queued | Offer::Paused => {}
-            Offer::Gone => return Err(EndReason::ClientGone),
-            Offer::Gap { expected, got } => {
-                tracing::error!(conn = sub.id, expected, got, "catch-up gap");
-                return Err(EndReason::Gap);
+        let mut bytes = 0usize;
+        // Runs of consecutive events; between them (and before the first),
+        // positions whose events are gone: trimmed by retention while this
+        // subscriber lagged, or lost to damage in the stored log.
+        let mut rest = &page[..];
+        while let Some(first) = rest.first() {
+            if first.seq != after + 1 {
+                if !job.resume_on_gap {
+                    return Err(EndReason::Gap);
+                }
+                let requested = Cursor::new(after_time, after, job.epoch.clone()).to_string();
+                let resumed = Cursor::new(first.time_ms, first.seq - 1, job.epoch.clone());
+                let notice = gap_notice(
+                    &requested,
+                    &resumed.to_string(),
+                    Some(first.seq - 1 - after),
+                );
+                if sub.push_gap_notice(notice, first.seq - 1) == Offer::Gone {
+                    return Err(EndReason::ClientGone);
+                }
             }
+            let run = 1 + rest
+                .windows(2)
+                .take_while(|w| w[1].seq == w[0].seq + 1)
+                .count();
+            let (buf, framed) = frame_page(&rest[..run], &job.epoch);
+            rest = &rest[run..];
+            let framed: Arc<[FramedEvent]> = framed.into();
+            bytes += framed.iter().map(|f| f.frame.len()).sum::<usize>();
+            let last = &framed[framed.len() - 1];
+            match sub.push_page(&framed, buf) {
+                Offer::Queued | Offer::Paused => {}
+                Offer::Gone => return Err(EndReason::ClientGone),
+                Offer::Gap { expected, got } => {
+                    tracing::error!(conn = sub.id, expected, got, "catch-up gap");
+                    return Err(EndReason::Gap);
+                }
+            }
+            after = last.seq;
+            after_time = last.time_ms;
         }
-        after = last.seq;
-        after_time = last.time_ms;
         if page.len() < page_len {
             return Ok(());
         }
-        let per_event = bytes.div_ceil(framed.len()).max(1);
+        let per_event = bytes.div_ceil(page.len()).max(1);
         page_len = (PAGE_BYTES / per_event).clamp(16, PAGE_MAX);
     }
 }

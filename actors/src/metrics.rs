@@ -28,6 +28,7 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     pub store_damage_bytes: IntCounter,
     pub store_recoveries: IntCounter,
+    pub store_damage_events: IntCounter,
     pub publish_rejected: IntCounterVec,
     pub watched_topics: IntGauge,
     pub build_info: IntGaugeVec,
@@ -137,6 +138,10 @@ fn build() -> Metrics {
         store_recoveries: reg!(counter(
             "store_recoveries_total",
             "Topic logs that recovery cut and moved to a new epoch (their positions after the cut lost)."
+        )),
+        store_damage_events: reg!(counter(
+            "store_damage_events_total",
+            "Events found lost to damage in a stored log (their positions stay taken and readers are told)."
         )),
         publish_rejected: reg!(IntCounterVec::new(
             Opts::new(

@@ -55,6 +55,23 @@ pub struct TopicBounds {
     /// cursor. A cursor of an earlier epoch still names the same event up to
     /// where that epoch was kept.
     pub forks: Vec<Fork>,
+    /// Retained positions whose events were lost to damage (a record that
+    /// failed its checksum between intact ones), in order: the positions
+    /// stay taken, so no cursor ever names another event, and a reader that
+    /// reaches one is told of the loss instead of skipping it silently.
+    pub lost: Vec<LostRange>,
+}
+
+/// Consecutive positions of a log whose events were lost to damage.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LostRange {
+    /// The first lost position.
+    pub first_seq: u64,
+    /// The last lost position.
+    pub last_seq: u64,
+    /// A time for the cursor of `last_seq`: that of the next event kept (or
+    /// of the last one before when none follows), so cursors stay ordered.
+    pub time_ms: i64,
 }
 
 /// Where an earlier epoch of a log ended: its events up to `last_seq` are
@@ -80,7 +97,14 @@ impl TopicBounds {
             latest_seq: 0,
             latest_time_ms: 0,
             forks: Vec::new(),
+            lost: Vec::new(),
         }
+    }
+
+    /// The lost range holding `seq`, if any.
+    pub fn lost_at(&self, seq: u64) -> Option<&LostRange> {
+        let i = self.lost.partition_point(|r| r.last_seq < seq);
+        self.lost.get(i).filter(|r| r.first_seq <= seq)
     }
 
     /// How many events are retained.
@@ -131,6 +155,10 @@ impl TopicBounds {
         } else if c.seq + 1 < self.first_seq {
             let lost = self.first_seq - 1 - c.seq;
             gap(GapReason::Trimmed, self.boundary_cursor(), Some(lost))
+        } else if let Some(r) = self.lost_at(c.seq + 1) {
+            // Resuming would skip the lost events without a word.
+            let next = Cursor::new(r.time_ms, r.last_seq, self.epoch.clone());
+            gap(GapReason::Damaged, next, Some(r.last_seq - c.seq))
         } else {
             Ok(c.seq)
         }
@@ -170,6 +198,10 @@ pub enum GapReason {
     /// events; the log went on under a new epoch): `next_cursor` is the last
     /// event kept.
     Recovered,
+    /// The events after the cursor were lost to damage in the middle of the
+    /// log (see [`TopicBounds::lost`]): `next_cursor` is the last lost
+    /// position, and `lost` how many follow the cursor.
+    Damaged,
 }
 
 /// Store → topic: events another broker instance appended to the topic.
@@ -287,6 +319,7 @@ mod tests {
             latest_seq: 20,
             latest_time_ms: 200,
             forks: vec![fork(&e1, 10), fork(&e2, 7)],
+            lost: Vec::new(),
         };
         let at = |e: &Epoch, seq| Cursor::new(seq as i64 * 10, seq, e.clone());
         assert_eq!(b.resume_point(&at(&e3, 15)), Ok(15));
@@ -304,5 +337,40 @@ mod tests {
         assert_eq!(other.reason, GapReason::OtherLog);
         let ahead = b.resume_point(&at(&e3, 21)).unwrap_err();
         assert_eq!(ahead.reason, GapReason::Ahead);
+    }
+
+    #[test]
+    fn a_cursor_before_lost_events_is_told_of_the_loss() {
+        let e = Epoch::generate();
+        let mut b = TopicBounds::empty(e.clone());
+        b.latest_seq = 20;
+        b.latest_time_ms = 200;
+        b.lost = vec![
+            LostRange {
+                first_seq: 5,
+                last_seq: 7,
+                time_ms: 80,
+            },
+            LostRange {
+                first_seq: 12,
+                last_seq: 12,
+                time_ms: 130,
+            },
+        ];
+        let at = |seq: u64| Cursor::new(seq as i64 * 10, seq, e.clone());
+        for (seq, lost, next) in [(4, 3, 7), (5, 2, 7), (6, 1, 7), (11, 1, 12)] {
+            let gap = b.resume_point(&at(seq)).unwrap_err();
+            assert_eq!(
+                (gap.reason, gap.lost),
+                (GapReason::Damaged, Some(lost)),
+                "{seq}"
+            );
+            assert_eq!(gap.next_cursor.seq, next);
+        }
+        // Whoever holds the last lost position (or any other) loses nothing.
+        for seq in [0, 3, 7, 8, 12, 20] {
+            assert_eq!(b.resume_point(&at(seq)), Ok(seq));
+        }
+        assert!(b.lost_at(6).is_some() && b.lost_at(8).is_none());
     }
 }

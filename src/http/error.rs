@@ -129,6 +129,11 @@ impl From<Box<Gap>> for ApiError {
                  (damage or a crash cut it); resume after next_cursor, the last event kept"
                     .to_owned()
             }
+            (GapReason::Damaged, lost) => format!(
+                "the {} event(s) after this cursor were lost to damage in the stored log; \
+                 resume after next_cursor to read on",
+                lost.unwrap_or(1)
+            ),
             (GapReason::Ahead, _) | (GapReason::Trimmed, None) => {
                 "cursor is ahead of the latest event".to_owned()
             }

@@ -191,7 +191,14 @@ async fn history(
             (resumed.map_err(ApiError::from)?, c)
         }
     };
-    let events = store.read(&topic, after, limit).await?;
+    let mut events = store.read(&topic, after, limit).await?;
+    // A page ends before positions lost to damage: polling on from its
+    // next_cursor gets the 416 that names the loss, never a silent skip.
+    let run = 1 + events
+        .windows(2)
+        .take_while(|w| w[1].seq == w[0].seq + 1)
+        .count();
+    events.truncate(run);
     let next_cursor = events
         .last()
         .map_or(after_cursor, |e| e.cursor(&bounds.epoch));

@@ -12,6 +12,7 @@ fn bounds(epoch: &Epoch, first: u64, latest: u64) -> TopicBounds {
         latest_seq: latest,
         latest_time_ms: 20,
         forks: Vec::new(),
+        lost: Vec::new(),
     }
 }
 

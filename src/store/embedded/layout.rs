@@ -6,7 +6,10 @@
 use std::{fs, io, path::Path};
 
 use serde::{Deserialize, Serialize};
-use sluice_actors::{cursor::Epoch, store::Fork};
+use sluice_actors::{
+    cursor::Epoch,
+    store::{Fork, LostRange},
+};
 
 use super::segment;
 
@@ -25,6 +28,11 @@ pub struct Meta {
     /// `sluice_actors::store::Fork`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forks: Vec<Fork>,
+    /// Positions lost to damage that recovery found (see
+    /// `sluice_actors::store::TopicBounds::lost`): a loss is logged and
+    /// counted once, when it is found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<LostRange>,
 }
 
 /// Whether `dir` holds a topic's log (its `meta.json` exists).

@@ -12,6 +12,7 @@
 //! Blocking file I/O runs on the blocking thread pool. Appends to a topic
 //! hold its lock; reads only plan under it and read without it.
 
+pub mod check;
 mod journal;
 mod layout;
 mod record;
@@ -99,6 +100,13 @@ impl EmbeddedStore {
         fs::create_dir_all(&root)?;
         // The journal is replayed even when it is no longer used (`fsync`
         // changed since the last run): it may hold acknowledged appends.
+        if let Some(at) = journal::verify(&data_dir.join(journal::FILE_NAME))?.damaged_at {
+            tracing::warn!(
+                at,
+                "journal.log ends on a torn or damaged record (a crash while writing it, or \
+                 damage): replay stops there, and a segment missing what followed is cut"
+            );
+        }
         let (journal, replayed) = Journal::open(data_dir, &root)?;
         if replayed.records > 0 {
             tracing::info!(
@@ -148,18 +156,6 @@ impl Inner {
         let dir = self.root.join(topic);
         let log = if layout::has_log(&dir) {
             let (mut log, report) = TopicLog::open(&dir, &self.cfg)?;
-            if report.cut_bytes > 0 {
-                sluice_actors::metrics::metrics()
-                    .store_damage_bytes
-                    .inc_by(report.cut_bytes);
-                tracing::warn!(
-                    topic,
-                    segment = %report.segment.as_deref().unwrap_or(Path::new("?")).display(),
-                    offset = report.cut_offset,
-                    cut_bytes = report.cut_bytes,
-                    "torn tail detected: cut the incomplete last record"
-                );
-            }
             if report.forked() {
                 sluice_actors::metrics::metrics().store_recoveries.inc();
                 let b = log.bounds();
@@ -425,5 +421,7 @@ fn maintenance(inner: Weak<Inner>) {
     }
 }
 
+#[cfg(test)]
+mod damage_tests;
 #[cfg(test)]
 mod tests;

@@ -155,6 +155,27 @@ pub fn next(buf: &[u8], shared: Option<&Bytes>) -> Next {
     }
 }
 
+/// Shortest record: the header, seq, time and flags.
+pub const MIN_RECORD_LEN: usize = HEADER_LEN + 17;
+
+/// After damage at the start of `buf`: where the next intact record starts
+/// whose sequence is at least `min_seq` (the damage cannot hide more
+/// records than it has bytes for, which bounds the sequences worth trying).
+/// `None` when no intact record follows: the damage runs to the end.
+///
+/// A position is taken only when its whole frame passes its CRC-32 and
+/// decodes, and its sequence fits: random bytes pass by chance about once
+/// in 2^32 tries, and then must also carry a plausible sequence.
+pub fn resync(buf: &[u8], min_seq: u64) -> Option<usize> {
+    let max_seq = min_seq.saturating_add((buf.len() / MIN_RECORD_LEN) as u64);
+    (1..buf.len().saturating_sub(MIN_RECORD_LEN - 1)).find(|&at| {
+        let b = &buf[at..];
+        let seq = u64::from_le_bytes(b[HEADER_LEN..HEADER_LEN + 8].try_into().expect("8 bytes"));
+        (min_seq..=max_seq).contains(&seq)
+            && matches!(next(b, None), Next::Record(ref r, _) if r.event.seq == seq)
+    })
+}
+
 fn decode_body(body: &[u8], whole: &[u8], shared: Option<&Bytes>) -> Option<DecodedRecord> {
     let mut r = Reader::new(body);
     let seq = u64::from_le_bytes(r.array()?);
@@ -266,5 +287,34 @@ mod tests {
         let mut bad = buf.clone();
         *bad.last_mut().unwrap() ^= 1;
         assert!(matches!(next(&bad, None), Next::Corrupt));
+    }
+
+    fn event(data: &'static [u8]) -> NewEvent {
+        NewEvent {
+            data: Bytes::from_static(data),
+            event_type: None,
+            idempotency_key: None,
+            producer: None,
+        }
+    }
+
+    #[test]
+    fn resync_finds_the_next_intact_record_after_damage() {
+        let mut buf = Vec::new();
+        encode(&mut buf, &event(b"one"), 1, 10);
+        let second = buf.len();
+        encode(&mut buf, &event(b"two"), 2, 10);
+        let third = buf.len();
+        encode(&mut buf, &event(b"three"), 3, 10);
+        // A flipped byte in record 2: resync from record 2 lands on 3.
+        let mut bad = buf.clone();
+        bad[second + HEADER_LEN + 3] ^= 0x40;
+        assert!(matches!(next(&bad[second..], None), Next::Corrupt));
+        assert_eq!(resync(&bad[second..], 2), Some(third - second));
+        // A record below the sequence asked for is not a place to go on.
+        assert_eq!(resync(&buf, 4), None);
+        // Zeros, garbage and a torn end hold nothing.
+        assert_eq!(resync(&[0u8; 300], 1), None);
+        assert_eq!(resync(&buf[third..buf.len() - 1], 3), None);
     }
 }

@@ -1,6 +1,7 @@
 //! One segment file of a topic log: records appended back to back, named by
-//! the sequence of its first record, with an in-memory offset index so any
-//! sequence is found without scanning.
+//! the sequence of its first record, with an in-memory offset index (built
+//! by verifying every record when the segment is opened) so any sequence is
+//! found without scanning.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -43,15 +44,37 @@ pub fn parse_name(name: &str) -> Option<u64> {
     (stem.len() == 20).then(|| stem.parse().ok()).flatten()
 }
 
+/// The offset index of a sealed segment written by earlier versions: no
+/// longer read (every segment is verified record by record when opened, so
+/// an index can never be trusted over its segment); removed when found.
 fn index_path(log: &Path) -> PathBuf {
     log.with_extension("idx")
 }
 
-/// What opening a segment found at its end.
+/// Bytes of a segment that are not an intact record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedBytes {
+    /// Where they start in the file as found.
+    pub offset: u64,
+    /// How many.
+    pub len: u64,
+}
+
+/// What verifying a segment found: what [`Segment::repair`] removes.
 #[derive(Debug, Default)]
-pub struct Repair {
-    /// Bytes cut from a torn or corrupt tail.
-    pub cut_bytes: u64,
+pub struct Scan {
+    /// Bytes after the last intact record with nothing intact after them:
+    /// a torn write, or damage at the end.
+    pub torn_bytes: u64,
+    /// Damaged bytes between intact records.
+    pub damaged: Vec<DamagedBytes>,
+    /// Positions of this segment that hold no event (first, last): skipped
+    /// by damage now or in an earlier repair, or lost at the end of a
+    /// sealed segment (the next one starts later).
+    pub lost: Vec<(u64, u64)>,
+    /// Where the intact records are in the file as found, when damage
+    /// between them means the file is rewritten without it.
+    rewrite: Option<Vec<(usize, usize)>>,
 }
 
 impl Segment {
@@ -76,75 +99,132 @@ impl Segment {
         })
     }
 
-    /// Opens an existing segment. A sealed one with a valid index file is
-    /// trusted; otherwise every record is checked, and the segment ends at
-    /// its last whole record. A torn or corrupt tail after it is reported,
-    /// not yet cut from the file: the caller first records what the cut
-    /// removes (see [`Segment::cut_tail`]).
-    pub fn open(path: PathBuf, base: u64, sealed: bool) -> io::Result<(Segment, Repair)> {
+    /// Opens an existing segment and verifies every record (length, CRC,
+    /// sequence), changing nothing: what is not intact is reported in the
+    /// [`Scan`] and removed by [`Segment::repair`], once the caller has
+    /// recorded what the repair removes. A sealed segment (`next_base` is
+    /// where the next one starts) ends just before `next_base`: positions
+    /// it lacks there are lost, not torn.
+    ///
+    /// A position skipped by damage keeps an empty entry in `offsets` (the
+    /// offset of the next record), so record `i` is still sequence
+    /// `base + i` and no later event is renumbered.
+    pub fn open(path: PathBuf, base: u64, next_base: Option<u64>) -> io::Result<(Segment, Scan)> {
         let file = OpenOptions::new().read(true).append(true).open(&path)?;
-        let file_len = file.metadata()?.len();
+        let mut buf = vec![0u8; file.metadata()?.len() as usize];
+        file.read_exact_at(&mut buf, 0)?;
+        let mut scan = Scan::default();
+        // (start, len, seq, time) of each intact record, in file order.
+        let mut kept: Vec<(usize, usize, u64, i64)> = Vec::new();
+        let (mut at, mut expected) = (0usize, base);
+        while at < buf.len() {
+            match record::next(&buf[at..], None) {
+                Next::Record(r, n) if r.event.seq >= expected => {
+                    kept.push((at, n, r.event.seq, r.event.time_ms));
+                    expected = r.event.seq + 1;
+                    at += n;
+                }
+                _ => match record::resync(&buf[at..], expected) {
+                    Some(skip) => {
+                        scan.damaged.push(DamagedBytes {
+                            offset: at as u64,
+                            len: skip as u64,
+                        });
+                        at += skip;
+                    }
+                    None => break,
+                },
+            }
+        }
+        scan.torn_bytes = (buf.len() - at) as u64;
+        let end_seq = match next_base {
+            // A sealed segment's tail cannot have been a write in progress:
+            // it was fsynced when sealed, so whatever is missing is damage.
+            Some(next) if next > expected => {
+                if scan.torn_bytes > 0 {
+                    scan.damaged.push(DamagedBytes {
+                        offset: at as u64,
+                        len: scan.torn_bytes,
+                    });
+                    scan.torn_bytes = 0;
+                }
+                next
+            }
+            _ => expected,
+        };
         let mut seg = Segment {
             base,
             path,
             file: Arc::new(file),
-            offsets: Vec::new(),
-            len: file_len,
-            last_time: 0,
+            offsets: Vec::with_capacity((end_seq - base) as usize),
+            len: 0,
+            last_time: kept.last().map_or(0, |k| k.3),
         };
-        if sealed && seg.load_index(file_len).is_some() {
-            seg.last_time = seg.time_at(seg.offsets.len() - 1)?;
-            return Ok((seg, Repair::default()));
-        }
-        let repair = seg.scan(file_len)?;
-        Ok((seg, repair))
-    }
-
-    fn load_index(&mut self, file_len: u64) -> Option<()> {
-        let raw = fs::read(index_path(&self.path)).ok()?;
-        if raw.is_empty() || raw.len() % 4 != 0 {
-            return None;
-        }
-        let offsets: Vec<u32> = raw
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
-        // Cheap consistency check: the last indexed record must end exactly
-        // at the end of the file.
-        let last = *offsets.last()? as u64;
-        let mut head = [0u8; 4];
-        self.file.read_exact_at(&mut head, last).ok()?;
-        let end = last + record::HEADER_LEN as u64 + u32::from_le_bytes(head) as u64;
-        (end == file_len).then_some(())?;
-        self.offsets = offsets;
-        Some(())
-    }
-
-    fn scan(&mut self, file_len: u64) -> io::Result<Repair> {
-        let mut buf = vec![0u8; file_len as usize];
-        self.file.read_exact_at(&mut buf, 0)?;
-        let mut at = 0usize;
-        let mut expected = self.base;
-        while at < buf.len() {
-            match record::next(&buf[at..], None) {
-                Next::Record(r, n) if r.event.seq == expected => {
-                    self.offsets.push(at as u32);
-                    self.last_time = r.event.time_ms;
-                    expected += 1;
-                    at += n;
-                }
-                _ => break,
+        // Offsets as they are once the repair has run: intact records back
+        // to back, damage removed.
+        let mut next_seq = base;
+        for &(_, n, seq, _) in &kept {
+            if seq > next_seq {
+                scan.lost.push((next_seq, seq - 1));
             }
+            seg.offsets.extend(std::iter::repeat_n(
+                seg.len as u32,
+                (seq + 1 - next_seq) as usize,
+            ));
+            seg.len += n as u64;
+            next_seq = seq + 1;
         }
-        self.len = at as u64;
-        Ok(Repair {
-            cut_bytes: file_len - at as u64,
-        })
+        if end_seq > next_seq {
+            scan.lost.push((next_seq, end_seq - 1));
+            seg.offsets.extend(std::iter::repeat_n(
+                seg.len as u32,
+                (end_seq - next_seq) as usize,
+            ));
+        }
+        if !scan.damaged.is_empty() {
+            scan.rewrite = Some(kept.iter().map(|k| (k.0, k.1)).collect());
+        }
+        Ok((seg, scan))
+    }
+
+    /// Removes what [`Segment::open`] found not intact, durably, before
+    /// anything is appended: a torn tail is cut; damage between intact
+    /// records is removed by writing the intact records to a new file that
+    /// replaces this one (the file as found is kept beside it as
+    /// `*.log.damaged`, for inspection).
+    pub fn repair(&mut self, scan: &Scan) -> io::Result<()> {
+        let _ = fs::remove_file(index_path(&self.path));
+        let Some(extents) = &scan.rewrite else {
+            return self.cut_tail();
+        };
+        let mut old = vec![0u8; self.file.metadata()?.len() as usize];
+        self.file.read_exact_at(&mut old, 0)?;
+        let mut clean = Vec::with_capacity(self.len as usize);
+        for &(start, n) in extents {
+            clean.extend_from_slice(&old[start..start + n]);
+        }
+        let dir = self.path.parent().expect("segment in a directory");
+        let tmp = self.path.with_extension("log.repair");
+        let mut f = File::create(&tmp)?;
+        f.write_all(&clean)?;
+        f.sync_all()?;
+        let damaged = self.path.with_extension("log.damaged");
+        let _ = fs::remove_file(&damaged);
+        fs::hard_link(&self.path, &damaged)?;
+        fs::rename(&tmp, &self.path)?;
+        sync_dir(dir)?;
+        self.file = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&self.path)?,
+        );
+        Ok(())
     }
 
     /// Cuts the file back to its last whole record (what [`Segment::open`]
     /// found), durably, before anything is appended after it.
-    pub fn cut_tail(&self) -> io::Result<()> {
+    fn cut_tail(&self) -> io::Result<()> {
         if self.file.metadata()?.len() > self.len {
             self.file.set_len(self.len)?;
             self.file.sync_all()?;
@@ -162,8 +242,17 @@ impl Segment {
         self.base + self.count()
     }
 
-    /// Time of record `i`.
+    /// Whether position `i` holds an event (it was not lost to damage).
+    pub fn holds(&self, i: usize) -> bool {
+        self.offset_of(i) != self.offset_of(i + 1)
+    }
+
+    /// Time of record `i`; for a lost position, that of the next event of
+    /// this segment (or of its last one), which keeps times ordered.
     pub fn time_at(&self, i: usize) -> io::Result<i64> {
+        let Some(i) = (i..self.offsets.len()).find(|&j| self.holds(j)) else {
+            return Ok(self.last_time);
+        };
         let mut b = [0u8; PREFIX_LEN];
         self.file.read_exact_at(&mut b, self.offsets[i] as u64)?;
         Ok(i64::from_le_bytes(
@@ -191,16 +280,6 @@ impl Segment {
         self.offsets.truncate(count);
         self.len = len;
         self.file.set_len(len)
-    }
-
-    /// Writes the index file of a segment that will take no more records.
-    pub fn seal(&self) -> io::Result<()> {
-        let mut raw = Vec::with_capacity(self.offsets.len() * 4);
-        for o in &self.offsets {
-            raw.extend_from_slice(&o.to_le_bytes());
-        }
-        // No fsync: a lost or stale index is detected and rebuilt by a scan.
-        fs::write(index_path(&self.path), raw)
     }
 
     /// Removes the segment's files.

@@ -13,7 +13,7 @@ use sluice_actors::{
     cursor::{now_ms, Epoch},
     dedup::{DedupIndex, Verdict},
     event::{AppendOutcome, NewEvent, StoredEvent},
-    store::{Fork, TopicBounds},
+    store::{Fork, LostRange, TopicBounds},
 };
 
 use super::{
@@ -43,6 +43,8 @@ pub struct TopicLog {
     epoch: Epoch,
     /// Earlier epochs and where each was kept.
     forks: Vec<Fork>,
+    /// Positions lost to damage, in order.
+    lost: Vec<LostRange>,
     segments: Vec<Segment>,
     /// Oldest retained sequence (events below are logically gone).
     first_seq: u64,
@@ -150,6 +152,7 @@ impl TopicLog {
             epoch: Epoch::generate(),
             created_ms: now_ms(),
             forks: Vec::new(),
+            lost: Vec::new(),
         };
         layout::write_meta(&tmp, &meta)?;
         Segment::create(&tmp, 1)?;
@@ -161,7 +164,7 @@ impl TopicLog {
 
     /// Opens an existing log, cutting a torn tail and rebuilding dedup state.
     pub fn open(dir: &Path, cfg: &EmbeddedConfig) -> io::Result<(TopicLog, OpenReport)> {
-        let (segments, meta, report) = recovery::open_segments(dir, read_meta(dir)?)?;
+        let (segments, meta, report) = recovery::open_segments(dir, read_meta(dir)?, true)?;
         let (latest_seq, latest_time) = recovery::latest(&segments);
         let first_seq = segments[0].base;
         let mut log = TopicLog {
@@ -173,6 +176,7 @@ impl TopicLog {
                 .into(),
             epoch: meta.epoch,
             forks: meta.forks,
+            lost: report.lost.clone(),
             segments,
             first_seq,
             latest_seq,
@@ -257,6 +261,7 @@ impl TopicLog {
             latest_seq: self.latest_seq,
             latest_time_ms: self.latest_time,
             forks: self.forks.clone(),
+            lost: self.lost.clone(),
         }
     }
 
@@ -370,7 +375,6 @@ impl TopicLog {
     fn roll(&mut self) -> io::Result<()> {
         let active = self.segments.last().expect("active segment");
         active.file.sync_data()?;
-        active.seal()?;
         let snap = ProducerSnapshot {
             through_seq: self.latest_seq,
             marks: self.dedup.producers().clone(),
@@ -418,6 +422,13 @@ impl TopicLog {
                 }
             }
         }
+        // The oldest retained position is one that holds an event: lost
+        // positions before it are not worth a gap.
+        self.lost.retain(|r| r.last_seq >= first);
+        if let Some(r) = self.lost.first().filter(|r| r.first_seq <= first) {
+            first = r.last_seq + 1;
+            self.lost.remove(0);
+        }
         if first != self.first_seq {
             self.first_time = None;
         }
@@ -433,7 +444,14 @@ impl TopicLog {
     /// without the lock.
     pub fn plan_read(&self, after_seq: u64, limit: usize) -> Vec<ReadPlan> {
         let mut seq = (after_seq + 1).max(self.first_seq);
-        let end = (seq + limit as u64).min(self.latest_seq + 1);
+        // `limit` counts events: lost positions hold none.
+        let mut end = seq + limit as u64;
+        for r in &self.lost {
+            if r.last_seq >= seq && r.first_seq < end {
+                end += r.last_seq + 1 - r.first_seq.max(seq);
+            }
+        }
+        let end = end.min(self.latest_seq + 1);
         let mut plans = Vec::new();
         while seq < end {
             let (s, i) = self.locate(seq);

@@ -228,6 +228,7 @@ impl Inner {
             latest_seq,
             latest_time_ms,
             forks: Vec::new(),
+            lost: Vec::new(),
         })
     }
 

@@ -126,6 +126,62 @@ pub fn replay(path: &Path, root: &Path) -> io::Result<ReplayReport> {
     Ok(report)
 }
 
+/// What [`verify`] found in a journal file.
+#[derive(Debug, Default)]
+pub struct JournalCheck {
+    /// The generation in its header (0 for no journal).
+    pub generation: u64,
+    /// Records of that generation, read in order.
+    pub records: usize,
+    /// Where the records of the current generation end on something that
+    /// is neither zeros nor an intact record of an earlier generation: a
+    /// round torn by a crash, or damage. Replay stops there; records of the
+    /// current generation after it are not replayed (an event's data can
+    /// hold a well-formed journal frame, so looking past damage could write
+    /// a payload into any topic), and a segment that misses them is cut and
+    /// moves to a new epoch.
+    pub damaged_at: Option<u64>,
+}
+
+/// Reads the journal at `path` without changing anything.
+pub fn verify(path: &Path) -> io::Result<JournalCheck> {
+    let data = match fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(JournalCheck::default()),
+        Err(e) => return Err(e),
+    };
+    let Some(generation) = data
+        .get(..FILE_HEADER_LEN as usize)
+        .filter(|h| &h[..4] == MAGIC)
+        .map(|h| u64::from_le_bytes(h[4..].try_into().expect("8 bytes")))
+    else {
+        return Ok(JournalCheck {
+            damaged_at: data.iter().any(|&b| b != 0).then_some(0),
+            ..Default::default()
+        });
+    };
+    let mut check = JournalCheck {
+        generation,
+        ..Default::default()
+    };
+    let mut at = FILE_HEADER_LEN as usize;
+    loop {
+        match decode(&data[at..]) {
+            Some((r, n)) if r.generation == generation => {
+                check.records += 1;
+                at += n;
+            }
+            Some((r, _)) if r.generation < generation => break,
+            None if data[at..].iter().take(HEADER_LEN).all(|&b| b == 0) => break,
+            _ => {
+                check.damaged_at = Some(at as u64);
+                break;
+            }
+        }
+    }
+    Ok(check)
+}
+
 /// Where each segment's first record of the current generation starts:
 /// what a power cut may leave of a segment that the journal covers.
 #[cfg(test)]

@@ -58,10 +58,10 @@ mod format;
 #[cfg(test)]
 mod tests;
 
-pub use format::replay;
 use format::{encode, encoded_len};
 #[cfg(test)]
 pub use format::{first_offsets, generation};
+pub use format::{replay, verify};
 
 use super::{
     record::{self, HEADER_LEN},
