@@ -24,6 +24,7 @@ use crate::{
         StreamHealth, TopicMap,
     },
     catch_up::gap_notice,
+    cursor_check,
     event::NewEvent,
     messages::{SessionOpened, SessionPort, TopicPort},
     metrics::metrics,
@@ -146,6 +147,19 @@ impl Broker {
         topic: &str,
         req: StreamRequest,
     ) -> Result<OpenStream, SubscribeError> {
+        let mut req = req;
+        // A cursor whose position now holds another event (see
+        // `cursor_check`) resumes from the last event both logs share.
+        let mut rewound = None;
+        if let Start::After(c) = &req.start {
+            if let Some(gap) = cursor_check::mismatch(&*self.store, topic, c).await {
+                if !req.resume_on_gap {
+                    return Err(SubscribeError::Gap(gap));
+                }
+                req.start = Start::After(gap.next_cursor.clone());
+                rewound = Some(*gap);
+            }
+        }
         let addr = self
             .topic(topic)
             .await
@@ -166,6 +180,10 @@ impl Broker {
             })
             .await
             .map_err(|_| SubscribeError::Restarting)??;
+        let mut subscribed = subscribed;
+        if subscribed.gap.is_none() {
+            subscribed.gap = rewound;
+        }
         // The topic may already have queued events from its tail: the
         // opening frames go in front of them.
         let mut opening = vec![retry_frame(req.retry)];

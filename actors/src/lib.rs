@@ -31,6 +31,7 @@ pub mod body;
 mod broker;
 mod catch_up;
 pub mod cursor;
+pub mod cursor_check;
 pub mod dedup;
 pub mod event;
 pub mod fault_store;

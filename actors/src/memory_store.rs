@@ -28,6 +28,17 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Forgets every event of `topic` after `keep_through`, keeping its
+    /// epoch: what a store restarted from an older snapshot looks like.
+    pub fn rewind(&self, topic: &str, keep_through: u64) {
+        let mut topics = self.topics.lock().expect("poisoned");
+        let t = topics.get_mut(topic).expect("known topic");
+        t.events.retain(|e| e.seq <= keep_through);
+        t.bounds.latest_seq = keep_through;
+        t.bounds.latest_time_ms = t.events.last().map_or(0, |e| e.time_ms);
+        t.dedup = DedupIndex::new(300_000);
+    }
 }
 
 #[async_trait]

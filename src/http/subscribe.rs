@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sluice_actors::{
     cursor::{rfc3339_millis, Cursor},
+    cursor_check,
     topic::{Start, SubscribeError},
     StreamRequest,
 };
@@ -186,7 +187,12 @@ async fn history(
         Start::Earliest => (bounds.first_seq - 1, bounds.boundary_cursor()),
         Start::Latest => (bounds.latest_seq, bounds.latest_cursor()),
         Start::After(c) => {
-            let resumed = bounds.resume_point(&c);
+            // A position that holds another event now (or that the log went
+            // back past) says more than the bounds alone.
+            let resumed = match cursor_check::mismatch(&**store, &topic, &c).await {
+                Some(gap) => Err(gap),
+                None => bounds.resume_point(&c),
+            };
             count_resume(&Start::After(c.clone()), resumed.is_err());
             (resumed.map_err(ApiError::from)?, c)
         }

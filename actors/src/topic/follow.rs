@@ -93,7 +93,7 @@ impl Follower {
 
     /// Takes bounds read from the store after a (re)start or a reset.
     pub(crate) fn adopt(&mut self, b: TopicBounds) -> Adopted {
-        let reset = self.bounds.as_ref().is_some_and(|old| old.epoch != b.epoch);
+        let reset = self.is_reset(&b);
         match self.bounds.take() {
             // A restart over the same log (after a store error): what this
             // topic applied stays applied and its tail stays, so subscribers
@@ -126,9 +126,23 @@ impl Follower {
         }
     }
 
-    /// Fresh bounds show a new epoch (the log was wiped meanwhile).
+    /// Fresh bounds show a new epoch (the log was wiped meanwhile), or the
+    /// same log shorter than what this topic applied: the store lost
+    /// acknowledged events (a Redis restarted from an older snapshot, a
+    /// failover to a replica that lagged) and will hand their positions out
+    /// again.
     pub(crate) fn is_reset(&self, fresh: &TopicBounds) -> bool {
-        self.bounds.as_ref().is_some_and(|b| b.epoch != fresh.epoch)
+        self.bounds
+            .as_ref()
+            .is_some_and(|b| b.epoch != fresh.epoch || fresh.latest_seq < b.latest_seq)
+    }
+
+    /// Takes bounds of a log found to have gone back under this topic (see
+    /// [`Follower::is_reset`]), whatever they say.
+    pub(crate) fn adopt_rewound(&mut self, b: TopicBounds) {
+        self.known_latest = b.latest_seq;
+        self.filling = false;
+        self.bounds = Some(b);
     }
 
     /// Takes the start of the log from fresh store bounds; the latest

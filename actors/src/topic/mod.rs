@@ -190,18 +190,22 @@ impl TopicActor {
         match self.log.adopt(b) {
             Adopted::Continued => self.fill(ctx),
             Adopted::Fresh => self.fanout.clear_tail(),
-            Adopted::Reset => {
-                tracing::warn!(topic = %self.name, "topic log was reset; ending its streams");
-                self.fanout.clear_tail();
-                for (_, port) in self.fanout.drain() {
-                    port.do_send(ToSession::End(EndReason::Gap));
-                }
-            }
+            Adopted::Reset => self.end_streams("topic log was reset or went back"),
         }
         if self.fanout.is_empty() {
             self.unwatch_if_idle();
         } else {
             self.start_watch(ctx);
+        }
+    }
+
+    /// Ends every stream: their positions belong to a log that is gone (or
+    /// went back); their resumes get the 416 treatment.
+    fn end_streams(&mut self, why: &str) {
+        tracing::warn!(topic = %self.name, "{why}; ending its streams");
+        self.fanout.clear_tail();
+        for (_, port) in self.fanout.drain() {
+            port.do_send(ToSession::End(EndReason::Gap));
         }
     }
 
@@ -342,24 +346,42 @@ impl TopicActor {
     /// Notices a log wiped under this actor: its streams end (their resumes
     /// get the 416 treatment) and it follows the new log.
     fn check_epoch(&mut self, ctx: &mut Context<Self>) {
-        let Some(epoch) = self.log.epoch().cloned() else {
+        let Some(ours) = self.log.bounds().cloned() else {
             return;
         };
         let (store, name) = (self.store.clone(), self.name.clone());
+        // Whether the event we applied last is still the store's at its
+        // position: only worth a read while streams depend on it.
+        let watched = !self.fanout.is_empty() && ours.latest_seq > 0;
         ctx.spawn(
             async move {
                 match store.bounds(&name).await {
-                    Ok(b) if b.epoch == epoch => None,
-                    Ok(_) | Err(StoreError::UnknownTopic) => Some(store.open_topic(&name).await),
+                    Ok(b) if b.epoch == ours.epoch && b.latest_seq >= ours.latest_seq => {
+                        if !watched {
+                            return None;
+                        }
+                        let at = store.read(&name, ours.latest_seq - 1, 1).await.ok()?;
+                        let e = at.first().filter(|e| e.seq == ours.latest_seq)?;
+                        (e.time_ms != ours.latest_time_ms).then_some(Some(Ok(b)))
+                    }
+                    Ok(b) if b.epoch == ours.epoch => Some(Some(Ok(b))),
+                    Ok(_) | Err(StoreError::UnknownTopic) => {
+                        Some(Some(store.open_topic(&name).await))
+                    }
                     // Store down: nothing to learn now.
                     Err(_) => None,
                 }
             }
             .into_actor(self)
-            .map(|fresh, act, ctx| {
-                if let Some(Ok(fresh)) = fresh {
-                    act.adopt_if_reset(&fresh, ctx);
+            .map(|fresh, act, ctx| match fresh {
+                // The same epoch holding another event where ours was.
+                Some(Some(Ok(b))) if act.log.epoch() == Some(&b.epoch) => {
+                    act.log.adopt_rewound(b);
+                    act.end_streams("stored log went back under this topic");
+                    act.unwatch_if_idle();
                 }
+                Some(Some(Ok(fresh))) => act.adopt_if_reset(&fresh, ctx),
+                _ => {}
             }),
         );
     }

@@ -12,6 +12,7 @@ mod delivery;
 mod failover;
 mod flushall;
 mod outage;
+mod rollback;
 mod store_up;
 mod tls_sentinel;
 

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::support::*;
 
+mod damage;
 mod recovery;
 mod restart;
 mod segments;
