@@ -23,7 +23,7 @@ fn cfg() -> EmbeddedConfig {
     }
 }
 
-async fn append_n(store: &EmbeddedStore, topic: &str, from: usize, n: usize) {
+pub(super) async fn append_n(store: &EmbeddedStore, topic: &str, from: usize, n: usize) {
     let batch = (from..from + n)
         .map(|i| NewEvent::data(format!("event-{i:05}-{}", "x".repeat(40))))
         .collect();
@@ -242,7 +242,7 @@ async fn appends_started_together_are_stored_in_start_order() {
 }
 
 /// Segment files of `topic` and their lengths.
-fn segment_lens(dir: &Path, topic: &str) -> Vec<(std::path::PathBuf, u64)> {
+pub(super) fn segment_lens(dir: &Path, topic: &str) -> Vec<(std::path::PathBuf, u64)> {
     let mut out: Vec<_> = std::fs::read_dir(dir.join("topics").join(topic))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -259,7 +259,7 @@ fn segment_lens(dir: &Path, topic: &str) -> Vec<(std::path::PathBuf, u64)> {
 /// Copies a data directory as a power cut would leave it after the
 /// checkpoint recorded in `synced`: every segment cut back to its length
 /// then (or missing if created since), the journal as it is.
-fn power_cut_copy(from: &Path, to: &Path, synced: &[(std::path::PathBuf, u64)]) {
+pub(super) fn power_cut_copy(from: &Path, to: &Path, synced: &[(std::path::PathBuf, u64)]) {
     for entry in walk(from) {
         let rel = entry.strip_prefix(from).unwrap();
         let dest = to.join(rel);
