@@ -2,12 +2,16 @@
 //! here, so the Dockerfile, its config file and the compose file are read
 //! and checked against the configuration the broker loads; and `sluice
 //! health`, the image's HEALTHCHECK, is run against a real broker.
+//! [`monitoring`] does the same for the Grafana dashboard and the
+//! Prometheus rules.
 
 use std::path::Path;
 
 use sluice::config::{Overrides, Settings};
 
 use crate::support::*;
+
+mod monitoring;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
