@@ -10,6 +10,7 @@
 //!   signal as a future so tests can drive it.
 //! - [`http`]: the routes of API.md, one module per route group.
 //! - [`probe`]: `sluice health`, a readiness probe for containers.
+//! - [`tls`]: TLS with h2 over ALPN, the certificate reloaded in place.
 //! - [`store`]: storage backends; [`store::embedded`] is the default on-disk log.
 //! - The actors (broker, topic, session), the Store trait, cursors and SSE
 //!   framing live in the `sluice-actors` crate (`actors/`).
@@ -21,3 +22,4 @@ pub mod server;
 pub mod store;
 #[cfg(feature = "otel")]
 pub mod telemetry;
+pub mod tls;
