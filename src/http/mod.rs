@@ -15,6 +15,7 @@
 //! - `openapi`: `GET /openapi.json`; `malformed`: quiet logging of requests
 //!   the HTTP layer refuses.
 
+mod batch_line;
 mod body;
 pub mod error;
 pub mod malformed;
