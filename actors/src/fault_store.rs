@@ -106,6 +106,10 @@ impl Store for FaultyStore {
         self.inner.topics().await
     }
 
+    async fn delete_topic(&self, topic: &str) -> Result<(), StoreError> {
+        self.inner.delete_topic(topic).await
+    }
+
     async fn ready(&self) -> Result<(), String> {
         self.inner.ready().await
     }

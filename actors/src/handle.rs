@@ -1,5 +1,6 @@
 //! [`Broker`]: the handle request handlers hold. It offers operations
-//! (publish, open a stream, list sessions, stream health, close all) and
+//! (publish, open a stream, delete a topic, list sessions, stream health,
+//! close all) and
 //! keeps the mechanics (topic actors, sessions, subscriptions, messages)
 //! to itself.
 //!
@@ -30,11 +31,11 @@ use crate::{
     metrics::metrics,
     session::{SessionActor, SessionConfig, SessionPeers, SessionSetup},
     sse::retry_frame,
-    store::SharedStore,
+    store::{SharedStore, StoreError},
     subscription::{SessionInfo, Subscription, Watermarks},
     topic::{
-        Publish, PublishError, PublishReply, Start, Subscribe, SubscribeError, Subscribed,
-        TopicActor, TopicConfig,
+        Delete, DeleteError, Publish, PublishError, PublishReply, Start, Subscribe, SubscribeError,
+        Subscribed, TopicActor, TopicConfig,
     },
 };
 
@@ -218,6 +219,47 @@ impl Broker {
             subscribed,
             body,
         })
+    }
+
+    /// Deletes `topic` (a valid name): its log and dedup state in the
+    /// store, and its open streams on this instance end (their clients'
+    /// resumes get `416`). Publishes acknowledged before are deleted with
+    /// it; those still waiting go to the next log, which a later publish
+    /// or subscription creates under a new epoch. Instances sharing the
+    /// store end their streams of it when they next check its log.
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), DeleteError> {
+        let running = self
+            .topics
+            .read()
+            .expect("poisoned")
+            .get(topic)
+            .filter(|a| a.connected())
+            .cloned();
+        let addr = match running {
+            Some(addr) => addr,
+            None => {
+                // No actor follows it here: starting one for a name the
+                // store does not hold would only open (create) it.
+                match self.store.bounds(topic).await {
+                    Ok(_) => {}
+                    Err(StoreError::UnknownTopic) => return Err(DeleteError::Unknown),
+                    Err(e) => return Err(DeleteError::Store(e)),
+                }
+                self.topic(topic)
+                    .await
+                    .map_err(|_| DeleteError::Restarting)?
+            }
+        };
+        // Through the topic's actor, which orders it with the publishes and
+        // subscriptions of the topic. `send` waits for room in a full
+        // mailbox: a delete is not dropped like a publish would be.
+        let (tx, rx) = oneshot::channel();
+        addr.send(Delete { reply: tx })
+            .await
+            .map_err(|_| DeleteError::Restarting)?;
+        rx.await.map_err(|_| DeleteError::Restarting)??;
+        metrics().topics_deleted.inc();
+        Ok(())
     }
 
     /// A snapshot of every open stream.

@@ -5,13 +5,14 @@
 //! ## Layout
 //!
 //! - [`handle`]: [`Broker`], the handle the HTTP layer holds: `publish`,
-//!   `open_stream`, `sessions`, `stream_health`, `close_all`. Nothing else
-//!   is needed to run the broker.
+//!   `open_stream`, `delete_topic`, `sessions`, `stream_health`,
+//!   `close_all`. Nothing else is needed to run the broker.
 //! - [`subscription`]: [`subscription::Subscription`], the one owner of a
 //!   subscriber's delivery state (queue, position, watermarks, pause
 //!   state); no actor in it.
 //! - [`topic`]: `TopicActor`, one per topic, a shell over the append
-//!   pipeline, the fan-out and the following of the store.
+//!   pipeline, the fan-out and the following of the store; it also
+//!   retires its log when the topic is deleted.
 //! - `session`: `SessionActor`, one per SSE connection (heartbeats,
 //!   stall eviction, catch-ups from the store through `catch_up`).
 //! - `broker`: `BrokerActor`, the registry and supervisor of topic actors

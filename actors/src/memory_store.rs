@@ -124,6 +124,14 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn delete_topic(&self, topic: &str) -> Result<(), StoreError> {
+        let mut topics = self.topics.lock().expect("poisoned");
+        topics
+            .remove(topic)
+            .map(|_| ())
+            .ok_or(StoreError::UnknownTopic)
+    }
+
     async fn ready(&self) -> Result<(), String> {
         Ok(())
     }

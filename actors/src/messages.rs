@@ -23,16 +23,21 @@ pub enum EndReason {
     Gap,
     /// The store failed while catching up.
     StoreError,
+    /// The topic was deleted (on this instance, or on another one sharing
+    /// the store, noticed when the topic checks its log); the client's
+    /// resume gets the 416 treatment, since the log is gone.
+    Deleted,
 }
 
 impl EndReason {
     /// Every reason, for metrics.
-    pub const ALL: [EndReason; 5] = [
+    pub const ALL: [EndReason; 6] = [
         EndReason::ClientGone,
         EndReason::Stalled,
         EndReason::Shutdown,
         EndReason::Gap,
         EndReason::StoreError,
+        EndReason::Deleted,
     ];
 
     /// Label for logs and metrics.
@@ -43,6 +48,7 @@ impl EndReason {
             EndReason::Shutdown => "shutdown",
             EndReason::Gap => "gap",
             EndReason::StoreError => "store_error",
+            EndReason::Deleted => "deleted",
         }
     }
 }

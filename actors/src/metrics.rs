@@ -31,14 +31,21 @@ pub struct Metrics {
     pub store_damage_events: IntCounter,
     pub publish_rejected: IntCounterVec,
     pub watched_topics: IntGauge,
+    pub topics_deleted: IntCounter,
     pub build_info: IntGaugeVec,
     pub store_up: IntGauge,
 }
 
 /// Every value of `sluice_stream_disconnects_total{reason}` (the names of
 /// [`crate::EndReason`]).
-pub const DISCONNECT_REASONS: [&str; 5] =
-    ["client_gone", "stalled", "shutdown", "gap", "store_error"];
+pub const DISCONNECT_REASONS: [&str; 6] = [
+    "client_gone",
+    "stalled",
+    "shutdown",
+    "gap",
+    "store_error",
+    "deleted",
+];
 /// Every value of `sluice_streams{state}` (the names of
 /// [`crate::subscription::Health`]).
 pub const STREAM_STATES: [&str; 3] = ["HEALTHY", "UNRESPONSIVE", "STALLED"];
@@ -156,6 +163,10 @@ fn build() -> Metrics {
         watched_topics: reg!(IntGauge::new(
             "sluice_store_watched_topics",
             "Topics whose appends by other instances this instance follows (shared store only)."
+        )),
+        topics_deleted: reg!(counter(
+            "topics_deleted_total",
+            "Topics deleted through this instance (DELETE /v1/topics/{topic})."
         )),
         store_up: reg!(IntGauge::new(
             "sluice_store_up",

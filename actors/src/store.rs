@@ -210,6 +210,10 @@ pub enum GapReason {
 pub struct ExternalAppends {
     /// Events in log order, each after the previous one.
     pub events: Vec<StoredEvent>,
+    /// The epoch of the log they belong to: a topic that moved to another
+    /// log (deleted and recreated, or wiped) meanwhile drops them instead of
+    /// taking them for events of its new log.
+    pub epoch: Epoch,
 }
 
 /// Where a store sends the appends it learns of from other instances.
@@ -271,6 +275,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Names of every topic the store holds.
     async fn topics(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Deletes a topic: its log, its dedup state (idempotency keys, producer
+    /// sequences) and its place in [`topics`](Self::topics), durably before
+    /// it returns; `UnknownTopic` if it does not exist. Afterwards no append
+    /// meant for the deleted log is stored (a writer that still holds its
+    /// epoch is refused), and the next [`open_topic`](Self::open_topic)
+    /// creates a new log under a new epoch, so no cursor of the old log is
+    /// ever mapped onto the new one. An interrupted delete leaves either the
+    /// whole topic or nothing of it.
+    ///
+    /// Callers go through the topic's actor, which lets the appends in
+    /// flight finish first and ends the topic's streams.
+    async fn delete_topic(&self, topic: &str) -> Result<(), StoreError>;
 
     /// `Ok` when the store takes writes, else the reason.
     async fn ready(&self) -> Result<(), String>;

@@ -77,6 +77,13 @@ impl ApiError {
         }
     }
 
+    /// The 404 of a topic the store does not hold (never used, or deleted).
+    pub fn unknown_topic(name: &str) -> Self {
+        ApiError::NotFound(format!(
+            "topic {name:?} does not exist (a topic exists from its first publish or subscribe)"
+        ))
+    }
+
     fn title(&self) -> &'static str {
         match self {
             ApiError::BadRequest { .. } => "Bad Request",

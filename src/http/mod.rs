@@ -3,7 +3,7 @@
 //! - `publish`: single and batch publish.
 //! - `ndjson`: the batch body, one event a line, parsed into events.
 //! - `subscribe`: the SSE stream and the JSON history poll.
-//! - `topics`: topic listing and information.
+//! - `topics`: topic listing, information and deletion.
 //! - `ops`: health, readiness, connections, metrics.
 //! - `rate_limit`: per-client limits (governor).
 //! - `error`: [`error::ApiError`], the problem+json responses.
@@ -87,7 +87,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         path: "/v1/topics/{topic}",
-        allow: "GET, HEAD, OPTIONS",
+        allow: "GET, HEAD, DELETE, OPTIONS",
     },
     Route {
         path: "/v1/connections",
@@ -162,7 +162,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(publish::publish_batch)),
     )
     .service(resource("/v1/topics", READ).route(get_or_head().to(topics::list)))
-    .service(resource("/v1/topics/{topic}", READ).route(get_or_head().to(topics::info)))
+    .service(
+        resource("/v1/topics/{topic}", "GET, HEAD, DELETE, OPTIONS")
+            .route(get_or_head().to(topics::info))
+            .route(web::delete().to(topics::delete)),
+    )
     .service(resource("/v1/connections", READ).route(get_or_head().to(ops::connections)))
     .service(resource("/healthz", READ).route(get_or_head().to(ops::healthz)))
     .service(resource("/metrics", READ).route(get_or_head().to(ops::metrics)))

@@ -6,6 +6,7 @@ use serde_json::json;
 use sluice_actors::{
     cursor::{rfc3339_millis, Cursor},
     cursor_check,
+    store::StoreError,
     topic::{Start, SubscribeError},
     StreamRequest,
 };
@@ -191,9 +192,19 @@ async fn history(
         },
     };
     let store = state.broker.store();
-    // Polling a topic counts as subscribing to it: it creates the topic, so
-    // a cursor of a wiped log gets the same 416 as on the stream.
-    let bounds = store.open_topic(&topic).await?;
+    let bounds = match &start {
+        // A poll from a cursor is a resume: like a stream's, it opens the
+        // topic (creating it if needed), so a cursor of a deleted or wiped
+        // log gets the same 416 as on the stream, not a 404.
+        Start::After(_) => store.open_topic(&topic).await?,
+        // Without one there is nothing to resume: a topic that does not
+        // exist (never used, or deleted) has no history, and a read does
+        // not create it.
+        Start::Earliest | Start::Latest => match store.bounds(&topic).await {
+            Err(StoreError::UnknownTopic) => return Err(ApiError::unknown_topic(&topic)),
+            b => b?,
+        },
+    };
     let (after, after_cursor) = match start {
         Start::Earliest => (bounds.first_seq - 1, bounds.boundary_cursor()),
         Start::Latest => (bounds.latest_seq, bounds.latest_cursor()),

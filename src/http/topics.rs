@@ -1,10 +1,11 @@
-//! `GET /v1/topics` and `GET /v1/topics/{topic}`.
+//! `GET /v1/topics`, `GET /v1/topics/{topic}` and
+//! `DELETE /v1/topics/{topic}`.
 
 use std::collections::HashMap;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
-use sluice_actors::store::StoreError;
+use sluice_actors::{store::StoreError, topic::DeleteError};
 
 use super::{error::ApiError, validate, AppState};
 
@@ -46,11 +47,7 @@ pub async fn info(
     validate::topic(&name)?;
     let b = match state.broker.store().bounds(&name).await {
         Ok(b) => b,
-        Err(StoreError::UnknownTopic) => {
-            return Err(ApiError::NotFound(format!(
-                "topic {name:?} does not exist (a topic exists from its first publish or subscribe)"
-            )))
-        }
+        Err(StoreError::UnknownTopic) => return Err(ApiError::unknown_topic(&name)),
         Err(e) => return Err(e.into()),
     };
     let subscribers = subscriber_counts(&state)
@@ -68,4 +65,30 @@ pub async fn info(
         "retained": b.retained(),
         "subscribers": subscribers,
     })))
+}
+
+/// The one place where the right to delete topics is checked: the `admin`
+/// right of the contract's "Authorization" section, once authorization
+/// exists (issue 14). Until then anyone who reaches the port may delete.
+fn require_admin(_req: &HttpRequest) -> Result<(), ApiError> {
+    Ok(())
+}
+
+/// Deletes a topic: its events, its dedup state, its open streams (on
+/// every instance sharing the store). `204`, or `404` for a topic the store
+/// does not hold.
+pub async fn delete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req)?;
+    let name = path.into_inner();
+    validate::topic(&name)?;
+    match state.broker.delete_topic(&name).await {
+        Ok(()) => Ok(HttpResponse::NoContent().finish()),
+        Err(DeleteError::Unknown) => Err(ApiError::unknown_topic(&name)),
+        Err(DeleteError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::Unavailable(e.to_string())),
+    }
 }

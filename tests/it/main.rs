@@ -13,6 +13,7 @@ mod api;
 mod browser;
 mod cluster;
 mod crash;
+mod delete;
 mod deploy;
 mod flow_control;
 mod openapi;

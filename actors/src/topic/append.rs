@@ -73,6 +73,11 @@ impl<R> AppendPipeline<R> {
         self.in_flight
     }
 
+    /// Publishes wait that no append has taken yet.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Queues a publish, or gives its reply back with the bound it hit.
     pub(crate) fn admit(&mut self, events: Vec<NewEvent>, reply: R) -> Result<(), (Full, R)> {
         if self.pending.len() >= self.limits.max_requests {

@@ -48,3 +48,19 @@ pub enum SubscribeError {
     /// The topic actor is restarting.
     Restarting,
 }
+
+/// Why a topic was not deleted.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeleteError {
+    /// The store holds no such topic.
+    #[error("unknown topic")]
+    Unknown,
+    /// The topic actor could not be reached (it is restarting, or the
+    /// broker is shutting down).
+    #[error("topic is restarting; retry")]
+    Restarting,
+    /// The store failed; nothing was deleted.
+    #[error(transparent)]
+    Store(StoreError),
+}

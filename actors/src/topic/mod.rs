@@ -8,13 +8,20 @@
 //! - [`follow`]: the topic's view of its log in the store (bounds, epochs,
 //!   other instances' appends).
 //!
-//! The actor performs the store calls and the messages they ask for.
+//! [`external`] holds the actor's side of other instances' appends (the
+//! store's watch, fills from the store).
+//!
+//! The actor performs the store calls and the messages they ask for;
+//! [`retire`] holds what it does when its log goes away (a delete, or a log
+//! found gone or reset in the store).
 
 pub(crate) mod append;
 mod config;
 mod error;
+mod external;
 pub(crate) mod fanout;
 pub(crate) mod follow;
+mod retire;
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,29 +30,28 @@ use tokio::sync::oneshot;
 
 pub use append::Full;
 pub use config::TopicConfig;
-pub use error::{PublishError, PublishReply, SubscribeError};
+pub use error::{DeleteError, PublishError, PublishReply, SubscribeError};
 pub use follow::{Start, Subscribed};
 
 use crate::{
     cursor::monotonic_time,
     event::{AppendOutcome, NewEvent, StoredEvent},
-    messages::{EndReason, SessionPort, ToSession, ToTopic},
+    messages::{SessionPort, ToSession, ToTopic},
     metrics::metrics,
     sse::{frame_events, FramedEvent},
-    store::{ExternalAppends, SharedStore, StoreError, TopicBounds},
+    store::SharedStore,
     subscription::Subscription,
 };
 use append::{AppendLimits, AppendPipeline, Finished};
 use fanout::{Fanout, FanoutLimits, Order};
-use follow::{Adopted, Apply, BoundsReads, Follower};
+use follow::{Apply, BoundsReads, Follower};
+pub(crate) use retire::Delete;
 
 /// Pause before reloading a topic whose store did not answer.
 const RELOAD_BACKOFF: Duration = Duration::from_millis(500);
 /// How often a topic checks that its log was not wiped under it (with a
 /// shared store another process can do that, e.g. a Redis `FLUSHALL`).
 const EPOCH_CHECK: Duration = Duration::from_secs(5);
-/// Events read from the store per round when filling a hole.
-const FILL_PAGE: usize = 1000;
 
 /// How a publisher is answered.
 pub(crate) type PublishReplyTx = oneshot::Sender<Result<PublishReply, PublishError>>;
@@ -84,6 +90,18 @@ pub struct TopicActor {
     /// topics its clients read.
     watching: bool,
     mailbox_capacity: usize,
+    /// Deletes asked for and not answered yet: no append starts while one
+    /// waits, and the store's delete runs once none is in flight.
+    deletes: Vec<retire::DeleteReplyTx>,
+    /// The log is gone (deleted here or by another instance) and nobody
+    /// used the topic since: no bounds, nothing watched, and the store is
+    /// not asked to open the topic (which would create it again) until a
+    /// publish or a subscription comes.
+    dormant: bool,
+    /// Bumped whenever the topic lets go of its log, so that the answer of
+    /// a store call made before (a bounds read, a fill) is not taken for
+    /// one about the log that follows.
+    incarnation: u64,
 }
 
 impl TopicActor {
@@ -107,6 +125,9 @@ impl TopicActor {
             flush_scheduled: false,
             watching: false,
             mailbox_capacity: cfg.mailbox_capacity,
+            deletes: Vec::new(),
+            dormant: false,
+            incarnation: 0,
         }
     }
 
@@ -138,24 +159,6 @@ impl TopicActor {
         self.dispatch(order.into_iter().collect());
     }
 
-    /// Follows the appends of other instances (a no-op on a private store).
-    fn start_watch(&mut self, ctx: &mut Context<Self>) {
-        let Some(b) = self.log.bounds() else { return };
-        // From what this actor has applied: whatever was stored after it
-        // while nobody watched arrives through the watch (or a fill).
-        let recipient = ctx.address().recipient();
-        self.store
-            .watch(&self.name, &b.epoch, b.latest_seq, recipient);
-        self.watching = true;
-    }
-
-    fn unwatch_if_idle(&mut self) {
-        if self.watching && self.fanout.is_empty() {
-            self.store.unwatch(&self.name);
-            self.watching = false;
-        }
-    }
-
     fn load_bounds(&mut self, ctx: &mut Context<Self>) {
         let store = self.store.clone();
         let name = self.name.clone();
@@ -179,46 +182,24 @@ impl TopicActor {
                         for reply in act.appends.fail_pending() {
                             let _ = reply.send(Err(PublishError::Store(e.clone())));
                         }
-                        ctx.run_later(RELOAD_BACKOFF, |act, ctx| act.load_bounds(ctx));
+                        ctx.run_later(RELOAD_BACKOFF, |act, ctx| {
+                            // A delete may have retired the log meanwhile.
+                            if !act.dormant {
+                                act.load_bounds(ctx);
+                            }
+                        });
                     }
                 }),
         );
     }
 
-    /// Takes freshly loaded bounds (see [`Adopted`]).
-    fn adopt(&mut self, b: TopicBounds, ctx: &mut Context<Self>) {
-        match self.log.adopt(b) {
-            Adopted::Continued => self.fill(ctx),
-            Adopted::Fresh => self.fanout.clear_tail(),
-            Adopted::Reset => self.end_streams("topic log was reset or went back"),
-        }
-        if self.fanout.is_empty() {
-            self.unwatch_if_idle();
-        } else {
-            self.start_watch(ctx);
-        }
-    }
-
-    /// Ends every stream: their positions belong to a log that is gone (or
-    /// went back); their resumes get the 416 treatment.
-    fn end_streams(&mut self, why: &str) {
-        tracing::warn!(topic = %self.name, "{why}; ending its streams");
-        self.fanout.clear_tail();
-        for (_, port) in self.fanout.drain() {
-            port.do_send(ToSession::End(EndReason::Gap));
-        }
-    }
-
-    /// Adopts fresh bounds of a log that was wiped and recreated meanwhile.
-    fn adopt_if_reset(&mut self, fresh: &TopicBounds, ctx: &mut Context<Self>) {
-        if self.log.is_reset(fresh) {
-            self.adopt(fresh.clone(), ctx);
-        }
-    }
-
     /// Starts one coalesced append of everything waiting, unless as many
     /// as the store takes at once are in flight.
     fn flush(&mut self, ctx: &mut Context<Self>) {
+        // A delete waits for the appends in flight: none starts meanwhile.
+        if !self.deletes.is_empty() {
+            return;
+        }
         let Some(b) = self.log.bounds() else { return };
         let time_ms = monotonic_time(b.latest_time_ms);
         let Some((ticket, batch)) = self.appends.start(self.store.max_appends_in_flight()) else {
@@ -241,6 +222,7 @@ impl TopicActor {
             for f in finished {
                 act.finish_append(f, ctx);
             }
+            act.delete_when_idle(ctx);
         }));
     }
 
@@ -314,77 +296,6 @@ impl TopicActor {
             }
         }
     }
-
-    /// Reads from the store until this actor has applied everything it
-    /// knows was stored.
-    fn fill(&mut self, ctx: &mut Context<Self>) {
-        let Some(after) = self.log.start_fill() else {
-            return;
-        };
-        let (store, name) = (self.store.clone(), self.name.clone());
-        ctx.spawn(
-            async move { store.read(&name, after, FILL_PAGE).await }
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    act.log.fill_done();
-                    match res {
-                        Ok(page) if !page.is_empty() => {
-                            act.apply_stored(page, ctx);
-                            act.fill(ctx);
-                        }
-                        Ok(_) => act.log.fill_exhausted(),
-                        Err(e) => {
-                            metrics().store_errors.inc();
-                            tracing::warn!(topic = %act.name, error = %e, "cannot fill from store; restarting");
-                            ctx.stop();
-                        }
-                    }
-                }),
-        );
-    }
-
-    /// Notices a log wiped under this actor: its streams end (their resumes
-    /// get the 416 treatment) and it follows the new log.
-    fn check_epoch(&mut self, ctx: &mut Context<Self>) {
-        let Some(ours) = self.log.bounds().cloned() else {
-            return;
-        };
-        let (store, name) = (self.store.clone(), self.name.clone());
-        // Whether the event we applied last is still the store's at its
-        // position: only worth a read while streams depend on it.
-        let watched = !self.fanout.is_empty() && ours.latest_seq > 0;
-        ctx.spawn(
-            async move {
-                match store.bounds(&name).await {
-                    Ok(b) if b.epoch == ours.epoch && b.latest_seq >= ours.latest_seq => {
-                        if !watched {
-                            return None;
-                        }
-                        let at = store.read(&name, ours.latest_seq - 1, 1).await.ok()?;
-                        let e = at.first().filter(|e| e.seq == ours.latest_seq)?;
-                        (e.time_ms != ours.latest_time_ms).then_some(Some(Ok(b)))
-                    }
-                    Ok(b) if b.epoch == ours.epoch => Some(Some(Ok(b))),
-                    Ok(_) | Err(StoreError::UnknownTopic) => {
-                        Some(Some(store.open_topic(&name).await))
-                    }
-                    // Store down: nothing to learn now.
-                    Err(_) => None,
-                }
-            }
-            .into_actor(self)
-            .map(|fresh, act, ctx| match fresh {
-                // The same epoch holding another event where ours was.
-                Some(Some(Ok(b))) if act.log.epoch() == Some(&b.epoch) => {
-                    act.log.adopt_rewound(b);
-                    act.end_streams("stored log went back under this topic");
-                    act.unwatch_if_idle();
-                }
-                Some(Some(Ok(fresh))) => act.adopt_if_reset(&fresh, ctx),
-                _ => {}
-            }),
-        );
-    }
 }
 
 impl Actor for TopicActor {
@@ -392,7 +303,14 @@ impl Actor for TopicActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.mailbox_capacity);
-        self.load_bounds(ctx);
+        // A delete that waited (for appends, one of which failed and
+        // restarted the actor) runs now; it retires the log, so loading it
+        // first would be for nothing. A dormant topic opens nothing.
+        if !self.deletes.is_empty() {
+            self.delete_when_idle(ctx);
+        } else if !self.dormant {
+            self.load_bounds(ctx);
+        }
         ctx.run_interval(EPOCH_CHECK, |act, ctx| {
             act.check_epoch(ctx);
             // Subscribers that vanished with a failed delivery leave no
@@ -425,6 +343,7 @@ impl Handler<Publish> for TopicActor {
         // The mailbox bound alone is not enough: publishes leave it at once
         // for the pipeline's queue, so that is bounded too.
         match self.appends.admit(msg.events, msg.reply) {
+            Ok(()) if self.dormant => self.wake(ctx),
             Ok(()) => self.schedule_flush(ctx),
             Err((full, reply)) => {
                 metrics()
@@ -440,7 +359,12 @@ impl Handler<Publish> for TopicActor {
 impl Handler<Subscribe> for TopicActor {
     type Result = ResponseActFuture<Self, Result<Subscribed, SubscribeError>>;
 
-    fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
+        // A subscription creates a topic whose log is gone, as a publish does.
+        if self.dormant {
+            self.wake(ctx);
+        }
+        let incarnation = self.incarnation;
         // A live start needs nothing from the store while this actor follows
         // the log. Any other start asks the store: retention moves the start
         // of the log there, so a trimmed cursor is refused here rather than
@@ -458,6 +382,16 @@ impl Handler<Subscribe> for TopicActor {
             }
             .into_actor(self)
             .map(move |res, act, ctx| {
+                // The topic let go of its log meanwhile: unless this read
+                // names the log followed now, it is about the old one (and a
+                // live start has no log to start in). The client retries.
+                if act.incarnation != incarnation {
+                    let current = matches!((&res, act.log.epoch()),
+                        (Some(Ok(fresh)), Some(e)) if fresh.epoch == *e);
+                    if !current {
+                        return Err(SubscribeError::Restarting);
+                    }
+                }
                 let mut store_latest = None;
                 if let Some(res) = res {
                     let fresh = res.map_err(SubscribeError::Store)?;
@@ -500,13 +434,5 @@ impl Handler<ToTopic> for TopicActor {
                 self.unwatch_if_idle();
             }
         }
-    }
-}
-
-impl Handler<ExternalAppends> for TopicActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: ExternalAppends, ctx: &mut Context<Self>) {
-        self.apply_stored(msg.events, ctx);
     }
 }

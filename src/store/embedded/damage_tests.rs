@@ -270,3 +270,69 @@ async fn an_offset_index_file_is_never_trusted() {
     assert_eq!(seqs(&store).await, (1..=120).collect::<Vec<_>>());
     assert!(files.iter().all(|f| !f.with_extension("idx").exists()));
 }
+
+#[actix_rt::test]
+async fn check_finds_each_damage_and_passes_clean_data() {
+    use super::check::check;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStore::open(dir.path(), cfg(4096)).unwrap();
+        publish(&store, 120).await;
+    }
+    let clean = check(dir.path()).unwrap();
+    assert!(clean.clean(), "{:?}", clean.problems);
+    assert_eq!((clean.topics, clean.events), (1, 120));
+    let files = segment_files(dir.path());
+    let original: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
+    let restore = || {
+        for (f, raw) in files.iter().zip(&original) {
+            fs::write(f, raw).unwrap();
+        }
+    };
+    let cut = |f: &Path, by: u64| {
+        let file = fs::OpenOptions::new().write(true).open(f).unwrap();
+        file.set_len(file.metadata().unwrap().len() - by).unwrap();
+    };
+    let last = files.last().unwrap();
+    for (what, damage) in [
+        ("a torn tail", Box::new(|| cut(last, 1)) as Box<dyn Fn()>),
+        (
+            "half a record off a sealed segment",
+            Box::new(|| cut(&files[0], 40)),
+        ),
+        (
+            "a flipped byte",
+            Box::new(|| {
+                let mut raw = fs::read(&files[1]).unwrap();
+                raw[100] ^= 1;
+                fs::write(&files[1], raw).unwrap();
+            }),
+        ),
+        (
+            "a missing meta.json",
+            Box::new(|| {
+                fs::rename(
+                    dir.path().join("topics/t/meta.json"),
+                    dir.path().join("meta.aside"),
+                )
+                .unwrap();
+            }),
+        ),
+    ] {
+        damage();
+        let found = check(dir.path()).unwrap();
+        assert!(!found.clean(), "{what} not found");
+        // The check changed nothing.
+        let again = check(dir.path()).unwrap();
+        assert_eq!(found.problems, again.problems, "{what}");
+        if dir.path().join("meta.aside").exists() {
+            fs::rename(
+                dir.path().join("meta.aside"),
+                dir.path().join("topics/t/meta.json"),
+            )
+            .unwrap();
+        }
+        restore();
+        assert!(check(dir.path()).unwrap().clean(), "restored after {what}");
+    }
+}

@@ -8,11 +8,13 @@
 //! - `topic_log`: a topic's segments, retention, dedup rebuild, epoch.
 //! - `journal`: the write-ahead journal shared by every topic with
 //!   `fsync = "always"` (group commit across topics); replayed at start.
+//! - `delete`: deleting a topic's log (rename to a tombstone, then remove).
 //!
 //! Blocking file I/O runs on the blocking thread pool. Appends to a topic
 //! hold its lock; reads only plan under it and read without it.
 
 pub mod check;
+mod delete;
 mod journal;
 mod layout;
 mod record;
@@ -117,6 +119,10 @@ impl EmbeddedStore {
             );
         }
         let journal = (cfg.fsync == Fsync::Always).then_some(journal);
+        if let Err(e) = delete::remove_tombstones(&root) {
+            // Not topics, whatever is left of them: no reason not to start.
+            tracing::warn!(error = %e, "cannot remove the files of topics deleted before a crash");
+        }
         let inner = Arc::new(Inner {
             root,
             cfg,
@@ -330,11 +336,18 @@ impl Store for EmbeddedStore {
                 .filter_map(|e| e.ok())
                 .filter(|e| layout::has_log(&e.path()))
                 .filter_map(|e| e.file_name().into_string().ok())
+                // Not topics: a deleted one's tombstone, for one.
+                .filter(|n| !n.starts_with('.'))
                 .collect();
             names.sort();
             Ok(names)
         })
         .await
+    }
+
+    async fn delete_topic(&self, topic: &str) -> Result<(), StoreError> {
+        let (inner, topic) = (self.inner.clone(), topic.to_owned());
+        blocking(move || inner.delete(&topic)).await
     }
 
     async fn ready(&self) -> Result<(), String> {

@@ -6,8 +6,12 @@
 -- producer seq ('' where absent).
 -- Returns one reply per event: {'ok', seq, time}, {'dup', seq, time},
 -- {'dup'} (original unknown), {'conflict'} or {'gap', expected producer seq}.
+-- Dedup records end with the epoch of the log that wrote them: one of an
+-- earlier log of the topic (deleted, its records not expired yet) is not
+-- this log's and counts as absent. Records without one predate the field.
 local meta, log = KEYS[1], KEYS[2]
-if redis.call('HGET', meta, 'epoch') ~= ARGV[1] then
+local epoch = ARGV[1]
+if redis.call('HGET', meta, 'epoch') ~= epoch then
   return redis.error_reply('EPOCH log was reset')
 end
 local t = tonumber(ARGV[2])
@@ -62,8 +66,10 @@ for i = 0, n - 1 do
   if key ~= '' then
     local rec = redis.call('GET', prefix .. 'k:' .. key)
     if rec then
-      local rs, rt, rfp = string.match(rec, '^(%d+):(%d+):(%x+)$')
-      if rfp == fp then verdict = {'dup', rs, rt} else verdict = {'conflict'} end
+      local rs, rt, rfp, rep = string.match(rec, '^(%d+):(%d+):(%x+):?(%w*)$')
+      if rep ~= '' and rep ~= epoch then
+        -- Another log's: absent.
+      elseif rfp == fp then verdict = {'dup', rs, rt} else verdict = {'conflict'} end
     end
   end
   if not verdict and prod ~= '' then
@@ -72,8 +78,9 @@ for i = 0, n - 1 do
       local c = cmp(pseq, high)
       if c <= 0 then
         local rec = redis.call('GET', prefix .. 'ps:' .. prod .. ':' .. pseq)
-        if rec then
-          local rs, rt = string.match(rec, '^(%d+):(%d+)$')
+        local rs, rt, rep
+        if rec then rs, rt, rep = string.match(rec, '^(%d+):(%d+):?(%w*)$') end
+        if rec and (rep == '' or rep == epoch) then
           verdict = {'dup', rs, rt}
         else
           verdict = {'dup'}
@@ -94,11 +101,11 @@ for i = 0, n - 1 do
     end
     total = total + #data + #ty
     if key ~= '' then
-      redis.call('SET', prefix .. 'k:' .. key, seq .. ':' .. t .. ':' .. fp, 'PX', window)
+      redis.call('SET', prefix .. 'k:' .. key, seq .. ':' .. t .. ':' .. fp .. ':' .. epoch, 'PX', window)
     end
     if prod ~= '' then
       redis.call('HSET', prefix .. 'p', prod, pseq)
-      redis.call('SET', prefix .. 'ps:' .. prod .. ':' .. pseq, seq .. ':' .. t, 'PX', window)
+      redis.call('SET', prefix .. 'ps:' .. prod .. ':' .. pseq, seq .. ':' .. t .. ':' .. epoch, 'PX', window)
     end
     out[#out + 1] = {'ok', tostring(seq), tostring(t)}
   end

@@ -8,9 +8,9 @@
 //! | --- | --- | --- |
 //! | `sluice:{t}:meta` | hash | `epoch`, `seq` (latest), `last_ms` (its time), `first` (oldest retained seq), `bytes` (data and type bytes appended) |
 //! | `sluice:{t}:log:<epoch>` | stream | one entry per event, id `<seq>-0`, fields `d` data, `t` time ms, `o` bytes appended before it, `y` type |
-//! | `sluice:{t}:k:<key>` | string, expires after the dedup window | `seq:time:fingerprint` of an `Idempotency-Key` |
+//! | `sluice:{t}:k:<key>` | string, expires after the dedup window | `seq:time:fingerprint:epoch` of an `Idempotency-Key` |
 //! | `sluice:{t}:p` | hash | producer id → highest `Producer-Seq` |
-//! | `sluice:{t}:ps:<producer>:<seq>` | string, expires after the dedup window | `seq:time` of that producer sequence |
+//! | `sluice:{t}:ps:<producer>:<seq>` | string, expires after the dedup window | `seq:time:epoch` of that producer sequence |
 //! | `sluice:topics` | set | topic names |
 //!
 //! A cursor maps one to one onto a stream id (`<seq>-0`) plus the epoch kept
@@ -24,8 +24,13 @@
 //! dedup records, atomically: two instances can never store one key twice.
 //! One tailer task per instance multiplexes every watched topic over a
 //! single `XREAD BLOCK` connection. Every call has a deadline.
+//!
+//! A delete (`delete.lua`) removes the meta hash, the log and the producer
+//! hash at once; dedup records left behind name their epoch, so the append
+//! script ignores them in the log that follows.
 
 mod conn;
+mod delete;
 mod entries;
 mod tailer;
 
@@ -80,6 +85,7 @@ struct Inner {
     open: Script,
     append: Script,
     trim: Script,
+    delete: Script,
     /// Epoch of each topic this instance opened, passed to the scripts so a
     /// reset log is noticed instead of written into.
     epochs: Mutex<HashMap<String, Epoch>>,
@@ -107,6 +113,7 @@ impl RedisStore {
             open: Script::new(include_str!("open.lua")),
             append: Script::new(include_str!("append.lua")),
             trim: Script::new(include_str!("trim.lua")),
+            delete: Script::new(include_str!("delete.lua")),
             epochs: Mutex::new(HashMap::new()),
             watched: Mutex::new(HashMap::new()),
             wakeup: tailer::Wakeup::default(),
@@ -402,6 +409,10 @@ impl Store for RedisStore {
         Ok(names)
     }
 
+    async fn delete_topic(&self, topic: &str) -> Result<(), StoreError> {
+        self.inner.delete(topic).await
+    }
+
     async fn ready(&self) -> Result<(), String> {
         self.inner
             .call(|mut c| async move {
@@ -446,8 +457,14 @@ async fn retention(inner: std::sync::Weak<Inner>) {
             .cloned()
             .collect();
         for topic in topics {
-            let Ok(b) = inner.bounds(&topic).await else {
-                continue;
+            let b = match inner.bounds(&topic).await {
+                Ok(b) => b,
+                // Deleted (through any instance): forgotten until reopened.
+                Err(StoreError::UnknownTopic) => {
+                    inner.epochs.lock().expect("poisoned").remove(&topic);
+                    continue;
+                }
+                Err(_) => continue,
             };
             let cutoff = now_ms() - max_age;
             let Ok(page) = inner.range(&topic, &b.epoch, b.first_seq, PAGE).await else {

@@ -221,7 +221,10 @@ fn deliver(inner: &Arc<Inner>, round: &[(String, u64, u64)], reply: &Value) {
             .find(|(t, w)| w.generation == generation && inner.log_key(t, &w.epoch) == key)
         {
             w.last = w.last.max(last);
-            w.sink.do_send(ExternalAppends { events });
+            w.sink.do_send(ExternalAppends {
+                events,
+                epoch: w.epoch.clone(),
+            });
         }
     }
 }

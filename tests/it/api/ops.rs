@@ -227,7 +227,7 @@ async fn unknown_path_404_and_wrong_method_405(store: Store) {
             (Method::HEAD, "/v1/topics/t/events", "GET, POST, OPTIONS"),
             (Method::GET, "/v1/topics/t/batch", "POST, OPTIONS"),
             (Method::POST, "/v1/topics", "GET, HEAD, OPTIONS"),
-            (Method::POST, "/v1/topics/t", "GET, HEAD, OPTIONS"),
+            (Method::POST, "/v1/topics/t", "GET, HEAD, DELETE, OPTIONS"),
             (Method::DELETE, "/healthz", "GET, HEAD, OPTIONS"),
         ] {
             let r = b.request(m.clone(), p, &[], None).await;

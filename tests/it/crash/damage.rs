@@ -61,6 +61,20 @@ async fn publish_fixed(b: &BrokerProcess, t: &str, ns: std::ops::Range<u32>) -> 
     out
 }
 
+/// A data directory where a broker stored `{"n":NNN}` for each `n` and
+/// stopped: the topic's cursors.
+async fn written(
+    store: Store,
+    t: &str,
+    ns: std::ops::Range<u32>,
+) -> (tempfile::TempDir, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = BrokerProcess::start_in(store, dir.path(), &[]).await;
+    let cursors = publish_fixed(&b, t, ns).await;
+    assert!(b.stop().await.success());
+    (dir, cursors)
+}
+
 fn datas(events: &[serde_json::Value]) -> Vec<String> {
     events
         .iter()
@@ -70,12 +84,8 @@ fn datas(events: &[serde_json::Value]) -> Vec<String> {
 
 async fn a_flipped_byte_in_a_middle_record_loses_that_event_only(store: Store) {
     bounded(120, async {
-        let dir = tempfile::tempdir().unwrap();
         let t = "flip";
-        let mut b = BrokerProcess::start_in(store, dir.path(), &[]).await;
-        let old = publish_fixed(&b, t, 1..6).await;
-        assert!(b.stop().await.success());
-        drop(b);
+        let (dir, old) = written(store, t, 1..6).await;
         assert_eq!(check(dir.path()).0, 0, "clean before the damage");
         let seg = segment(dir.path(), t);
         let offsets = record_offsets(&seg);
@@ -184,12 +194,8 @@ async fn a_flipped_byte_in_a_middle_record_loses_that_event_only(store: Store) {
 
 async fn a_garbage_block_over_several_records_keeps_the_records_after_it(store: Store) {
     bounded(120, async {
-        let dir = tempfile::tempdir().unwrap();
         let t = "garbage";
-        let mut b = BrokerProcess::start_in(store, dir.path(), &[]).await;
-        let old = publish_fixed(&b, t, 1..11).await;
-        assert!(b.stop().await.success());
-        drop(b);
+        let (dir, old) = written(store, t, 1..11).await;
         let seg = segment(dir.path(), t);
         let offsets = record_offsets(&seg);
         let mut raw = std::fs::read(&seg).unwrap();
@@ -237,12 +243,8 @@ async fn a_garbage_block_over_several_records_keeps_the_records_after_it(store: 
 
 async fn a_cut_between_records_never_lets_an_old_cursor_skip_new_events(store: Store) {
     bounded(120, async {
-        let dir = tempfile::tempdir().unwrap();
         let t = "boundary";
-        let mut b = BrokerProcess::start_in(store, dir.path(), &[]).await;
-        let old = publish_fixed(&b, t, 1..7).await;
-        assert!(b.stop().await.success());
-        drop(b);
+        let (dir, old) = written(store, t, 1..7).await;
         // Two whole records off the end: the file looks like a shorter log.
         let seg = segment(dir.path(), t);
         let offsets = record_offsets(&seg);
