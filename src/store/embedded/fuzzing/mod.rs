@@ -218,11 +218,15 @@ fn damage(c: &mut Choices, file: &mut Vec<u8>, starts: &[usize], other: &[u8]) {
         }
         7 => {
             // A torn append: the start of a record that never finished.
-            let n = c.below(120);
+            // Its payload is random, so no other damage can copy the
+            // missing end from elsewhere and make it a whole record: a
+            // whole record the store never wrote is a forgery (see
+            // `random_bytes`).
+            let ev = NewEvent::data(random_bytes(u64::from(c.u16()), 100));
             let mut torn = Vec::new();
-            let ev = NewEvent::data(vec![b'x'; 100]);
             record::encode(&mut torn, &ev, u64::from(c.u16()), 0);
-            file.extend_from_slice(&torn[..n.min(torn.len())]);
+            torn.truncate(c.below(torn.len()));
+            file.extend_from_slice(&torn);
         }
         _ => {
             let from = c.below(other.len() + 1);

@@ -40,11 +40,15 @@ pub fn topic_dir(input: &[u8], dir: &Path) {
 
     let rounds = 1 + c.byte() % 3;
     for round in 0..rounds {
-        let on_disk = damage_files(&mut c, dir);
+        let (on_disk, first_base) = damage_files(&mut c, dir);
         let (mut log, report) = TopicLog::open(dir, &cfg).expect("a damaged log opens");
         let bounds = log.bounds();
         let held = read_all(&log, &bounds, &expected);
-        check_reported(&report, &bounds, &held, &expected, &on_disk, dir);
+        let found = Found {
+            on_disk,
+            first_base,
+        };
+        check_reported(&report, &bounds, &held, &expected, &found, dir);
         check_pages(&mut c, &log, &held);
         drop(log);
 
@@ -106,8 +110,9 @@ fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
     v
 }
 
-/// Damages the segment files (or deletes one); returns what they hold then.
-fn damage_files(c: &mut Choices, dir: &Path) -> Vec<Vec<u8>> {
+/// Damages the segment files (or deletes one); returns what they hold then
+/// and where the first one starts.
+fn damage_files(c: &mut Choices, dir: &Path) -> (Vec<Vec<u8>>, u64) {
     for _ in 0..c.byte() % 5 {
         let files = segment_files(dir);
         if files.is_empty() {
@@ -123,10 +128,13 @@ fn damage_files(c: &mut Choices, dir: &Path) -> Vec<Vec<u8>> {
         damage(c, &mut bytes, &[], &other);
         fs::write(target, bytes).expect("write");
     }
-    segment_files(dir)
-        .iter()
-        .map(|p| fs::read(p).expect("read"))
-        .collect()
+    let files = segment_files(dir);
+    let first_base = files.first().map_or(u64::MAX, |p| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        segment::parse_name(name).expect("segment name")
+    });
+    let bytes = files.iter().map(|p| fs::read(p).expect("read")).collect();
+    (bytes, first_base)
 }
 
 fn seqs(lost: &[LostRange]) -> Vec<(u64, u64)> {
@@ -159,13 +167,22 @@ fn read_all(log: &TopicLog, b: &TopicBounds, expected: &BTreeMap<u64, Written>) 
     events.iter().map(|e| e.seq).collect()
 }
 
+/// The segment files as the damage left them, before the log opened.
+struct Found {
+    /// Their bytes.
+    on_disk: Vec<Vec<u8>>,
+    /// The first one's base: positions before it are outside the log (as
+    /// after retention) wherever their bytes may be.
+    first_base: u64,
+}
+
 /// Every event written and not read back is reported (see the module).
 fn check_reported(
     report: &OpenReport,
     b: &TopicBounds,
     held: &[u64],
     expected: &BTreeMap<u64, Written>,
-    on_disk: &[Vec<u8>],
+    found: &Found,
     dir: &Path,
 ) {
     let files = segment_files(dir);
@@ -191,9 +208,10 @@ fn check_reported(
         let forked = b.forks[w.epoch_index.min(b.forks.len())..]
             .iter()
             .any(|f| f.last_seq < seq);
-        let gone = !present(on_disk, &w.bytes);
+        let gone = !present(&found.on_disk, &w.bytes);
         assert!(
-            (seq > b.latest_seq && (forked || gone)) || (seq < b.first_seq && gone),
+            (seq > b.latest_seq && (forked || gone))
+                || (seq < b.first_seq && (gone || seq < found.first_base)),
             "event {seq} is neither read back nor reported (bounds {}..={}, forks {:?}, \
              lost {:?}, on disk: {})",
             b.first_seq,
