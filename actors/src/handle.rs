@@ -28,7 +28,7 @@ use crate::{
     event::NewEvent,
     messages::{SessionOpened, SessionPort, TopicPort},
     metrics::metrics,
-    session::{SessionActor, SessionConfig, SessionPeers, SessionSetup},
+    session::{Expiry, SessionActor, SessionConfig, SessionPeers, SessionSetup},
     sse::retry_frame,
     store::SharedStore,
     subscription::{SessionInfo, Subscription, Watermarks},
@@ -60,6 +60,9 @@ pub struct StreamRequest {
     pub resume_on_gap: bool,
     /// The reconnection delay the stream opens with (`retry:`).
     pub retry: Duration,
+    /// When the token it was opened with expires: the stream ends then,
+    /// after an `event: auth-expired` frame. `None`: it does not.
+    pub expiry: Option<Expiry>,
 }
 
 /// An open stream: its response body and what its headers and logs need.
@@ -212,6 +215,7 @@ impl Broker {
             gone,
             cfg: self.session_cfg.clone(),
             resume_on_gap: req.resume_on_gap,
+            expiry: req.expiry,
         }));
         Ok(OpenStream {
             id,

@@ -23,16 +23,20 @@ pub enum EndReason {
     Gap,
     /// The store failed while catching up.
     StoreError,
+    /// The token the stream was opened with expired: its last frame is
+    /// `event: auth-expired`.
+    AuthExpired,
 }
 
 impl EndReason {
     /// Every reason, for metrics.
-    pub const ALL: [EndReason; 5] = [
+    pub const ALL: [EndReason; 6] = [
         EndReason::ClientGone,
         EndReason::Stalled,
         EndReason::Shutdown,
         EndReason::Gap,
         EndReason::StoreError,
+        EndReason::AuthExpired,
     ];
 
     /// Label for logs and metrics.
@@ -43,6 +47,7 @@ impl EndReason {
             EndReason::Shutdown => "shutdown",
             EndReason::Gap => "gap",
             EndReason::StoreError => "store_error",
+            EndReason::AuthExpired => "auth_expired",
         }
     }
 }

@@ -37,8 +37,14 @@ pub struct Metrics {
 
 /// Every value of `sluice_stream_disconnects_total{reason}` (the names of
 /// [`crate::EndReason`]).
-pub const DISCONNECT_REASONS: [&str; 5] =
-    ["client_gone", "stalled", "shutdown", "gap", "store_error"];
+pub const DISCONNECT_REASONS: [&str; 6] = [
+    "client_gone",
+    "stalled",
+    "shutdown",
+    "gap",
+    "store_error",
+    "auth_expired",
+];
 /// Every value of `sluice_streams{state}` (the names of
 /// [`crate::subscription::Health`]).
 pub const STREAM_STATES: [&str; 3] = ["HEALTHY", "UNRESPONSIVE", "STALLED"];

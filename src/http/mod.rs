@@ -9,10 +9,14 @@
 //! - `error`: [`error::ApiError`], the problem+json responses.
 //! - `validate`: names and header values.
 //! - `problem`: the middleware that makes every error problem+json.
+//! - [`auth`]: authorization by JWT, a middleware and the route table.
+//! - [`metrics_listener`]: `/metrics` alone on `metrics_listen`.
 
+pub mod auth;
 pub mod error;
+pub mod metrics_listener;
 mod ndjson;
-mod ops;
+pub(crate) mod ops;
 pub mod problem;
 mod publish;
 pub mod rate_limit;
@@ -38,6 +42,8 @@ pub struct AppState {
     pub session_cfg: SessionConfig,
     /// Per-client rate limits.
     pub limits: rate_limit::RateLimits,
+    /// Authorization (off without keys).
+    pub auth: auth::Auth,
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -60,7 +66,7 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
 /// body of a `HEAD` answer), for the resources that answer at once; probes
 /// and `curl -I` use `HEAD`. The event stream takes `GET` only: a `HEAD`
 /// there would open a session for nothing.
-fn get_or_head() -> actix_web::Route {
+pub(crate) fn get_or_head() -> actix_web::Route {
     web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 

@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use sluice_actors::store::StoreError;
 
-use super::{error::ApiError, validate, AppState};
+use super::{auth, error::ApiError, validate, AppState};
 
 async fn subscriber_counts(state: &AppState) -> Result<HashMap<String, usize>, ApiError> {
     let sessions = state.broker.sessions().await?;
@@ -17,12 +17,17 @@ async fn subscriber_counts(state: &AppState) -> Result<HashMap<String, usize>, A
     Ok(counts)
 }
 
-/// Lists every topic with its retained events and open streams.
-pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Lists every topic the request may read (with authorization on, those
+/// its token's `subscribe` patterns match), with its retained events and
+/// open streams.
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let store = state.broker.store();
     let counts = subscriber_counts(&state).await?;
     let mut rows = Vec::new();
     for name in store.topics().await? {
+        if !auth::may_read(&req, &name) {
+            continue;
+        }
         let retained = match store.bounds(&name).await {
             Ok(b) => b.retained(),
             Err(StoreError::UnknownTopic) => continue,
