@@ -11,6 +11,9 @@ use crate::store::{
     redis::RedisConfig,
 };
 
+mod auth;
+pub use auth::AuthSettings;
+
 /// The defaults, also the documented reference.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -108,6 +111,8 @@ pub enum LogFormat {
 #[allow(missing_docs)]
 pub struct Settings {
     pub listen: SocketAddr,
+    #[serde(deserialize_with = "optional_addr")]
+    pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub store: Named<StoreKind>,
     pub shutdown_grace_secs: u64,
@@ -124,6 +129,7 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub log: LogSettings,
     pub tls: TlsSettings,
+    pub auth: AuthSettings,
 }
 
 /// `[tls]`: serve HTTPS (h2 over ALPN, HTTP/1.1 fallback) when both files
@@ -142,6 +148,17 @@ impl TlsSettings {
     pub fn enabled(&self) -> bool {
         !self.cert_file.as_os_str().is_empty()
     }
+}
+
+/// An address, or none for `""`.
+fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!("{s:?} is not an address such as 127.0.0.1:9090"))
+    })
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -290,6 +307,8 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("cors.allowed_origins")
                 .with_list_parse_key("redis.sentinels")
+                .with_list_parse_key("auth.hs256_secrets")
+                .with_list_parse_key("auth.public_key_files")
                 .source(env.map(|vars| vars.into_iter().collect())),
         );
         let set = |b: config::ConfigBuilder<_>, k: &str, v: Option<String>| match v {
@@ -403,6 +422,7 @@ impl Settings {
         if self.cors.allowed_origins.is_empty() {
             return fail("cors.allowed_origins", "a list of origins, or [\"*\"]");
         }
+        self.auth.validate(self.listen)?;
         Ok(())
     }
 

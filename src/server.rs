@@ -33,12 +33,13 @@ use crate::{
 
 /// Headers a browser page may read from responses (lowercase, as
 /// `HeaderName::from_static` requires).
-const EXPOSED_HEADERS: [&str; 5] = [
+const EXPOSED_HEADERS: [&str; 6] = [
     "event-cursor",
     "idempotent-replayed",
     "x-next-cursor",
     "x-latest-cursor",
     "retry-after",
+    "www-authenticate",
 ];
 
 fn cors(origins: &[String]) -> Cors {
@@ -53,6 +54,9 @@ fn cors(origins: &[String]) -> Cors {
         for o in origins {
             c = c.allowed_origin(o);
         }
+        // Cookies (a token for EventSource's withCredentials) only from
+        // origins named one by one: never from any origin.
+        c = c.supports_credentials();
     }
     c
 }
@@ -175,12 +179,18 @@ pub async fn run(
         },
     );
     let share_workers = settings.topic_arbiters == 0;
+    let auth = http::auth::Auth::from_settings(&settings.auth)
+        .await
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    auth.spawn_refresh();
     let state = web::Data::new(AppState {
         broker: broker.clone(),
         settings: settings.clone(),
         session_cfg,
         limits: RateLimits::new(&settings.rate_limit),
+        auth,
     });
+    let auth_on = state.auth.is_on();
     let forget = state.clone();
     actix_web::rt::spawn(async move {
         let mut every = tokio::time::interval(FORGET_IDLE_EVERY);
@@ -201,6 +211,9 @@ pub async fn run(
         // header's 400 are made inside CORS, so they carry its headers too.
         App::new()
             .app_data(state.clone())
+            // Inside CORS, so refusals carry its headers, and inside the
+            // panic catcher; not there at all without keys.
+            .wrap(Condition::new(auth_on, from_fn(http::auth::authorize)))
             .wrap(CatchPanic::default())
             .wrap(from_fn(http::strict::refuse_repeated_headers))
             .wrap(cors(&origins))
@@ -210,6 +223,9 @@ pub async fn run(
                 request_spans,
                 TracingLogger::<RootSpans>::new(),
             ))
+            // Outermost: a token in the query is gone before any span or
+            // log line can name the request's target.
+            .wrap(from_fn(http::auth::take_query_token))
             .configure(http::configure)
     })
     .disable_signals()
@@ -238,6 +254,10 @@ pub async fn run(
     }
     .run();
     let handle = server.handle();
+    let metrics_handle = match settings.metrics_listen {
+        Some(addr) => Some(http::metrics_listener::start(addr)?),
+        None => None,
+    };
     // Tests and scripts read this line to learn the port. With JSON logs,
     // a JSON line too: stdout and stderr often end up in one stream
     // (journald, `docker logs`), and every line there must parse.
@@ -301,6 +321,9 @@ pub async fn run(
     .await;
     if stopped.is_err() {
         tracing::warn!("grace period over; exiting with requests in flight");
+    }
+    if let Some(h) = metrics_handle {
+        h.stop(false).await;
     }
     if let Err(e) = store.flush().await {
         tracing::error!(error = %e, "final flush failed");

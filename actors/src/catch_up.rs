@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    cursor::{Cursor, Epoch},
+    cursor::{now_ms, Cursor, Epoch},
     messages::EndReason,
     metrics::metrics,
     sse::{frame_page, notice_frame, FramedEvent},
@@ -39,6 +39,10 @@ pub(crate) struct CatchUpJob {
     /// `?on_gap=resume`: events trimmed by retention meanwhile are reported
     /// with `event: gap` and the stream goes on, instead of ending.
     pub resume_on_gap: bool,
+    /// When the stream's token expires (Unix ms): the catch-up stops there
+    /// with `AuthExpired`, as the session's own timer would (which does not
+    /// run while a catch-up holds the session).
+    pub deadline_ms: Option<i64>,
 }
 
 /// Reads from the store after the subscription's position until the store
@@ -51,7 +55,10 @@ pub(crate) async fn run(job: CatchUpJob) -> Result<(), EndReason> {
     let (mut after, mut after_time) = sub.position();
     let mut page_len = FIRST_PAGE;
     loop {
-        room(sub, AHEAD_BYTES, job.stall).await?;
+        room(sub, AHEAD_BYTES, job.stall, job.deadline_ms).await?;
+        if job.deadline_ms.is_some_and(|d| now_ms() >= d) {
+            return Err(EndReason::AuthExpired);
+        }
         let page = job
             .store
             .read(&sub.topic, after, page_len)
@@ -114,8 +121,14 @@ pub(crate) async fn run(job: CatchUpJob) -> Result<(), EndReason> {
 
 /// Waits until at most `ahead_bytes` and the high watermark's events wait
 /// for the socket, so a catch-up never holds more than that plus a page;
-/// the socket taking nothing for `stall` is a stall.
-async fn room(sub: &Subscription, ahead_bytes: usize, stall: Duration) -> Result<(), EndReason> {
+/// the socket taking nothing for `stall` is a stall; reaching `deadline_ms`
+/// (Unix ms) ends the wait with `AuthExpired`.
+async fn room(
+    sub: &Subscription,
+    ahead_bytes: usize,
+    stall: Duration,
+    deadline_ms: Option<i64>,
+) -> Result<(), EndReason> {
     // The session's tick, which shows waits to health snapshots, does not
     // run during a catch-up: the wait is shown from here.
     let high_events = sub.watermarks().high_events;
@@ -134,6 +147,17 @@ async fn room(sub: &Subscription, ahead_bytes: usize, stall: Duration) -> Result
         if mark != Some(b.takes) {
             mark = Some(b.takes);
             sub.set_waiting_since(Some(sub.age_ms()));
+        }
+        let now = now_ms();
+        let until_deadline = match deadline_ms {
+            Some(d) if d <= now => return Err(EndReason::AuthExpired),
+            Some(d) => Duration::from_millis((d - now) as u64),
+            None => Duration::MAX,
+        };
+        if until_deadline < stall {
+            // Woken by a take, or at the deadline, which the next turn sees.
+            let _ = tokio::time::timeout(until_deadline, sub.taken()).await;
+            continue;
         }
         match tokio::time::timeout(stall, sub.taken()).await {
             Ok(()) => {}

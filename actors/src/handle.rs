@@ -29,7 +29,7 @@ use crate::{
     event::NewEvent,
     messages::{SessionOpened, SessionPort, TopicPort},
     metrics::metrics,
-    session::{SessionActor, SessionConfig, SessionPeers, SessionSetup},
+    session::{Expiry, SessionActor, SessionConfig, SessionPeers, SessionSetup},
     sse::retry_frame,
     store::{SharedStore, StoreError},
     subscription::{SessionInfo, Subscription, Watermarks},
@@ -61,6 +61,9 @@ pub struct StreamRequest {
     pub resume_on_gap: bool,
     /// The reconnection delay the stream opens with (`retry:`).
     pub retry: Duration,
+    /// When the token it was opened with expires: the stream ends then,
+    /// after an `event: auth-expired` frame. `None`: it does not.
+    pub expiry: Option<Expiry>,
 }
 
 /// An open stream: its response body and what its headers and logs need.
@@ -213,6 +216,7 @@ impl Broker {
             gone,
             cfg: self.session_cfg.clone(),
             resume_on_gap: req.resume_on_gap,
+            expiry: req.expiry,
         }));
         Ok(OpenStream {
             id,

@@ -49,4 +49,4 @@ pub mod topic;
 pub use broker::StreamHealth;
 pub use handle::{Broker, BrokerConfig, OpenStream, StreamRequest};
 pub use messages::EndReason;
-pub use session::SessionConfig;
+pub use session::{Expiry, SessionConfig};

@@ -27,17 +27,21 @@ pub enum EndReason {
     /// the store, noticed when the topic checks its log); the client's
     /// resume gets the 416 treatment, since the log is gone.
     Deleted,
+    /// The token the stream was opened with expired: its last frame is
+    /// `event: auth-expired`.
+    AuthExpired,
 }
 
 impl EndReason {
     /// Every reason, for metrics.
-    pub const ALL: [EndReason; 6] = [
+    pub const ALL: [EndReason; 7] = [
         EndReason::ClientGone,
         EndReason::Stalled,
         EndReason::Shutdown,
         EndReason::Gap,
         EndReason::StoreError,
         EndReason::Deleted,
+        EndReason::AuthExpired,
     ];
 
     /// Label for logs and metrics.
@@ -49,6 +53,7 @@ impl EndReason {
             EndReason::Gap => "gap",
             EndReason::StoreError => "store_error",
             EndReason::Deleted => "deleted",
+            EndReason::AuthExpired => "auth_expired",
         }
     }
 }

@@ -38,13 +38,14 @@ pub struct Metrics {
 
 /// Every value of `sluice_stream_disconnects_total{reason}` (the names of
 /// [`crate::EndReason`]).
-pub const DISCONNECT_REASONS: [&str; 6] = [
+pub const DISCONNECT_REASONS: [&str; 7] = [
     "client_gone",
     "stalled",
     "shutdown",
     "gap",
     "store_error",
     "deleted",
+    "auth_expired",
 ];
 /// Every value of `sluice_streams{state}` (the names of
 /// [`crate::subscription::Health`]).

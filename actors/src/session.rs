@@ -6,6 +6,10 @@
 //!
 //! States: IDLE (created, not yet running) → STREAMING ⇄ RECOVERING
 //! (catching up from the store) → TERMINATED.
+//!
+//! A stream opened with a token that expires ([`Expiry`]) ends then, in
+//! either state: its last frame is `event: auth-expired` naming the last
+//! event queued, so the client renews its token and resumes from there.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,10 +19,10 @@ use bytes::Bytes;
 use crate::{
     body::BodyGone,
     catch_up::{self, CatchUpJob},
-    cursor::Epoch,
+    cursor::{now_ms, rfc3339_millis, Cursor, Epoch},
     messages::{EndReason, SessionClosed, ToSession, ToTopic, TopicPort},
     metrics::metrics,
-    sse::{KEEP_ALIVE, PROBE},
+    sse::{notice_frame, KEEP_ALIVE, PROBE},
     store::SharedStore,
     subscription::{Control, Subscription},
 };
@@ -41,6 +45,30 @@ pub struct SessionConfig {
     /// Mailbox capacity (catch-up requests and termination only: live
     /// events go to the subscription, not through the mailbox).
     pub mailbox_capacity: usize,
+}
+
+/// When a stream's authorization ends: the `exp` of the token it was
+/// opened with. Checked when the stream opens, never per event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expiry {
+    /// The token's `exp` (Unix milliseconds), named in the
+    /// `event: auth-expired` frame.
+    pub expired_at_ms: i64,
+    /// When the stream ends (Unix milliseconds): the `exp` plus the clock
+    /// leeway the broker grants, the moment it would refuse the token.
+    pub ends_at_ms: i64,
+}
+
+impl Expiry {
+    /// The `event: auth-expired` frame of a stream whose last queued event
+    /// is `(seq, time_ms)` of `epoch`. Its `id:` is that event's cursor, so
+    /// a reconnect with `Last-Event-ID` resumes exactly after it (and an
+    /// `EventSource` keeps it as its last event id).
+    pub fn notice(&self, seq: u64, time_ms: i64, epoch: &Epoch) -> Bytes {
+        let id = Cursor::new(time_ms, seq, epoch.clone()).to_string();
+        let data = serde_json::json!({ "expired_at": rfc3339_millis(self.expired_at_ms) });
+        notice_frame("auth-expired", &id, &data.to_string())
+    }
 }
 
 /// Where a session's messages go.
@@ -68,6 +96,8 @@ pub(crate) struct SessionSetup {
     /// `?on_gap=resume`: a catch-up that finds events trimmed by retention
     /// says so with `event: gap` and goes on, instead of ending the stream.
     pub resume_on_gap: bool,
+    /// When the token the stream was opened with expires, if it does.
+    pub expiry: Option<Expiry>,
 }
 
 /// The actor behind one SSE stream.
@@ -80,6 +110,7 @@ pub(crate) struct SessionActor {
     gone: Option<BodyGone>,
     cfg: SessionConfig,
     resume_on_gap: bool,
+    expiry: Option<Expiry>,
     /// `sub.age_ms()` at the last data or keep-alive write (probes excluded).
     last_beat_ms: i64,
     /// Since when frames have waited with the body's take count unchanged.
@@ -98,6 +129,7 @@ impl SessionActor {
             gone: Some(s.gone),
             cfg: s.cfg,
             resume_on_gap: s.resume_on_gap,
+            expiry: s.expiry,
             last_beat_ms: 0,
             stall_mark: None,
             end_reason: None,
@@ -169,6 +201,13 @@ impl SessionActor {
                 "evicted: no write progress for the stall timeout"
             );
         }
+        if reason == EndReason::AuthExpired {
+            if let Some(expiry) = self.expiry {
+                let epoch = &self.epoch;
+                self.sub
+                    .finish(|seq, time_ms| expiry.notice(seq, time_ms, epoch));
+            }
+        }
         self.end_reason = Some(reason);
         ctx.stop();
     }
@@ -195,6 +234,14 @@ impl Actor for SessionActor {
             .map_or(self.cfg.heartbeat, |p| p.min(self.cfg.heartbeat))
             .min(stall_check.max(Duration::from_millis(100)));
         ctx.run_interval(tick, |act, ctx| act.idle_tick(ctx));
+        // A catch-up holds the actor (`ctx.wait`), this timer included: it
+        // checks the deadline itself (`CatchUpJob::deadline_ms`).
+        if let Some(expiry) = self.expiry {
+            let wait = u64::try_from(expiry.ends_at_ms - now_ms()).unwrap_or(0);
+            ctx.run_later(Duration::from_millis(wait), |act, ctx| {
+                act.end(EndReason::AuthExpired, ctx)
+            });
+        }
     }
 
     fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
@@ -236,6 +283,7 @@ impl SessionActor {
             epoch: self.epoch.clone(),
             stall: self.cfg.stall_timeout,
             resume_on_gap: self.resume_on_gap,
+            deadline_ms: self.expiry.map(|e| e.ends_at_ms),
         };
         ctx.wait(
             catch_up::run(job)

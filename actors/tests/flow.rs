@@ -47,6 +47,7 @@ async fn subscribe(broker: &Broker, topic: &str, start: Start) -> Body {
         start,
         resume_on_gap: false,
         retry: Duration::from_secs(1),
+        expiry: None,
     };
     broker.open_stream(topic, req).await.unwrap().body
 }

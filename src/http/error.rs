@@ -66,6 +66,19 @@ pub enum ApiError {
     /// Full mailbox or store unavailable; nothing was stored.
     #[error("{0}")]
     Unavailable(String),
+    /// No token, or one that is malformed, expired or wrongly signed: `401`
+    /// with `WWW-Authenticate` (RFC 6750). The detail never quotes the token.
+    #[error("{detail}")]
+    Unauthorized {
+        /// What is wrong, in Sluice's words.
+        detail: &'static str,
+        /// A token was sent (`error="invalid_token"`); without one the
+        /// challenge names no error (RFC 6750, 3.1).
+        token_sent: bool,
+    },
+    /// A valid token without the right the request needs: `403`.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl ApiError {
@@ -96,6 +109,8 @@ impl ApiError {
             ApiError::KeyConflict => "Idempotency key conflict",
             ApiError::RateLimited { .. } => "Too Many Requests",
             ApiError::Unavailable(_) => "Service Unavailable",
+            ApiError::Unauthorized { .. } => "Unauthorized",
+            ApiError::Forbidden(_) => "Forbidden",
         }
     }
 
@@ -111,6 +126,8 @@ impl ApiError {
             ApiError::KeyConflict => "idempotency-key-conflict",
             ApiError::RateLimited { .. } => "rate-limited",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
         }
     }
 }
@@ -188,6 +205,8 @@ impl ResponseError for ApiError {
             ApiError::KeyConflict => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -229,6 +248,20 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedEncoding(_) => {
                 // The codings that are accepted (RFC 9110, section 15.5.16).
                 resp.insert_header((header::ACCEPT_ENCODING, "gzip, identity"));
+            }
+            ApiError::Unauthorized { token_sent, .. } => {
+                let challenge = if *token_sent {
+                    r#"Bearer realm="sluice", error="invalid_token""#
+                } else {
+                    r#"Bearer realm="sluice""#
+                };
+                resp.insert_header((header::WWW_AUTHENTICATE, challenge));
+            }
+            ApiError::Forbidden(_) => {
+                resp.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    r#"Bearer realm="sluice", error="insufficient_scope""#,
+                ));
             }
             _ => {}
         }

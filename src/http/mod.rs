@@ -14,14 +14,18 @@
 //! - `preflight`: CORS preflights answered with the route's own methods.
 //! - `openapi`: `GET /openapi.json`; `malformed`: quiet logging of requests
 //!   the HTTP layer refuses.
+//! - [`auth`]: authorization by JWT, a middleware and the route table.
+//! - [`metrics_listener`]: `/metrics` alone on `metrics_listen`.
 
+pub mod auth;
 mod batch_line;
 mod body;
 pub mod error;
 pub mod malformed;
+pub mod metrics_listener;
 mod ndjson;
 mod openapi;
-mod ops;
+pub(crate) mod ops;
 pub mod preflight;
 pub mod problem;
 mod publish;
@@ -49,6 +53,8 @@ pub struct AppState {
     pub session_cfg: SessionConfig,
     /// Per-client rate limits.
     pub limits: rate_limit::RateLimits,
+    /// Authorization (off without keys).
+    pub auth: auth::Auth,
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -145,7 +151,7 @@ fn resource(path: &'static str, allow: &'static str) -> actix_web::Resource {
 /// body of a `HEAD` answer), for the resources that answer at once; probes
 /// and `curl -I` use `HEAD`. The event stream takes `GET` only: a `HEAD`
 /// there would open a session for nothing.
-fn get_or_head() -> actix_web::Route {
+pub(crate) fn get_or_head() -> actix_web::Route {
     web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 

@@ -1,4 +1,4 @@
-//! Operations endpoints: `/healthz`, `/readyz`, `/v1/connections`.
+//! Operations endpoints: `/healthz`, `/readyz`, `/v1/connections`, `/metrics`.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
@@ -69,8 +69,19 @@ pub async fn connections(state: web::Data<AppState>) -> Result<HttpResponse, Api
     Ok(HttpResponse::Ok().json(json!({ "connections": rows })))
 }
 
+/// `/metrics` on `listen`: the metrics, unless `metrics_listen` moved them
+/// to an address of their own (kept private there).
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.settings.metrics_listen.is_some() {
+        return Err(ApiError::NotFound(
+            "metrics are served on an address of their own (metrics_listen)".into(),
+        ));
+    }
+    metrics_text().await
+}
+
 /// Prometheus text exposition of every `sluice_` metric.
-pub async fn metrics() -> Result<HttpResponse, ApiError> {
+pub async fn metrics_text() -> Result<HttpResponse, ApiError> {
     let families = sluice_actors::metrics::metrics().registry.gather();
     let text = prometheus::TextEncoder::new()
         .encode_to_string(&families)

@@ -8,12 +8,12 @@ use sluice_actors::{
     cursor_check,
     store::StoreError,
     topic::{Start, SubscribeError},
-    StreamRequest,
+    Expiry, StreamRequest,
 };
 
 use sluice_actors::metrics::metrics;
 
-use super::{error::ApiError, rate_limit::Kind, strict, validate, AppState};
+use super::{auth, error::ApiError, rate_limit::Kind, strict, validate, AppState};
 
 /// Default and largest `limit` of the history poll.
 const HISTORY_DEFAULT: usize = 100;
@@ -134,7 +134,8 @@ pub async fn events(
     let on_gap = resume_on_gap(&q)?;
     if sse {
         state.limits.check(Kind::Stream, &req)?;
-        stream(state, topic, start, on_gap).await
+        // A stream opened with a token ends when the token does.
+        stream(state, topic, start, on_gap, auth::expiry(&req)).await
     } else {
         history(state, topic, start, &q).await
     }
@@ -145,11 +146,13 @@ async fn stream(
     topic: String,
     start: Start,
     on_gap: bool,
+    expiry: Option<Expiry>,
 ) -> Result<HttpResponse, ApiError> {
     let req = StreamRequest {
         start: start.clone(),
         resume_on_gap: on_gap,
         retry: state.settings.stream.retry(),
+        expiry,
     };
     let stream = state.broker.open_stream(&topic, req).await.map_err(|e| {
         if matches!(e, SubscribeError::Gap(_)) {

@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use sluice_actors::{store::StoreError, topic::DeleteError};
 
-use super::{error::ApiError, validate, AppState};
+use super::{auth, error::ApiError, validate, AppState};
 
 async fn subscriber_counts(state: &AppState) -> Result<HashMap<String, usize>, ApiError> {
     let sessions = state.broker.sessions().await?;
@@ -18,12 +18,17 @@ async fn subscriber_counts(state: &AppState) -> Result<HashMap<String, usize>, A
     Ok(counts)
 }
 
-/// Lists every topic with its retained events and open streams.
-pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Lists every topic the request may read (with authorization on, those
+/// its token's `subscribe` patterns match), with its retained events and
+/// open streams.
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let store = state.broker.store();
     let counts = subscriber_counts(&state).await?;
     let mut rows = Vec::new();
     for name in store.topics().await? {
+        if !auth::may_read(&req, &name) {
+            continue;
+        }
         let retained = match store.bounds(&name).await {
             Ok(b) => b.retained(),
             Err(StoreError::UnknownTopic) => continue,
@@ -67,13 +72,6 @@ pub async fn info(
     })))
 }
 
-/// The one place where the right to delete topics is checked: the `admin`
-/// right of the contract's "Authorization" section, once authorization
-/// exists (issue 14). Until then anyone who reaches the port may delete.
-fn require_admin(_req: &HttpRequest) -> Result<(), ApiError> {
-    Ok(())
-}
-
 /// Deletes a topic: its events, its dedup state, its open streams (on
 /// every instance sharing the store). `204`, or `404` for a topic the store
 /// does not hold.
@@ -82,7 +80,9 @@ pub async fn delete(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&req)?;
+    // The route table requires `admin` already; checked here too, so the
+    // handler is safe whatever the route.
+    auth::require_admin(&req)?;
     let name = path.into_inner();
     validate::topic(&name)?;
     match state.broker.delete_topic(&name).await {

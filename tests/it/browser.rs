@@ -237,10 +237,10 @@ async fn cors_allowed_origins_restricts(store: Store) {
 // Headless Chromium
 // ---------------------------------------------------------------------------
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// Serves `html` for every request on a fresh port; returns the port.
-async fn serve_page(html: String) -> u16 {
+pub(crate) async fn serve_page(html: String) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -272,7 +272,7 @@ async fn serve_page(html: String) -> u16 {
     port
 }
 
-async fn run_chromium(url: &str, profile: &Path) -> String {
+pub(crate) async fn run_chromium(url: &str, profile: &Path) -> String {
     let mut cmd = tokio::process::Command::new(CHROMIUM);
     cmd.args([
         "--headless",

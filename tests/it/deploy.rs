@@ -92,8 +92,10 @@ fn the_image_is_configured_by_its_file_and_checks_its_health() {
 fn the_compose_file_sets_real_keys_and_bounds_redis() {
     let compose = read("deploy/docker-compose.yml");
     let defaults = read("config/default.toml");
-    // Every SLUICE__ variable names a key of the configuration.
+    // Every SLUICE__ variable names a key of the configuration, the
+    // commented examples' too.
     for line in compose.lines().map(str::trim) {
+        let line = line.trim_start_matches('#').trim_start();
         let Some(var) = line.split(':').next().filter(|v| v.starts_with("SLUICE__")) else {
             continue;
         };
@@ -115,6 +117,41 @@ fn the_compose_file_sets_real_keys_and_bounds_redis() {
         };
         assert!(known, "{var} is not a configuration key");
     }
+    // The image's file with the compose file's variables is a broker that
+    // starts (on all interfaces, which needs auth.allow_anonymous or keys),
+    // and so is it with the commented authorization example put in.
+    let vars = |with_examples: bool| -> Vec<(String, String)> {
+        compose
+            .lines()
+            .map(str::trim)
+            .filter_map(|l| match l.strip_prefix('#') {
+                Some(example) if with_examples => Some(example.trim()),
+                Some(_) => None,
+                None => Some(l),
+            })
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(k, _)| k.starts_with("SLUICE__"))
+            .map(|(k, v)| {
+                let v = v.replace(
+                    "${SLUICE_JWT_SECRET}",
+                    "a-secret-of-at-least-32-bytes-for-tests",
+                );
+                (k.to_owned(), v)
+            })
+            .collect()
+    };
+    let image_file = Overrides {
+        file: Some(Path::new(ROOT).join("config/docker.toml")),
+        listen: None,
+        data_dir: None,
+        log_format: None,
+    };
+    let plain = Settings::load_with_env(&image_file, Some(vars(false)))
+        .expect("the compose services start with the image's file");
+    assert!(plain.listen.ip().is_unspecified() && !plain.auth.enabled());
+    let with_auth = Settings::load_with_env(&image_file, Some(vars(true)))
+        .expect("the compose file's authorization example starts");
+    assert!(with_auth.auth.enabled() && with_auth.metrics_listen.is_some());
     // noeviction without a memory bound means no bound at all.
     let redis = compose
         .lines()

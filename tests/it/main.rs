@@ -10,6 +10,7 @@
 mod support;
 
 mod api;
+mod auth;
 mod browser;
 mod cluster;
 mod crash;

@@ -361,6 +361,24 @@ impl Subscription {
         Control::Queued
     }
 
+    /// Ends the stream with a last frame, made by `last` from the position
+    /// (last sequence queued and its time) under the same lock that queues
+    /// events: the frame names exactly the last event the client gets, and
+    /// nothing is queued after it. The body ends once it is taken. False
+    /// (and no frame) when the stream had already ended or the client is
+    /// gone.
+    pub fn finish(&self, last: impl FnOnce(u64, i64) -> Bytes) -> bool {
+        let mut s = self.lock();
+        if s.closed || s.ended {
+            return false;
+        }
+        let frame = last(s.position, s.position_time_ms);
+        s.outbox.push_raw(frame);
+        s.ended = true;
+        Self::wake_unlocked(s);
+        true
+    }
+
     /// Ends the stream once what is queued is taken; with `discard`, at once.
     pub fn end(&self, discard: bool) {
         let mut s = self.lock();

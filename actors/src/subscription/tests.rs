@@ -2,9 +2,11 @@
 //! fan-out, its subscriptions and their catch-ups, driven without actix or
 //! sockets through random interleavings of publishes, body takes, resumes
 //! reaching the topic late, catch-up pages, topic restarts, late
-//! subscribers and clients that go away. Whatever the interleaving, each
-//! body yields the published sequence after its start, with no gap and no
-//! duplicate, and never holds more than the high watermark plus one batch.
+//! subscribers, clients that go away and streams whose token expires.
+//! Whatever the interleaving, each body yields the published sequence after
+//! its start, with no gap and no duplicate, and never holds more than the
+//! high watermark plus one batch; a finished stream's last frame names the
+//! last event its body yielded, and nothing follows it.
 
 use std::sync::Arc;
 
@@ -52,6 +54,8 @@ enum Op {
     Subscribe(u8),
     /// Subscriber `i`'s client goes away.
     Leave(usize),
+    /// Subscriber `i`'s stream ends with a last frame (its token expired).
+    Finish(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -63,6 +67,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Restart),
         1 => (0u8..=4).prop_map(Op::Subscribe),
         1 => any::<usize>().prop_map(Op::Leave),
+        1 => any::<usize>().prop_map(Op::Finish),
     ]
 }
 
@@ -77,6 +82,10 @@ struct Sub {
     /// Its catch-up runs.
     catching_up: bool,
     left: bool,
+    /// The position its last frame named, once finished.
+    finished: Option<u64>,
+    /// Its body yielded the last frame.
+    end_seen: bool,
 }
 
 struct Model {
@@ -135,6 +144,8 @@ impl Model {
             rejoins: 0,
             catching_up: false,
             left: false,
+            finished: None,
+            end_seen: false,
         });
         let order = self.fanout.feed(id, self.latest());
         self.obey(order.into_iter().collect());
@@ -164,6 +175,23 @@ impl Model {
                 };
                 let text = std::str::from_utf8(&taken.bytes).unwrap();
                 for line in text.lines() {
+                    assert!(
+                        !s.end_seen,
+                        "sub {}: {line:?} after the last frame",
+                        s.sub.id
+                    );
+                    if let Some(named) = line.strip_prefix("end ") {
+                        let named: u64 = named.parse().unwrap();
+                        let last = s.got.last().map_or(s.start, |l| *l);
+                        assert_eq!(Some(named), s.finished);
+                        assert_eq!(
+                            named, last,
+                            "sub {}: last frame names another event",
+                            s.sub.id
+                        );
+                        s.end_seen = true;
+                        continue;
+                    }
                     let seq: u64 = line.parse().unwrap();
                     let expected = s.got.last().map_or(s.start, |l| *l) + 1;
                     assert_eq!(seq, expected, "sub {}: gap or duplicate", s.sub.id);
@@ -263,6 +291,20 @@ impl Model {
                 self.fanout.remove(s.sub.id);
                 true
             }
+            Op::Finish(i) => {
+                let Some(i) = self.pick(i) else { return false };
+                let s = &mut self.subs[i];
+                let mut named = None;
+                let finished = s.sub.finish(|seq, _| {
+                    named = Some(seq);
+                    Bytes::from(format!("end {seq:06}\n"))
+                });
+                assert_eq!(finished, !s.left && s.finished.is_none());
+                if finished {
+                    s.finished = named;
+                }
+                finished
+            }
         }
     }
 
@@ -312,9 +354,17 @@ proptest! {
         m.drain();
         let latest = m.latest();
         for s in m.subs.iter().filter(|s| !s.left) {
-            let want: Vec<u64> = (s.start + 1..=latest).collect();
+            let end = s.finished.unwrap_or(latest);
+            let want: Vec<u64> = (s.start + 1..=end).collect();
             prop_assert_eq!(&s.got, &want, "sub {} flow {:?}", s.sub.id, s.sub.flow());
-            prop_assert_eq!(s.sub.flow(), Flow::Live);
+            if s.finished.is_some() {
+                prop_assert!(s.end_seen, "sub {}: no last frame", s.sub.id);
+                let waker = futures_util::task::noop_waker();
+                let mut cx = std::task::Context::from_waker(&waker);
+                prop_assert!(matches!(s.sub.poll_take(&mut cx), Poll::Ready(None)));
+            } else {
+                prop_assert_eq!(s.sub.flow(), Flow::Live);
+            }
         }
     }
 }

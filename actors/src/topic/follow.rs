@@ -186,12 +186,13 @@ impl Follower {
     }
 
     /// Where a subscription starts; `store_latest` is the store's latest
-    /// sequence when freshly known (the topic may not have applied it yet).
+    /// sequence and its time when freshly known (the topic may not have
+    /// applied it yet).
     pub(crate) fn check_start(
         &self,
         start: &Start,
         resume_on_gap: bool,
-        store_latest: Option<u64>,
+        store_latest: Option<(u64, i64)>,
     ) -> Result<Subscribed, Box<Gap>> {
         let b = self.bounds.as_ref().expect("checked once bounds load");
         let ok = |after_seq, after_time_ms, gap| Subscribed {
@@ -203,8 +204,14 @@ impl Follower {
         match start {
             Start::Earliest => Ok(ok(b.first_seq - 1, b.first_time_ms, None)),
             Start::Latest => {
-                let seq = b.latest_seq.max(store_latest.unwrap_or(0));
-                Ok(ok(seq, 0, None))
+                // The start's time too: it makes the cursor of where the
+                // stream began (an `event: auth-expired` before any event
+                // names it, and a resume from it is checked against it).
+                let (seq, time_ms) = match store_latest {
+                    Some((seq, time_ms)) if seq > b.latest_seq => (seq, time_ms),
+                    _ => (b.latest_seq, b.latest_time_ms),
+                };
+                Ok(ok(seq, time_ms, None))
             }
             Start::After(c) => match b.resume_point(c) {
                 Ok(after) => Ok(ok(after, c.time_ms, None)),

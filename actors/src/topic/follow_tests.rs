@@ -94,9 +94,10 @@ fn starts_subscriptions_where_asked_or_refuses_with_the_gap() {
     f.refresh_first(&bounds(&e, 4, 12));
     assert_eq!(f.bounds().unwrap().first_seq, 4);
     assert_eq!(f.bounds().unwrap().latest_seq, 10, "the latest stays ours");
-    let start = |s: &Start, on_gap| f.check_start(s, on_gap, Some(12));
+    let start = |s: &Start, on_gap| f.check_start(s, on_gap, Some((12, 77)));
     assert_eq!(start(&Start::Earliest, false).unwrap().after_seq, 3);
-    assert_eq!(start(&Start::Latest, false).unwrap().after_seq, 12);
+    let latest = start(&Start::Latest, false).unwrap();
+    assert_eq!((latest.after_seq, latest.after_time_ms), (12, 77));
     let at = |seq| Start::After(Cursor::new(5, seq, e.clone()));
     assert_eq!(start(&at(7), false).unwrap().after_seq, 7);
     let gap = start(&at(1), false).unwrap_err();

@@ -404,7 +404,7 @@ impl Handler<Subscribe> for TopicActor {
                     if fill {
                         act.fill(ctx);
                     }
-                    store_latest = latest;
+                    store_latest = latest.map(|seq| (seq, fresh.latest_time_ms));
                 }
                 let start = act
                     .log

@@ -57,7 +57,14 @@ async fn a_fresh_broker_exports_every_series_build_and_process_metrics(store: St
             (
                 "sluice_stream_disconnects_total",
                 "reason",
-                &["client_gone", "stalled", "shutdown", "gap", "store_error"][..],
+                &[
+                    "client_gone",
+                    "stalled",
+                    "shutdown",
+                    "gap",
+                    "store_error",
+                    "auth_expired",
+                ][..],
             ),
             (
                 "sluice_resumes_total",

@@ -30,6 +30,8 @@ pub struct BrokerProcess {
     /// OS process id.
     pub pid: u32,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// Every line written to stdout.
+    stdout: Arc<Mutex<Vec<String>>>,
     exit: Option<ExitStatus>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -103,10 +105,13 @@ impl BrokerProcess {
 
         let out_pipe = child.stdout.take().expect("stdout pipe");
         let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let out_sink = stdout.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(out_pipe).lines();
             let mut tx = Some(tx);
             while let Ok(Some(line)) = lines.next_line().await {
+                out_sink.lock().unwrap().push(line.clone());
                 if line.starts_with("sluice listening on ") {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(line);
@@ -148,6 +153,7 @@ impl BrokerProcess {
             child,
             pid,
             stderr,
+            stdout,
             exit: None,
             _tmp: tmp,
         }
@@ -156,6 +162,11 @@ impl BrokerProcess {
     /// Everything the process wrote to stderr so far.
     pub fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Every line the process wrote to stdout so far.
+    pub fn stdout_text(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
     }
 
     /// SIGKILL, and reap it.
