@@ -40,7 +40,7 @@ pub use api::{assert_problem, header_map, header_str, http_client, try_publish, 
 pub use cursor::*;
 pub use in_process::Broker;
 pub use process::{rss_kib, run_expecting_exit, BrokerProcess, RssSampler};
-pub use russe::Message;
+pub use sluice_client::sse::Message;
 pub use sse::{SseItem, SseStream};
 
 /// Makes one test per store of each listed `async fn name(store: Store)`:
