@@ -11,6 +11,7 @@ mod support;
 
 mod api;
 mod browser;
+mod clients;
 mod cluster;
 mod crash;
 mod delete;
