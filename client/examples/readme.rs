@@ -1,5 +1,5 @@
-//! The README's example (a test checks that the README shows this file
-//! as it is, and runs it against a broker).
+// The README's example (a test checks that the README shows this file
+// as it is, and runs it against a broker).
 
 use futures_util::StreamExt;
 use sluice_client::{Client, FileCursorStore, Item, NewEvent, Start, SubscribeOptions};

@@ -21,6 +21,7 @@ struct Seen {
     connects: Vec<Option<String>>,
     disconnects: Vec<String>,
     gaps: usize,
+    errors: Vec<String>,
 }
 
 /// A subscriber "process": a task reading the stream into `seen` until
@@ -34,11 +35,24 @@ fn subscriber(client: &Client, topic: &str, cursor: &std::path::Path, seen: &Arc
     tokio::spawn(async move {
         while let Some(item) = sub.next().await {
             let mut s = seen.lock().unwrap();
-            match item.expect("the subscription ends only on a refusal") {
+            let item = match item {
+                Ok(i) => i,
+                Err(e) => {
+                    s.errors.push(e.to_string());
+                    break;
+                }
+            };
+            match item {
                 Item::Event(e) => s.data.push(e.data),
                 Item::Gap(_) => s.gaps += 1,
-                Item::Connected { after } => s.connects.push(after),
-                Item::Disconnected { reason, .. } => s.disconnects.push(reason),
+                Item::Connected { after } => {
+                    eprintln!("connected after {after:?} at {} events", s.data.len());
+                    s.connects.push(after)
+                }
+                Item::Disconnected { reason, .. } => {
+                    eprintln!("disconnected at {} events: {reason}", s.data.len());
+                    s.disconnects.push(reason)
+                }
                 other => panic!("unexpected item {other:?}"),
             }
         }
@@ -81,15 +95,16 @@ async fn stream_gets_every_event_once_across_instance_kills_moves_and_its_own_re
 
         let mut task = subscriber(&client, topic, &cursor, &seen);
         let urls = [a.base_url(), b.base_url()];
-        let publisher = Numbered::start(&urls, topic, N, 50, Duration::from_millis(10));
+        let publisher = Numbered::start(&urls, topic, N, 50, Duration::from_millis(20));
 
         wait_seen(&seen, 1_500, "1,500 events").await;
         // Network loss, and the balancer sends it to B.
         proxy.switch(b.port);
         proxy.cut();
         wait_seen(&seen, 3_000, "3,000 events (on B)").await;
+        // A dies (the publisher loses it) and comes back meanwhile.
         a.kill9().await;
-        a = BrokerProcess::restart(&setup_a).await;
+        let restart_a = tokio::spawn(async move { BrokerProcess::restart(&setup_a).await });
         wait_seen(&seen, 4_500, "4,500 events").await;
         // The subscriber "process" stops and starts again on its file.
         task.abort();
@@ -97,17 +112,22 @@ async fn stream_gets_every_event_once_across_instance_kills_moves_and_its_own_re
         task = subscriber(&client, topic, &cursor, &seen);
         wait_seen(&seen, 6_000, "6,000 events (restarted)").await;
         // The instance it reads from dies under it; it moves back to A.
+        let a = restart_a.await.unwrap();
         proxy.switch(a.port);
         b.kill9().await;
-        wait_seen(&seen, 7_500, "7,500 events (on A)").await;
-        b = BrokerProcess::restart(&setup_b).await;
+        eprintln!("B killed at {} events", seen.lock().unwrap().data.len());
         assert!(publisher.published() < N, "the moves came after the last publish: pace too fast");
+        let restart_b = tokio::spawn(async move { BrokerProcess::restart(&setup_b).await });
+        wait_seen(&seen, 7_500, "7,500 events (on A)").await;
+        let b = restart_b.await.unwrap();
 
         publisher.finish().await;
         wait_seen(&seen, N as usize, "all events").await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         task.abort();
+        let _ = task.await;
         let s = seen.lock().unwrap();
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
         eprintln!(
             "{} events, {} connects, {} disconnects in {:?}: {:?}",
             s.data.len(),
