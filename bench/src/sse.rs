@@ -14,8 +14,8 @@ use bytes::BytesMut;
 use futures_util::FutureExt as _;
 use http_body_util::BodyExt;
 use hyper::{body::Body, header, Method, StatusCode};
-use tokio::sync::{mpsc, oneshot};
 use sluice_client::sse::{Decoder, Frame, MEDIA_TYPE};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::http::{Base, Conn, Error};
 

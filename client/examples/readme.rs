@@ -12,7 +12,12 @@ async fn run(url: &str, cursor: &str) -> sluice_client::Result<Vec<String>> {
 
     // Safe to retry: the broker stores an idempotency key once.
     client
-        .publish("orders", NewEvent::new(r#"{"id": 42}"#).with_type("order.created").with_key("order-42"))
+        .publish(
+            "orders",
+            NewEvent::new(r#"{"id": 42}"#)
+                .with_type("order.created")
+                .with_key("order-42"),
+        )
         .await?;
     // A producer numbers its events, so its retries are stored once too.
     let mut producer = client.producer("orders");

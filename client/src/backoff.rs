@@ -111,7 +111,10 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -141,18 +144,28 @@ mod tests {
         for attempt in 1..=5 {
             let n = b.nominal(attempt, None);
             let (lo, hi) = b.bounds(attempt, none());
-            assert_eq!((lo, hi), (n.mul_f64(0.85), n.mul_f64(1.15)), "attempt {attempt}");
+            assert_eq!(
+                (lo, hi),
+                (n.mul_f64(0.85), n.mul_f64(1.15)),
+                "attempt {attempt}"
+            );
             assert_eq!(b.delay_at(attempt, none(), 0.0), lo);
             assert_eq!(b.delay_at(attempt, none(), 1.0), hi);
             for _ in 0..1000 {
                 let d = b.delay(attempt, none());
-                assert!(lo <= d && d <= hi, "attempt {attempt}: {d:?} outside {lo:?}..{hi:?}");
+                assert!(
+                    lo <= d && d <= hi,
+                    "attempt {attempt}: {d:?} outside {lo:?}..{hi:?}"
+                );
             }
         }
         // The draws really spread over the range (not all at one end).
         let draws: Vec<Duration> = (0..2000).map(|_| b.delay(1, none())).collect();
         let below = draws.iter().filter(|d| **d < S(1)).count();
-        assert!((700..1300).contains(&below), "{below} of 2000 below the nominal 1 s");
+        assert!(
+            (700..1300).contains(&below),
+            "{below} of 2000 below the nominal 1 s"
+        );
         assert!(draws.iter().any(|d| *d < MS(870)) && draws.iter().any(|d| *d > MS(1130)));
     }
 
@@ -170,23 +183,35 @@ mod tests {
         // would be 18.4 s, well under; a 4 s base reaches it at attempt 4.
         let b4 = Backoff::new(S(4), S(30), 0.15);
         assert_eq!(b4.bounds(4, none()), (S(30).mul_f64(0.85), S(30)));
-        assert_eq!(b4.bounds(3, none()), (S(16).mul_f64(0.85), S(16).mul_f64(1.15)));
+        assert_eq!(
+            b4.bounds(3, none()),
+            (S(16).mul_f64(0.85), S(16).mul_f64(1.15))
+        );
     }
 
     #[test]
     fn server_retry_replaces_the_base() {
         let b = Backoff::default();
-        let hints = ServerHints { retry: Some(MS(2500)), retry_after: None };
+        let hints = ServerHints {
+            retry: Some(MS(2500)),
+            retry_after: None,
+        };
         assert_eq!(b.nominal(1, hints.retry), MS(2500));
         assert_eq!(b.nominal(2, hints.retry), MS(5000));
         assert_eq!(b.nominal(5, hints.retry), S(30));
         assert_eq!(b.bounds(1, hints), (MS(2125), MS(2875)));
         // A shorter retry: is honoured too (the server knows its restarts).
-        let fast = ServerHints { retry: Some(MS(100)), retry_after: None };
+        let fast = ServerHints {
+            retry: Some(MS(100)),
+            retry_after: None,
+        };
         assert_eq!(b.nominal(1, fast.retry), MS(100));
         assert_eq!(b.nominal(3, fast.retry), MS(400));
         // A retry: above the cap is what the server asked for: the floor.
-        let slow = ServerHints { retry: Some(S(45)), retry_after: None };
+        let slow = ServerHints {
+            retry: Some(S(45)),
+            retry_after: None,
+        };
         assert_eq!(b.nominal(1, slow.retry), S(45));
         assert_eq!(b.nominal(9, slow.retry), S(45));
         let (lo, hi) = b.bounds(3, slow);
@@ -197,26 +222,44 @@ mod tests {
     fn retry_after_is_a_floor() {
         let b = Backoff::default();
         // Longer than the backoff: at least Retry-After, at most 15 % more.
-        let h = ServerHints { retry: None, retry_after: Some(S(5)) };
+        let h = ServerHints {
+            retry: None,
+            retry_after: Some(S(5)),
+        };
         assert_eq!(b.bounds(1, h), (S(5), S(5).mul_f64(1.15)));
         for _ in 0..1000 {
             let d = b.delay(1, h);
             assert!(d >= S(5) && d <= MS(5750), "{d:?}");
         }
-        let h = ServerHints { retry: None, retry_after: Some(S(20)) };
+        let h = ServerHints {
+            retry: None,
+            retry_after: Some(S(20)),
+        };
         assert_eq!(b.bounds(3, h), (S(20), S(23)));
         // Beyond the cap: the server asked for it, and gets it.
-        let h = ServerHints { retry: None, retry_after: Some(S(120)) };
+        let h = ServerHints {
+            retry: None,
+            retry_after: Some(S(120)),
+        };
         assert_eq!(b.bounds(2, h), (S(120), S(138)));
         assert!(b.delay(0, h) >= S(120));
         // Shorter than the backoff: the backoff wins.
-        let h = ServerHints { retry: None, retry_after: Some(S(1)) };
+        let h = ServerHints {
+            retry: None,
+            retry_after: Some(S(1)),
+        };
         assert_eq!(b.bounds(4, h), (S(8).mul_f64(0.85), S(8).mul_f64(1.15)));
         // An immediate retry still waits for Retry-After.
-        let h = ServerHints { retry: None, retry_after: Some(S(2)) };
+        let h = ServerHints {
+            retry: None,
+            retry_after: Some(S(2)),
+        };
         assert_eq!(b.bounds(0, h), (S(2), S(2).mul_f64(1.15)));
         // With a server retry: too: the larger floor wins.
-        let h = ServerHints { retry: Some(S(3)), retry_after: Some(S(2)) };
+        let h = ServerHints {
+            retry: Some(S(3)),
+            retry_after: Some(S(2)),
+        };
         assert_eq!(b.bounds(1, h), (S(3).mul_f64(0.85), S(3).mul_f64(1.15)));
     }
 
@@ -224,7 +267,10 @@ mod tests {
     fn retry_after_within_the_backoff_range_lifts_its_floor() {
         let b = Backoff::default();
         // Nominal 4 s (3.4 s .. 4.6 s); Retry-After 4 s lifts the floor.
-        let h = ServerHints { retry: None, retry_after: Some(S(4)) };
+        let h = ServerHints {
+            retry: None,
+            retry_after: Some(S(4)),
+        };
         assert_eq!(b.bounds(3, h), (S(4), S(4).mul_f64(1.15)));
     }
 
@@ -232,7 +278,16 @@ mod tests {
     fn attempt_zero_is_immediate() {
         let b = Backoff::default();
         assert_eq!(b.bounds(0, none()), (Duration::ZERO, Duration::ZERO));
-        assert_eq!(b.delay(0, ServerHints { retry: Some(S(3)), retry_after: None }), Duration::ZERO);
+        assert_eq!(
+            b.delay(
+                0,
+                ServerHints {
+                    retry: Some(S(3)),
+                    retry_after: None
+                }
+            ),
+            Duration::ZERO
+        );
     }
 
     #[test]

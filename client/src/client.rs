@@ -259,7 +259,8 @@ impl Client {
         make: &(dyn Fn() -> RequestBuilder + Send + Sync),
         replay_safe: bool,
     ) -> Result<T> {
-        self.call_json_n(make, replay_safe, self.inner.attempts).await
+        self.call_json_n(make, replay_safe, self.inner.attempts)
+            .await
     }
 
     /// [`call_json`](Client::call_json) with at most `attempts` sends.
@@ -325,7 +326,11 @@ impl Client {
     /// broker's `limits.max_batch_events` (1000) events. Retried like
     /// [`publish`](Client::publish); a transport failure after sending is
     /// retried when every event has an idempotency key.
-    pub async fn publish_batch(&self, topic: &str, events: &[NewEvent]) -> Result<Vec<BatchResult>> {
+    pub async fn publish_batch(
+        &self,
+        topic: &str,
+        events: &[NewEvent],
+    ) -> Result<Vec<BatchResult>> {
         #[derive(serde::Deserialize)]
         struct Answer {
             results: Vec<BatchResult>,
@@ -380,7 +385,8 @@ impl Client {
     /// the broker does not know gives an empty page (unless read from a
     /// cursor, which is a resume and creates it).
     pub async fn history(&self, topic: &str, start: &Start, limit: u32) -> Result<HistoryPage> {
-        self.history_n(topic, start, limit, self.inner.attempts).await
+        self.history_n(topic, start, limit, self.inner.attempts)
+            .await
     }
 
     /// [`history`](Client::history) with at most `attempts` sends.

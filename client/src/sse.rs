@@ -246,7 +246,12 @@ mod tests {
             got.extend(std::iter::from_fn(|| d.next_frame()));
             d.feed(&wire[cut..]);
             got.extend(std::iter::from_fn(|| d.next_frame()));
-            assert_eq!(got, whole, "cut at {cut} of {:?}", String::from_utf8_lossy(wire));
+            assert_eq!(
+                got,
+                whole,
+                "cut at {cut} of {:?}",
+                String::from_utf8_lossy(wire)
+            );
         }
         whole
     }
@@ -275,9 +280,8 @@ mod tests {
 
     #[test]
     fn id_persists_is_cleared_by_an_empty_id_and_ignores_nul() {
-        let f = same_in_any_split(
-            b"id: a\ndata: 1\n\ndata: 2\n\nid: b\0c\ndata: 3\n\nid\ndata: 4\n\n",
-        );
+        let f =
+            same_in_any_split(b"id: a\ndata: 1\n\ndata: 2\n\nid: b\0c\ndata: 3\n\nid\ndata: 4\n\n");
         assert_eq!(
             f,
             vec![
@@ -339,7 +343,10 @@ mod tests {
 
     #[test]
     fn an_unfinished_block_is_not_dispatched() {
-        assert_eq!(Decoder::decode_all(b"data: a\n\ndata: b\n"), vec![msg(None, None, "a")]);
+        assert_eq!(
+            Decoder::decode_all(b"data: a\n\ndata: b\n"),
+            vec![msg(None, None, "a")]
+        );
         assert_eq!(Decoder::decode_all(b"data: a"), vec![]);
     }
 

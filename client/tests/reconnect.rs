@@ -56,8 +56,16 @@ async fn resumes_with_last_event_id_after_the_stream_ends() {
     let items = take(&mut sub, 6).await;
     assert_eq!(event_data(&items), ["a", "b", "c"]);
     assert_eq!(items[0], Item::Connected { after: None });
-    assert!(matches!(&items[3], Item::Disconnected { attempt: 1, .. }), "{items:?}");
-    assert_eq!(items[4], Item::Connected { after: Some("c2".into()) });
+    assert!(
+        matches!(&items[3], Item::Disconnected { attempt: 1, .. }),
+        "{items:?}"
+    );
+    assert_eq!(
+        items[4],
+        Item::Connected {
+            after: Some("c2".into())
+        }
+    );
     let reqs = m.requests();
     assert_eq!(reqs[0].target, "/v1/topics/t/events?from=earliest");
     assert_eq!(reqs[0].header("accept"), Some("text/event-stream"));
@@ -77,7 +85,12 @@ async fn start_latest_is_pinned_to_a_cursor_before_the_stream_opens() {
     let client = fast(&m.url).build().unwrap();
     let mut sub = client.subscribe("t", SubscribeOptions::new());
     let items = take(&mut sub, 4).await;
-    assert_eq!(items[0], Item::Connected { after: Some("c5".into()) });
+    assert_eq!(
+        items[0],
+        Item::Connected {
+            after: Some("c5".into())
+        }
+    );
     let reqs = m.requests();
     assert_eq!(reqs[0].target, "/v1/topics/t/events?limit=1&from=latest");
     assert_eq!(reqs[0].header("accept"), Some("application/json"));
@@ -97,15 +110,29 @@ async fn a_416_is_a_gap_item_and_reading_goes_on_after_it() {
     ])
     .await;
     let client = fast(&m.url).build().unwrap();
-    let mut sub = client.subscribe("t", SubscribeOptions::new().start(Start::After("c1".into())));
+    let mut sub = client.subscribe(
+        "t",
+        SubscribeOptions::new().start(Start::After("c1".into())),
+    );
     let items = take(&mut sub, 3).await;
-    let Item::Gap(gap) = &items[0] else { panic!("{items:?}") };
+    let Item::Gap(gap) = &items[0] else {
+        panic!("{items:?}")
+    };
     assert_eq!(
-        (gap.requested.as_deref(), gap.resumed_after.as_str(), gap.lost),
+        (
+            gap.requested.as_deref(),
+            gap.resumed_after.as_str(),
+            gap.lost
+        ),
         (Some("c1"), "c6", Some(5))
     );
     assert!(gap.detail.as_deref().unwrap().contains("retention"));
-    assert_eq!(items[1], Item::Connected { after: Some("c6".into()) });
+    assert_eq!(
+        items[1],
+        Item::Connected {
+            after: Some("c6".into())
+        }
+    );
     assert_eq!(event_data(&items), ["x"]);
     let reqs = m.requests();
     assert_eq!(reqs[0].header("last-event-id"), Some("c1"));
@@ -133,7 +160,11 @@ async fn an_event_gap_frame_is_a_gap_item_with_on_gap_resume() {
     };
     assert_eq!(items[1], Item::Gap(want));
     assert!(matches!(&items[2], Item::Event(e) if e.event_type.as_deref() == Some("gap2")));
-    assert!(m.requests()[0].target.contains("on_gap=resume"), "{:?}", m.requests()[0]);
+    assert!(
+        m.requests()[0].target.contains("on_gap=resume"),
+        "{:?}",
+        m.requests()[0]
+    );
 }
 
 #[tokio::test]
@@ -148,21 +179,36 @@ async fn retry_after_and_the_servers_retry_set_the_waits() {
     let client = Client::new(&m.url).unwrap();
     let mut sub = client.subscribe("t", SubscribeOptions::new().start(Start::Earliest));
     let items = take(&mut sub, 5).await;
-    let Item::Disconnected { delay, reason, .. } = &items[0] else { panic!("{items:?}") };
+    let Item::Disconnected { delay, reason, .. } = &items[0] else {
+        panic!("{items:?}")
+    };
     assert!(reason.contains("503"), "{reason}");
-    assert!(*delay >= Duration::from_secs(1) && *delay <= Duration::from_millis(1150), "{delay:?}");
+    assert!(
+        *delay >= Duration::from_secs(1) && *delay <= Duration::from_millis(1150),
+        "{delay:?}"
+    );
     // After the stream that said `retry: 300`: 300 ms ± 15 %, not 1 s.
-    let Item::Disconnected { delay, attempt, .. } = &items[3] else { panic!("{items:?}") };
+    let Item::Disconnected { delay, attempt, .. } = &items[3] else {
+        panic!("{items:?}")
+    };
     assert_eq!(*attempt, 1);
-    assert!(*delay >= Duration::from_millis(255) && *delay <= Duration::from_millis(345), "{delay:?}");
+    assert!(
+        *delay >= Duration::from_millis(255) && *delay <= Duration::from_millis(345),
+        "{delay:?}"
+    );
     let reqs = m.requests();
     assert!(reqs[1].at - reqs[0].at >= Duration::from_secs(1));
     let second = reqs[2].at - reqs[1].at;
-    assert!(second >= Duration::from_millis(255) && second < Duration::from_millis(900), "{second:?}");
+    assert!(
+        second >= Duration::from_millis(255) && second < Duration::from_millis(900),
+        "{second:?}"
+    );
 }
 
 /// A provider that hands out t1, t2, … and counts its calls.
-fn counting_provider(client: sluice_client::ClientBuilder) -> (Client, Arc<std::sync::atomic::AtomicU32>) {
+fn counting_provider(
+    client: sluice_client::ClientBuilder,
+) -> (Client, Arc<std::sync::atomic::AtomicU32>) {
     let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let c = calls.clone();
     let client = client
@@ -178,7 +224,11 @@ fn counting_provider(client: sluice_client::ClientBuilder) -> (Client, Arc<std::
 #[tokio::test]
 async fn a_401_asks_the_token_provider_again() {
     let m = Mock::start(vec![
-        problem(401, vec![("www-authenticate", "Bearer".into())], r#"{"status":401}"#),
+        problem(
+            401,
+            vec![("www-authenticate", "Bearer".into())],
+            r#"{"status":401}"#,
+        ),
         stream_open("id: c1\ndata: a\n\n"),
     ])
     .await;
@@ -197,7 +247,9 @@ async fn auth_expired_renews_the_token_and_resumes_from_the_last_event() {
     let m = Mock::start(vec![
         // The broker's last frame when the token expires; the connection
         // stays open, so the reconnect is the client's own doing.
-        stream_open("id: c1\ndata: a\n\nid: c1\nevent: auth-expired\ndata: {\"expired_at\":\"x\"}\n\n"),
+        stream_open(
+            "id: c1\ndata: a\n\nid: c1\nevent: auth-expired\ndata: {\"expired_at\":\"x\"}\n\n",
+        ),
         stream_open("id: c2\ndata: b\n\n"),
     ])
     .await;
@@ -205,7 +257,10 @@ async fn auth_expired_renews_the_token_and_resumes_from_the_last_event() {
     let mut sub = client.subscribe("t", SubscribeOptions::new().start(Start::Earliest));
     let items = take(&mut sub, 5).await;
     assert_eq!(event_data(&items), ["a", "b"]);
-    assert!(matches!(&items[2], Item::Disconnected { attempt: 0, delay, .. } if delay.is_zero()), "{items:?}");
+    assert!(
+        matches!(&items[2], Item::Disconnected { attempt: 0, delay, .. } if delay.is_zero()),
+        "{items:?}"
+    );
     let reqs = m.requests();
     assert_eq!(reqs[1].header("authorization"), Some("Bearer t2"));
     assert_eq!(reqs[1].header("last-event-id"), Some("c1"));
@@ -213,7 +268,12 @@ async fn auth_expired_renews_the_token_and_resumes_from_the_last_event() {
 
 #[tokio::test]
 async fn a_fixed_token_refused_ends_the_stream_with_the_error() {
-    let m = Mock::start(vec![problem(401, vec![], r#"{"status":401,"title":"Unauthorized"}"#)]).await;
+    let m = Mock::start(vec![problem(
+        401,
+        vec![],
+        r#"{"status":401,"title":"Unauthorized"}"#,
+    )])
+    .await;
     let client = fast(&m.url).token("bad").build().unwrap();
     let mut sub = client.subscribe("t", SubscribeOptions::new().start(Start::Earliest));
     let err = sub.next().await.unwrap().unwrap_err();
@@ -249,7 +309,12 @@ async fn a_restarted_subscription_resumes_from_its_cursor_store() {
 
 #[tokio::test]
 async fn a_producer_retries_with_the_same_sequence_and_renumbers_on_409() {
-    let ok = |seq: u64| json(201, &format!(r#"{{"topic":"t","cursor":"c{seq}","duplicate":false}}"#));
+    let ok = |seq: u64| {
+        json(
+            201,
+            &format!(r#"{{"topic":"t","cursor":"c{seq}","duplicate":false}}"#),
+        )
+    };
     let m = Mock::start(vec![
         problem(503, vec![("retry-after", "0".into())], r#"{"status":503}"#),
         ok(1),
@@ -265,9 +330,16 @@ async fn a_producer_retries_with_the_same_sequence_and_renumbers_on_409() {
     let mut p = client.producer_with_id("t", "p1", 3);
     assert_eq!(p.send("b").await.unwrap().cursor.as_deref(), Some("c2"));
     assert_eq!(p.next_seq(), 3);
-    let seqs: Vec<_> = m.requests().iter().map(|r| r.header("producer-seq").unwrap().to_owned()).collect();
+    let seqs: Vec<_> = m
+        .requests()
+        .iter()
+        .map(|r| r.header("producer-seq").unwrap().to_owned())
+        .collect();
     assert_eq!(seqs, ["1", "1", "3", "2"]);
-    assert!(m.requests().iter().all(|r| r.header("producer-id") == Some("p1")));
+    assert!(m
+        .requests()
+        .iter()
+        .all(|r| r.header("producer-id") == Some("p1")));
 }
 
 #[tokio::test]

@@ -94,7 +94,15 @@ pub(super) async fn run(a: PubArgs) -> Result<ExitCode, BoxError> {
                     break;
                 }
                 let first = n + 1 - chunk.len() as u64;
-                ok &= send(&client, &a.topic, producer.as_mut(), chunk, first, &mut stdout).await?;
+                ok &= send(
+                    &client,
+                    &a.topic,
+                    producer.as_mut(),
+                    chunk,
+                    first,
+                    &mut stdout,
+                )
+                .await?;
             }
         }
     }

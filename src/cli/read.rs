@@ -64,10 +64,23 @@ pub(super) async fn topics(a: TopicsArgs) -> Result<ExitCode, BoxError> {
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let w = topics.iter().map(|t| t.topic.len()).max().unwrap_or(0).max(5);
-    writeln!(out, "{:<w$}  {:>10}  {:>11}", "TOPIC", "RETAINED", "SUBSCRIBERS")?;
+    let w = topics
+        .iter()
+        .map(|t| t.topic.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    writeln!(
+        out,
+        "{:<w$}  {:>10}  {:>11}",
+        "TOPIC", "RETAINED", "SUBSCRIBERS"
+    )?;
     for t in &topics {
-        writeln!(out, "{:<w$}  {:>10}  {:>11}", t.topic, t.retained, t.subscribers)?;
+        writeln!(
+            out,
+            "{:<w$}  {:>10}  {:>11}",
+            t.topic, t.retained, t.subscribers
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -87,8 +100,16 @@ pub(super) async fn info(a: InfoArgs) -> Result<ExitCode, BoxError> {
     writeln!(out, "topic: {}", t.topic)?;
     writeln!(out, "retained: {}", t.retained)?;
     writeln!(out, "subscribers: {}", t.subscribers)?;
-    writeln!(out, "oldest_cursor: {}", t.oldest_cursor.as_ref().unwrap_or(&none))?;
-    writeln!(out, "latest_cursor: {}", t.latest_cursor.as_ref().unwrap_or(&none))?;
+    writeln!(
+        out,
+        "oldest_cursor: {}",
+        t.oldest_cursor.as_ref().unwrap_or(&none)
+    )?;
+    writeln!(
+        out,
+        "latest_cursor: {}",
+        t.latest_cursor.as_ref().unwrap_or(&none)
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

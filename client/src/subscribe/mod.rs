@@ -176,7 +176,8 @@ impl Client {
     }
 }
 
-type Next = Pin<Box<dyn Future<Output = (Box<State>, Option<String>, Option<Result<Item>>)> + Send>>;
+type Next =
+    Pin<Box<dyn Future<Output = (Box<State>, Option<String>, Option<Result<Item>>)> + Send>>;
 
 /// A subscription: a [`Stream`] of `Result<Item>`. Transport failures and
 /// broker restarts are retried without end (each shown as
@@ -225,7 +226,9 @@ impl Stream for Subscription {
                 return Poll::Ready(None);
             };
             let commit = match (&this.store, &this.yielded) {
-                (Some(store), Some(c)) if this.auto_commit && this.committed.as_ref() != Some(c) => {
+                (Some(store), Some(c))
+                    if this.auto_commit && this.committed.as_ref() != Some(c) =>
+                {
                     Some((store.clone(), c.clone()))
                 }
                 _ => None,

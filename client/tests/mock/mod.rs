@@ -100,7 +100,11 @@ impl Mock {
                             "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n",
                             body.len()
                         );
-                        let ct = if status >= 400 { "application/problem+json" } else { "application/json" };
+                        let ct = if status >= 400 {
+                            "application/problem+json"
+                        } else {
+                            "application/json"
+                        };
                         head.push_str(&format!("content-type: {ct}\r\n"));
                         for (k, v) in headers {
                             head.push_str(&format!("{k}: {v}\r\n"));
@@ -119,13 +123,19 @@ impl Mock {
                     }
                     None => {
                         let _ = sock
-                            .write_all(b"HTTP/1.1 500 X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .write_all(
+                                b"HTTP/1.1 500 X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                            )
                             .await;
                     }
                 }
             }
         });
-        Mock { url, requests, task }
+        Mock {
+            url,
+            requests,
+            task,
+        }
     }
 
     pub fn requests(&self) -> Vec<Request> {

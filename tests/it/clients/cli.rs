@@ -50,7 +50,9 @@ impl Sub {
         tokio::spawn(async move {
             let mut buf = [0u8; 4096];
             while let Ok(n @ 1..) = err.read(&mut buf).await {
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         Sub {
@@ -106,14 +108,23 @@ async fn sub_with_cursor_file_prints_every_event_once_across_broker_kills_and_it
         let started = Instant::now();
 
         let mut sub = Sub::start(&url, topic, &cursor, &lines);
-        let publisher = Numbered::start(&[url.clone()], topic, N, 50, Duration::from_millis(10));
+        let publisher = Numbered::start(
+            std::slice::from_ref(&url),
+            topic,
+            N,
+            50,
+            Duration::from_millis(10),
+        );
         let mut log = Vec::new();
 
         for (step, at) in [(1, 2_000), (2, 4_500), (3, 7_000)] {
             wait_lines(&lines, at, &format!("{at} events printed")).await;
             let printed = lines.lock().unwrap().len();
             let published = publisher.published();
-            assert!(published < N, "step {step} came after the last publish: pace too fast");
+            assert!(
+                published < N,
+                "step {step} came after the last publish: pace too fast"
+            );
             if step == 2 {
                 // The subscriber itself: stopped, then started again on
                 // its cursor file while events are still being published.
@@ -125,7 +136,10 @@ async fn sub_with_cursor_file_prints_every_event_once_across_broker_kills_and_it
                 broker = BrokerProcess::restart(&setup).await;
                 assert_eq!(broker.base_url(), url, "restarted on the same port");
             }
-            eprintln!("step {step}: {printed} printed, {published} published, at {:?}", started.elapsed());
+            eprintln!(
+                "step {step}: {printed} printed, {published} published, at {:?}",
+                started.elapsed()
+            );
         }
         publisher.finish().await;
         wait_lines(&lines, N as usize, "all events printed").await;
@@ -146,9 +160,16 @@ async fn sub_with_cursor_file_prints_every_event_once_across_broker_kills_and_it
         // restarted one resumed from the file.
         let all = log.join("\n");
         assert!(all.matches("disconnected (").count() >= 2, "{all}");
-        assert!(log[1].contains(", after "), "the restart resumes from the file: {}", log[1]);
+        assert!(
+            log[1].contains(", after "),
+            "the restart resumes from the file: {}",
+            log[1]
+        );
         let saved = std::fs::read_to_string(&cursor).unwrap();
-        assert_eq!(broker.history(topic, "from=latest").await.json["next_cursor"], saved.trim());
+        assert_eq!(
+            broker.history(topic, "from=latest").await.json["next_cursor"],
+            saved.trim()
+        );
     })
     .await;
 }

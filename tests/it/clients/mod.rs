@@ -13,6 +13,7 @@ use std::{
 use sluice_client::{Backoff, Client, NewEvent};
 
 mod cli;
+mod commands;
 mod readme;
 mod stream;
 
@@ -40,7 +41,11 @@ impl Numbered {
                     .max_attempts(1)
                     .request_timeout(Duration::from_secs(5))
                     .connect_timeout(Duration::from_secs(1))
-                    .backoff(Backoff::new(Duration::from_millis(50), Duration::from_millis(500), 0.15))
+                    .backoff(Backoff::new(
+                        Duration::from_millis(50),
+                        Duration::from_millis(500),
+                        0.15,
+                    ))
                     .build()
                     .unwrap()
             })
@@ -63,7 +68,10 @@ impl Numbered {
                         }
                         Err(e) => {
                             tries += 1;
-                            assert!(tries < 600, "batch at {first} not stored after 600 tries: {e}");
+                            assert!(
+                                tries < 600,
+                                "batch at {first} not stored after 600 tries: {e}"
+                            );
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                     }
@@ -97,8 +105,15 @@ fn assert_exactly_once_in_order(got: &[String], n: u64, what: &str) {
     for g in got {
         *seen.entry(g.as_str()).or_insert(0) += 1;
     }
-    let repeated: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).map(|(k, _)| *k).collect();
-    let missing: Vec<_> = expected.iter().filter(|e| !seen.contains_key(e.as_str())).collect();
+    let repeated: Vec<_> = seen
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(k, _)| *k)
+        .collect();
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|e| !seen.contains_key(e.as_str()))
+        .collect();
     let first_diff = got.iter().zip(&expected).position(|(a, b)| a != b);
     panic!(
         "{what}: {} lines for {n} events; {} repeated (e.g. {:?}), {} missing (e.g. {:?}), \

@@ -26,7 +26,12 @@ struct Seen {
 
 /// A subscriber "process": a task reading the stream into `seen` until
 /// aborted (its restart is a new task on the same cursor file).
-fn subscriber(client: &Client, topic: &str, cursor: &std::path::Path, seen: &Arc<Mutex<Seen>>) -> tokio::task::JoinHandle<()> {
+fn subscriber(
+    client: &Client,
+    topic: &str,
+    cursor: &std::path::Path,
+    seen: &Arc<Mutex<Seen>>,
+) -> tokio::task::JoinHandle<()> {
     let options = SubscribeOptions::new()
         .start(Start::Earliest)
         .cursor_store(FileCursorStore::new(cursor));
@@ -116,7 +121,10 @@ async fn stream_gets_every_event_once_across_instance_kills_moves_and_its_own_re
         proxy.switch(a.port);
         b.kill9().await;
         eprintln!("B killed at {} events", seen.lock().unwrap().data.len());
-        assert!(publisher.published() < N, "the moves came after the last publish: pace too fast");
+        assert!(
+            publisher.published() < N,
+            "the moves came after the last publish: pace too fast"
+        );
         let restart_b = tokio::spawn(async move { BrokerProcess::restart(&setup_b).await });
         wait_seen(&seen, 7_500, "7,500 events (on A)").await;
         let b = restart_b.await.unwrap();
@@ -141,7 +149,11 @@ async fn stream_gets_every_event_once_across_instance_kills_moves_and_its_own_re
         // Cut once, restarted once, B killed under it: at least three
         // reconnects, each resuming from a cursor.
         assert!(s.connects.len() >= 4, "{:?}", s.connects);
-        assert!(s.connects[1..].iter().all(Option::is_some), "{:?}", s.connects);
+        assert!(
+            s.connects[1..].iter().all(Option::is_some),
+            "{:?}",
+            s.connects
+        );
         drop((a, b));
     })
     .await;
