@@ -24,16 +24,27 @@ const N: u64 = 10_000;
 /// own until all are acknowledged.
 struct Numbered {
     published: Arc<AtomicU64>,
+    allowed: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Numbered {
     /// Publishes `n` events to `topic` in batches of `batch`, pausing
-    /// `pace` between batches. Each batch goes to the next of `urls` in
+    /// `pace` between batches, never past what [`allow`](Numbered::allow)
+    /// allowed (at first `allowed`): a test gates the publisher so that
+    /// events are still flowing at each of its steps however slowly the
+    /// machine runs. Each batch goes to the next of `urls` in
     /// turn and, while that fails (a broker killed or restarting), to the
     /// others: every event has an idempotency key, so a batch that was
     /// stored but not acknowledged is stored once however often it is sent.
-    fn start(urls: &[String], topic: &str, n: u64, batch: u64, pace: Duration) -> Numbered {
+    fn start(
+        urls: &[String],
+        topic: &str,
+        n: u64,
+        batch: u64,
+        pace: Duration,
+        allowed: u64,
+    ) -> Numbered {
         let clients: Vec<Client> = urls
             .iter()
             .map(|u| {
@@ -51,10 +62,14 @@ impl Numbered {
             })
             .collect();
         let published = Arc::new(AtomicU64::new(0));
-        let p = published.clone();
+        let allowed = Arc::new(AtomicU64::new(allowed));
+        let (p, gate) = (published.clone(), allowed.clone());
         let topic = topic.to_owned();
         let task = tokio::spawn(async move {
             for (round, first) in (0..n).step_by(batch as usize).enumerate() {
+                while first + batch > gate.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 let events: Vec<NewEvent> = (first..(first + batch).min(n))
                     .map(|k| NewEvent::new(k.to_string()).with_key(format!("n-{k}")))
                     .collect();
@@ -80,7 +95,16 @@ impl Numbered {
                 tokio::time::sleep(pace).await;
             }
         });
-        Numbered { published, task }
+        Numbered {
+            published,
+            allowed,
+            task,
+        }
+    }
+
+    /// Lets the publisher go on up to event `upto`.
+    fn allow(&self, upto: u64) {
+        self.allowed.fetch_max(upto, Ordering::SeqCst);
     }
 
     /// Events acknowledged so far.
