@@ -123,6 +123,25 @@ pub struct Settings {
     pub cors: CorsSettings,
     pub rate_limit: RateLimitSettings,
     pub log: LogSettings,
+    pub tls: TlsSettings,
+}
+
+/// `[tls]`: serve HTTPS (h2 over ALPN, HTTP/1.1 fallback) when both files
+/// are set; see `crate::tls`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct TlsSettings {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub watch_secs: u64,
+}
+
+impl TlsSettings {
+    /// Whether TLS is on (both files set; validated to be both or neither).
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -374,6 +393,12 @@ impl Settings {
             if r.key_prefix.is_empty() || r.key_prefix.contains(['{', '}']) {
                 return fail("redis.key_prefix", "a non-empty prefix without braces");
             }
+        }
+        if self.tls.cert_file.as_os_str().is_empty() != self.tls.key_file.as_os_str().is_empty() {
+            return fail(
+                "tls.cert_file and tls.key_file",
+                "both set (TLS on) or both empty",
+            );
         }
         if self.cors.allowed_origins.is_empty() {
             return fail("cors.allowed_origins", "a list of origins, or [\"*\"]");

@@ -12,6 +12,7 @@
 //! - [`cli`]: the client subcommands (`pub`, `sub`, `topics`, `info`,
 //!   `history`) over the `sluice-client` crate.
 //! - [`probe`]: `sluice health`, a readiness probe for containers.
+//! - [`tls`]: TLS with h2 over ALPN, the certificate reloaded in place.
 //! - [`store`]: storage backends; [`store::embedded`] is the default on-disk log.
 //! - The actors (broker, topic, session), the Store trait, cursors and SSE
 //!   framing live in the `sluice-actors` crate (`actors/`).
@@ -24,3 +25,4 @@ pub mod server;
 pub mod store;
 #[cfg(feature = "otel")]
 pub mod telemetry;
+pub mod tls;

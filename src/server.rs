@@ -7,7 +7,7 @@ use actix_web::{
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
     http::header,
-    middleware::Condition,
+    middleware::{from_fn, Condition},
     web, App, HttpServer,
 };
 use actix_web_lab::middleware::{map_response, CatchPanic};
@@ -28,6 +28,7 @@ use crate::{
         AppState,
     },
     store::{embedded::EmbeddedStore, redis::RedisStore},
+    tls::CertStore,
 };
 
 /// Headers a browser page may read from responses (lowercase, as
@@ -132,6 +133,14 @@ pub async fn run(
     request_spans: bool,
 ) -> io::Result<()> {
     actix_http::h1::set_error_body(http::problem::protocol_error_body);
+    http::problem::set_protocol_error_origins(&settings.cors.allowed_origins);
+    let tls = match settings.tls.enabled() {
+        true => Some(Arc::new(
+            CertStore::open(&settings.tls.cert_file, &settings.tls.key_file)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        )),
+        false => None,
+    };
     let settings = Arc::new(settings);
     let store = open_store(&settings)?;
     let st = &settings.stream;
@@ -188,10 +197,14 @@ pub async fn run(
         if share_workers {
             state.broker.host_topics_here();
         }
+        // The last `wrap` is the outermost. A panic's 500 and a repeated
+        // header's 400 are made inside CORS, so they carry its headers too.
         App::new()
             .app_data(state.clone())
-            .wrap(cors(&origins))
             .wrap(CatchPanic::default())
+            .wrap(from_fn(http::strict::refuse_repeated_headers))
+            .wrap(cors(&origins))
+            .wrap(from_fn(http::preflight::route_methods))
             .wrap(map_response(http::problem::ensure_problem_json))
             .wrap(Condition::new(
                 request_spans,
@@ -212,7 +225,18 @@ pub async fn run(
     if settings.workers > 0 {
         server = server.workers(settings.workers);
     }
-    let server = server.listen_auto_h2c(listener)?.run();
+    let server = match &tls {
+        Some(certs) => {
+            let config = crate::tls::server_config(certs.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let watch =
+                (settings.tls.watch_secs > 0).then(|| Duration::from_secs(settings.tls.watch_secs));
+            actix_web::rt::spawn(certs.clone().watch(watch));
+            server.listen_rustls_0_23(listener, config)?
+        }
+        None => server.listen_auto_h2c(listener)?,
+    }
+    .run();
     let handle = server.handle();
     // Tests and scripts read this line to learn the port. With JSON logs,
     // a JSON line too: stdout and stderr often end up in one stream
@@ -230,7 +254,7 @@ pub async fn run(
     }
     let store_name = match settings.store.get() {
         StoreKind::Embedded => {
-            tracing::info!(%addr, store = "embedded", data_dir = %settings.data_dir.display(), "sluice started");
+            tracing::info!(%addr, tls = tls.is_some(), store = "embedded", data_dir = %settings.data_dir.display(), "sluice started");
             "embedded"
         }
         StoreKind::Redis => {
@@ -244,7 +268,7 @@ pub async fn run(
                     r.sentinels.len()
                 )
             };
-            tracing::info!(%addr, store = "redis", redis = %target, key_prefix = %r.key_prefix, "sluice started");
+            tracing::info!(%addr, tls = tls.is_some(), store = "redis", redis = %target, key_prefix = %r.key_prefix, "sluice started");
             "redis"
         }
     };

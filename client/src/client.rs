@@ -38,9 +38,27 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     request_timeout: Duration,
     http: Option<reqwest::Client>,
+    #[cfg(feature = "rustls")]
+    roots: Vec<reqwest::Certificate>,
 }
 
 impl ClientBuilder {
+    /// Also trusts the certificates of this PEM text (a private CA, or a
+    /// broker's self-signed certificate) for `https://` URLs, besides the
+    /// system's roots.
+    #[cfg(feature = "rustls")]
+    pub fn ca_certificate_pem(mut self, pem: &[u8]) -> Result<ClientBuilder> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| Error::Invalid(format!("CA certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::Invalid(
+                "CA certificates: no certificate in the PEM text".into(),
+            ));
+        }
+        self.roots.extend(certs);
+        Ok(self)
+    }
+
     /// A bearer token sent with every request.
     pub fn token(mut self, token: impl Into<String>) -> ClientBuilder {
         self.auth = Auth::Fixed(token.into());
@@ -101,10 +119,17 @@ impl ClientBuilder {
         }
         let http = match self.http {
             Some(h) => h,
-            None => reqwest::Client::builder()
-                .connect_timeout(self.connect_timeout)
-                .tcp_nodelay(true)
-                .build()?,
+            None => {
+                let b = reqwest::Client::builder()
+                    .connect_timeout(self.connect_timeout)
+                    .tcp_nodelay(true);
+                #[cfg(feature = "rustls")]
+                let b = self
+                    .roots
+                    .into_iter()
+                    .fold(b, |b, c| b.add_root_certificate(c));
+                b.build()?
+            }
         };
         Ok(Client {
             inner: Arc::new(Inner {
@@ -134,6 +159,33 @@ pub(crate) fn check_topic(topic: &str) -> Result<()> {
             "topic {topic:?}: 1 to 128 of [A-Za-z0-9._-], starting with a letter or digit"
         )))
     }
+}
+
+/// Whether a failure will not pass by retrying soon: the connection
+/// opened but its TLS handshake failed (an untrusted or mismatched
+/// certificate, or TLS spoken to a plain HTTP port), which surfaces as an
+/// I/O error of kind `InvalidData`.
+fn refused_for_good(e: &reqwest::Error) -> bool {
+    // An I/O error's `source` skips the error it wraps, so wrapped I/O
+    // errors (hyper's `Other` around rustls' `InvalidData`) are opened here.
+    fn invalid_data(io: &std::io::Error) -> bool {
+        io.kind() == std::io::ErrorKind::InvalidData
+            || io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+                .is_some_and(invalid_data)
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(invalid_data)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Reads a refusal into a [`Problem`].
@@ -180,6 +232,8 @@ impl Client {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             http: None,
+            #[cfg(feature = "rustls")]
+            roots: Vec::new(),
         }
     }
 
@@ -237,6 +291,7 @@ impl Client {
                     let wait = p.retry_after;
                     (Error::Api(p), wait)
                 }
+                Err(e) if refused_for_good(&e) => return Err(Error::Transport(e)),
                 Err(e) if e.is_connect() || replay_safe => (Error::Transport(e), None),
                 Err(e) => return Err(Error::Transport(e)),
             };

@@ -39,6 +39,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// This error and its causes, `: `-separated (a transport error's own
+    /// text is often only "error sending request").
+    pub fn chain(&self) -> String {
+        let mut s = self.to_string();
+        let mut cur = std::error::Error::source(self);
+        while let Some(c) = cur {
+            let text = c.to_string();
+            if !s.contains(&text) {
+                s.push_str(": ");
+                s.push_str(&text);
+            }
+            cur = c.source();
+        }
+        s
+    }
+
     /// The HTTP status of a refusal, if this is one.
     pub fn status(&self) -> Option<u16> {
         match self {

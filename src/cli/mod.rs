@@ -24,6 +24,10 @@ pub struct Conn {
     /// broker refuses the token or a stream's token expires.
     #[arg(long, env = "SLUICE_TOKEN_COMMAND", conflicts_with = "token")]
     pub token_command: Option<String>,
+    /// PEM certificates to trust for an https:// URL besides the system's
+    /// (a private CA, or the broker's self-signed certificate).
+    #[arg(long, env = "SLUICE_CACERT")]
+    pub cacert: Option<std::path::PathBuf>,
 }
 
 /// A client subcommand.
@@ -72,7 +76,18 @@ pub fn run(cmd: ClientCommand) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("sluice {name}: {e}");
+            // With its causes: a transport error's own text says little.
+            let mut text = e.to_string();
+            let mut cur = e.source();
+            while let Some(c) = cur {
+                let t = c.to_string();
+                if !text.contains(&t) {
+                    text.push_str(": ");
+                    text.push_str(&t);
+                }
+                cur = c.source();
+            }
+            eprintln!("sluice {name}: {text}");
             ExitCode::FAILURE
         }
     }
@@ -80,7 +95,11 @@ pub fn run(cmd: ClientCommand) -> ExitCode {
 
 /// The client `conn` describes.
 fn client(conn: &Conn) -> Result<Client, BoxError> {
-    let b = Client::builder(conn.url.clone());
+    let mut b = Client::builder(conn.url.clone());
+    if let Some(f) = &conn.cacert {
+        let pem = std::fs::read(f).map_err(|e| format!("--cacert {}: {e}", f.display()))?;
+        b = b.ca_certificate_pem(&pem)?;
+    }
     let b = match (&conn.token, &conn.token_command) {
         (Some(t), _) => b.token(t.clone()),
         (None, Some(cmd)) => {

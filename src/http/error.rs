@@ -43,6 +43,9 @@ pub enum ApiError {
     /// Body larger than the configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A `Content-Encoding` Sluice does not decode (anything but gzip).
+    #[error("{0}")]
+    UnsupportedEncoding(String),
     /// The cursor cannot be resumed.
     #[error("{detail}")]
     RangeNotSatisfiable {
@@ -88,6 +91,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "Method Not Allowed",
             ApiError::SequenceGap { .. } => "Producer sequence gap",
             ApiError::PayloadTooLarge(_) => "Payload Too Large",
+            ApiError::UnsupportedEncoding(_) => "Unsupported Content-Encoding",
             ApiError::RangeNotSatisfiable { .. } => "Cursor cannot be resumed",
             ApiError::KeyConflict => "Idempotency key conflict",
             ApiError::RateLimited { .. } => "Too Many Requests",
@@ -102,6 +106,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::SequenceGap { .. } => "producer-sequence-gap",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
+            ApiError::UnsupportedEncoding(_) => "unsupported-content-encoding",
             ApiError::RangeNotSatisfiable { .. } => "cursor-not-resumable",
             ApiError::KeyConflict => "idempotency-key-conflict",
             ApiError::RateLimited { .. } => "rate-limited",
@@ -178,6 +183,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::SequenceGap { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::KeyConflict => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -219,6 +225,10 @@ impl ResponseError for ApiError {
             }
             ApiError::MethodNotAllowed(allow) => {
                 resp.insert_header((header::ALLOW, *allow));
+            }
+            ApiError::UnsupportedEncoding(_) => {
+                // The codings that are accepted (RFC 9110, section 15.5.16).
+                resp.insert_header((header::ACCEPT_ENCODING, "gzip, identity"));
             }
             _ => {}
         }

@@ -9,13 +9,24 @@
 //! - `error`: [`error::ApiError`], the problem+json responses.
 //! - `validate`: names and header values.
 //! - `problem`: the middleware that makes every error problem+json.
+//! - `body`: request bodies (size limits, gzip); `strict`: one value per
+//!   single-value header and query parameter, numbers in one spelling.
+//! - `preflight`: CORS preflights answered with the route's own methods.
+//! - `openapi`: `GET /openapi.json`; `malformed`: quiet logging of requests
+//!   the HTTP layer refuses.
 
+mod batch_line;
+mod body;
 pub mod error;
+pub mod malformed;
 mod ndjson;
+mod openapi;
 mod ops;
+pub mod preflight;
 pub mod problem;
 mod publish;
 pub mod rate_limit;
+pub mod strict;
 mod subscribe;
 mod topics;
 pub mod validate;
@@ -48,9 +59,83 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     )))
 }
 
-/// A resource whose other methods get a `405` naming the ones it has
-/// (RFC 9110 asks for the `Allow` header on every `405`).
-fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+/// One route: its path pattern (as actix-web writes it) and the methods it
+/// takes, as its `Allow` header lists them.
+#[derive(Clone, Copy, Debug)]
+pub struct Route {
+    /// Path pattern; `{name}` is one path segment.
+    pub path: &'static str,
+    /// Its methods, `OPTIONS` (CORS preflight) included, as in `Allow`.
+    pub allow: &'static str,
+}
+
+/// Every route the server has. [`configure`] cannot register a resource
+/// that is not here, nor with other methods (it panics at start); the CORS
+/// preflight and the OpenAPI check (`tests/it/openapi.rs`) read it.
+pub const ROUTES: &[Route] = &[
+    Route {
+        path: "/v1/topics/{topic}/events",
+        allow: "GET, POST, OPTIONS",
+    },
+    Route {
+        path: "/v1/topics/{topic}/batch",
+        allow: "POST, OPTIONS",
+    },
+    Route {
+        path: "/v1/topics",
+        allow: "GET, HEAD, OPTIONS",
+    },
+    Route {
+        path: "/v1/topics/{topic}",
+        allow: "GET, HEAD, DELETE, OPTIONS",
+    },
+    Route {
+        path: "/v1/connections",
+        allow: "GET, HEAD, OPTIONS",
+    },
+    Route {
+        path: "/healthz",
+        allow: "GET, HEAD, OPTIONS",
+    },
+    Route {
+        path: "/metrics",
+        allow: "GET, HEAD, OPTIONS",
+    },
+    Route {
+        path: "/readyz",
+        allow: "GET, HEAD, OPTIONS",
+    },
+    Route {
+        path: "/openapi.json",
+        allow: "GET, HEAD, OPTIONS",
+    },
+];
+
+/// The route of [`ROUTES`] that `path` (a request's path) falls under.
+pub fn route_of(path: &str) -> Option<&'static Route> {
+    let matches = |pattern: &str| {
+        let mut want = pattern.split('/');
+        let mut got = path.split('/');
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(w), Some(g)) if w.starts_with('{') && !g.is_empty() => {}
+                (Some(w), Some(g)) if w == g => {}
+                _ => return false,
+            }
+        }
+    };
+    ROUTES.iter().find(|r| matches(r.path))
+}
+
+/// The resource at `path`, whose other methods get a `405` naming the ones
+/// it has (RFC 9110 asks for the `Allow` header on every `405`). Panics,
+/// at start, unless [`ROUTES`] has the same path with the same methods.
+fn resource(path: &'static str, allow: &'static str) -> actix_web::Resource {
+    assert!(
+        ROUTES.iter().any(|r| r.path == path && r.allow == allow),
+        "http::ROUTES must list {path} with {allow}"
+    );
     web::resource(path).default_service(web::to(move || async move {
         Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow))
     }))
@@ -86,5 +171,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/healthz", READ).route(get_or_head().to(ops::healthz)))
     .service(resource("/metrics", READ).route(get_or_head().to(ops::metrics)))
     .service(resource("/readyz", READ).route(get_or_head().to(ops::readyz)))
+    .service(resource("/openapi.json", READ).route(get_or_head().to(openapi::document)))
     .default_service(web::to(not_found));
 }

@@ -20,11 +20,10 @@
 use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
-use serde::Deserialize;
 use serde_json::{json, value::RawValue, Map};
 use sluice_actors::event::NewEvent;
 
-use super::{error::ApiError, validate};
+use super::{batch_line::parse_line, error::ApiError, validate};
 use crate::config::Limits;
 
 /// Parses and validates every line of a batch body: its events in line
@@ -55,7 +54,7 @@ pub fn parse_batch(body: &Bytes, limits: &Limits) -> Result<Vec<NewEvent>, ApiEr
         let event = match plain_line(line.as_bytes(), &mut decoded) {
             Some(data) => NewEvent::data(data),
             None => {
-                let parsed: BatchLine = serde_json::from_str(line).map_err(|e| bad_line(n, e))?;
+                let parsed = parse_line(line).map_err(|e| bad_line(n, e))?;
                 if let Some(t) = &parsed.event_type {
                     validate::token("type", t, 64).map_err(|e| bad_line(n, e))?;
                 }
@@ -63,7 +62,8 @@ pub fn parse_batch(body: &Bytes, limits: &Limits) -> Result<Vec<NewEvent>, ApiEr
                     validate::idempotency_key(k).map_err(|e| bad_line(n, e))?;
                 }
                 NewEvent {
-                    data: data_of(parsed.data, body, &mut decoded).map_err(|e| bad_line(n, e))?,
+                    data: data_of(parsed.data, body, &mut decoded)
+                        .map_err(|_| bad_line(n, "\"data\" is not a valid JSON string"))?,
                     event_type: parsed.event_type.map(Cow::into_owned),
                     idempotency_key: parsed.idempotency_key.map(Cow::into_owned),
                     producer: None,
@@ -82,22 +82,6 @@ pub fn parse_batch(body: &Bytes, limits: &Limits) -> Result<Vec<NewEvent>, ApiEr
         return Err(ApiError::bad("batch has no events"));
     }
     Ok(events)
-}
-
-/// One NDJSON line of a batch that is not a plain `{"data":"<string>"}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchLine<'a> {
-    /// The value's text as sent (a `RawValue` keeps it: serde's own types
-    /// would reorder keys and respell numbers).
-    #[serde(borrow)]
-    data: &'a RawValue,
-    /// The event type, checked as the `Event-Type` header is.
-    #[serde(rename = "type", borrow)]
-    event_type: Option<Cow<'a, str>>,
-    /// Checked as the `Idempotency-Key` header is.
-    #[serde(borrow)]
-    idempotency_key: Option<Cow<'a, str>>,
 }
 
 /// A `400` naming the bad line (1-based), also as the problem's `line`.

@@ -1,24 +1,17 @@
 //! Operations endpoints: `/healthz`, `/readyz`, `/v1/connections`.
 
-use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::{error::ApiError, AppState};
+use super::{error::ApiError, strict, AppState};
 
-/// `?probe=stream`.
-#[derive(Deserialize)]
-pub struct HealthQuery {
-    probe: Option<String>,
-}
-
-/// Liveness, optionally with stream health figures.
+/// Liveness, optionally (`?probe=stream`) with stream health figures.
 pub async fn healthz(
     state: web::Data<AppState>,
-    q: Result<web::Query<HealthQuery>, actix_web::Error>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let q = q.map_err(|e| ApiError::bad(format!("bad query string: {e}")))?;
-    match q.probe.as_deref() {
+    let q = strict::Query::parse(req.query_string(), &["probe"])?;
+    match q.get("probe") {
         None => Ok(HttpResponse::Ok().json(json!({"status": "ok"}))),
         Some("stream") => {
             let h = state.broker.stream_health().await?;

@@ -7,8 +7,7 @@ use actix_web::{
     },
     mime, web, HttpRequest, HttpResponse,
 };
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::Bytes;
 use sluice_actors::{
     cursor::{write_cursor, Epoch},
     event::{AppendOutcome, NewEvent},
@@ -17,48 +16,7 @@ use sluice_actors::{
 
 use sluice_actors::metrics::metrics;
 
-use super::{error::ApiError, ndjson, rate_limit::Kind, validate, AppState};
-
-/// Reads a request body, refusing it past `limit` bytes without buffering more.
-async fn read_body(
-    mut payload: web::Payload,
-    req: &HttpRequest,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::PayloadTooLarge(format!("body exceeds {limit} bytes"));
-    let declared = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(too_large());
-    }
-    // A body that arrives in one chunk (the common case) is kept as is: no
-    // copy, and batch lines can share it.
-    let Some(first) = payload.next().await else {
-        return Ok(Bytes::new());
-    };
-    let first = first.map_err(|e| ApiError::bad(format!("cannot read body: {e}")))?;
-    if first.len() > limit {
-        return Err(too_large());
-    }
-    let Some(second) = payload.next().await else {
-        return Ok(first);
-    };
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).max(2 * first.len()));
-    body.extend_from_slice(&first);
-    let mut next = Some(second);
-    while let Some(chunk) = next {
-        let chunk = chunk.map_err(|e| ApiError::bad(format!("cannot read body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-        next = payload.next().await;
-    }
-    Ok(body.freeze())
-}
+use super::{body, error::ApiError, ndjson, rate_limit::Kind, strict, validate, AppState};
 
 /// The validated topic name and a body of at most `limit` bytes.
 async fn topic_and_body(
@@ -71,7 +29,7 @@ async fn topic_and_body(
     let topic = path.into_inner();
     validate::topic(&topic)?;
     state.limits.check(Kind::Publish, req)?;
-    let body = read_body(payload, req, limit).await?;
+    let body = body::read(payload, req, limit).await?;
     Ok((topic, body))
 }
 
@@ -148,9 +106,12 @@ fn event_from_headers(req: &HttpRequest, data: Bytes) -> Result<NewEvent, ApiErr
         (None, None) => None,
         (Some(id), Some(seq)) => {
             validate::token("Producer-Id", id, 64)?;
-            let seq = seq
-                .parse::<u64>()
-                .map_err(|_| ApiError::bad("Producer-Seq must be an unsigned 64-bit integer"))?;
+            let seq = strict::parse_u64(seq).ok_or_else(|| {
+                ApiError::bad(
+                    "Producer-Seq must be an unsigned 64-bit integer in decimal digits, \
+                     without sign, blanks or leading zeros",
+                )
+            })?;
             Some((id.to_owned(), seq))
         }
         _ => {

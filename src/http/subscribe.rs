@@ -2,7 +2,6 @@
 //! when the client does not ask for `text/event-stream`.
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
-use serde::Deserialize;
 use serde_json::json;
 use sluice_actors::{
     cursor::{rfc3339_millis, Cursor},
@@ -14,21 +13,35 @@ use sluice_actors::{
 
 use sluice_actors::metrics::metrics;
 
-use super::{error::ApiError, rate_limit::Kind, validate, AppState};
+use super::{error::ApiError, rate_limit::Kind, strict, validate, AppState};
 
 /// Default and largest `limit` of the history poll.
 const HISTORY_DEFAULT: usize = 100;
 const HISTORY_MAX: usize = 1000;
 
 /// Query parameters of the events endpoint. Unknown ones are ignored (cache
-/// busters and client-library extras are common on SSE URLs).
-#[derive(Deserialize, Default)]
+/// busters and client-library extras are common on SSE URLs); a known one
+/// given twice is a `400`.
 pub struct EventsQuery {
     stream: Option<String>,
     cursor: Option<String>,
     from: Option<String>,
     on_gap: Option<String>,
     limit: Option<String>,
+}
+
+impl EventsQuery {
+    fn parse(query: &str) -> Result<Self, ApiError> {
+        let q = strict::Query::parse(query, &["stream", "cursor", "from", "on_gap", "limit"])?;
+        let get = |name| q.get(name).map(str::to_owned);
+        Ok(EventsQuery {
+            stream: get("stream"),
+            cursor: get("cursor"),
+            from: get("from"),
+            on_gap: get("on_gap"),
+            limit: get("limit"),
+        })
+    }
 }
 
 fn wants_sse(req: &HttpRequest, q: &EventsQuery) -> Result<bool, ApiError> {
@@ -109,13 +122,10 @@ pub async fn events(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
-    query: Result<web::Query<EventsQuery>, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
     let topic = path.into_inner();
     validate::topic(&topic)?;
-    let q = query
-        .map_err(|e| ApiError::bad(format!("bad query string: {e}")))?
-        .into_inner();
+    let q = EventsQuery::parse(req.query_string())?;
     let sse = wants_sse(&req, &q)?;
     // A stream without a position starts live; a poll without one pages
     // from the oldest retained event, which is what paging clients expect.
@@ -171,11 +181,12 @@ async fn history(
 ) -> Result<HttpResponse, ApiError> {
     let limit = match &q.limit {
         None => HISTORY_DEFAULT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=HISTORY_MAX).contains(&n) => n,
+        Some(l) => match strict::parse_u64(l) {
+            Some(n) if (1..=HISTORY_MAX as u64).contains(&n) => n as usize,
             _ => {
                 return Err(ApiError::bad(format!(
-                    "limit must be an integer from 1 to {HISTORY_MAX}"
+                    "limit must be an integer from 1 to {HISTORY_MAX} in decimal digits, \
+                     without sign, blanks or leading zeros"
                 )))
             }
         },

@@ -254,7 +254,7 @@ impl State {
             Ok(t) => t,
             Err(e) => {
                 return Opened::Retry {
-                    reason: e.to_string(),
+                    reason: e.chain(),
                     retry_after: None,
                 }
             }
@@ -325,7 +325,7 @@ impl State {
                 Opened::Fatal(e)
             }
             _ => Opened::Retry {
-                reason: e.to_string(),
+                reason: e.chain(),
                 retry_after: None,
             },
         }

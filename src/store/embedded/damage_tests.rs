@@ -336,3 +336,30 @@ async fn check_finds_each_damage_and_passes_clean_data() {
         assert!(check(dir.path()).unwrap().clean(), "restored after {what}");
     }
 }
+
+/// Found by the fuzz target `topic_dir`: when the log started with two lost
+/// ranges that follow each other (the end of a sealed segment, the start of
+/// the next one), only the first was skipped, so the oldest position was a
+/// lost one and the bounds changed at the next start without new damage.
+#[actix_rt::test]
+async fn the_oldest_position_holds_an_event_after_adjacent_lost_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = dir.path().join("topics/t");
+    fs::create_dir_all(&topic).unwrap();
+    fs::write(topic.join("meta.json"), br#"{"epoch":"e1","created_ms":0}"#).unwrap();
+    // Segment 1 (sealed: positions 1 and 2) lost everything; segment 3
+    // lost its first two records.
+    fs::write(topic.join(format!("{:020}.log", 1)), [0u8; 64]).unwrap();
+    let mut raw = Vec::new();
+    for seq in 5..=6 {
+        let ev = NewEvent::data(format!("event {seq}"));
+        super::record::encode(&mut raw, &ev, seq, now_ms());
+    }
+    fs::write(topic.join(format!("{:020}.log", 3)), raw).unwrap();
+    for _ in 0..2 {
+        let store = EmbeddedStore::open(dir.path(), cfg(1 << 20)).unwrap();
+        let b = store.bounds("t").await.unwrap();
+        assert_eq!((b.first_seq, b.latest_seq, b.lost), (5, 6, vec![]));
+        assert_eq!(seqs(&store).await, [5, 6]);
+    }
+}

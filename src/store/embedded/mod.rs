@@ -9,12 +9,19 @@
 //! - `journal`: the write-ahead journal shared by every topic with
 //!   `fsync = "always"` (group commit across topics); replayed at start.
 //! - `delete`: deleting a topic's log (rename to a tombstone, then remove).
+//! - `fuzzing` (tests and the `fuzzing` feature only, not part of the API):
+//!   damage scenarios and checks of what reads the disk, run by `fuzz/`
+//!   and by property tests.
 //!
 //! Blocking file I/O runs on the blocking thread pool. Appends to a topic
 //! hold its lock; reads only plan under it and read without it.
 
 pub mod check;
 mod delete;
+// Not part of the API: the fuzz targets' and property tests' scenarios.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod journal;
 mod layout;
 mod record;

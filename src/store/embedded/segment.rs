@@ -139,8 +139,10 @@ impl Segment {
         scan.torn_bytes = (buf.len() - at) as u64;
         let end_seq = match next_base {
             // A sealed segment's tail cannot have been a write in progress:
-            // it was fsynced when sealed, so whatever is missing is damage.
-            Some(next) if next > expected => {
+            // it was fsynced when sealed, so whatever is missing is damage,
+            // and so are bytes after its last position (`next == expected`):
+            // not a torn tail, whose cut would move the log to a new epoch.
+            Some(next) if next >= expected => {
                 if scan.torn_bytes > 0 {
                     scan.damaged.push(DamagedBytes {
                         offset: at as u64,
@@ -329,4 +331,62 @@ impl ReadPlan {
 /// Makes directory entries (created or removed files) durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_actors::event::NewEvent;
+
+    use super::*;
+
+    /// Records `first..=last`, back to back.
+    fn records(first: u64, last: u64) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for seq in first..=last {
+            record::encode(&mut buf, &NewEvent::data(format!("event {seq}")), seq, 7);
+        }
+        buf
+    }
+
+    /// Found by the fuzz target `segment`: bytes after the last position of
+    /// a sealed segment were taken for a torn tail, so recovery cut them
+    /// and moved the log to a new epoch although no position was lost.
+    #[test]
+    fn bytes_after_a_complete_sealed_segment_are_damage_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file_name(1));
+        let intact = records(1, 3);
+        let mut raw = intact.clone();
+        raw.extend_from_slice(&[0xA5; 40]);
+        fs::write(&path, &raw).unwrap();
+        let (mut seg, scan) = Segment::open(path.clone(), 1, Some(4)).unwrap();
+        assert_eq!(scan.torn_bytes, 0);
+        let at = intact.len() as u64;
+        assert_eq!(
+            scan.damaged,
+            [DamagedBytes {
+                offset: at,
+                len: 40
+            }]
+        );
+        assert_eq!(scan.lost, []);
+        assert_eq!((seg.end_seq(), seg.len), (4, at));
+        seg.repair(&scan).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), intact);
+        assert_eq!(fs::read(path.with_extension("log.damaged")).unwrap(), raw);
+
+        // The log it belongs to keeps its epoch.
+        let (topic, epoch) = (dir.path().join("t"), "e1");
+        fs::create_dir(&topic).unwrap();
+        let meta = format!(r#"{{"epoch":"{epoch}","created_ms":0}}"#);
+        fs::write(topic.join("meta.json"), meta).unwrap();
+        fs::write(topic.join(file_name(1)), &raw).unwrap();
+        fs::write(topic.join(file_name(4)), records(4, 5)).unwrap();
+        let meta = super::super::layout::read_meta(&topic).unwrap();
+        let (segs, meta, report) =
+            super::super::recovery::open_segments(&topic, meta, true).unwrap();
+        assert!(!report.forked(), "{report:?}");
+        assert_eq!((meta.epoch.as_str(), meta.forks.len()), (epoch, 0));
+        assert_eq!(segs.last().unwrap().end_seq(), 6);
+    }
 }

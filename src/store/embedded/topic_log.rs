@@ -423,9 +423,10 @@ impl TopicLog {
             }
         }
         // The oldest retained position is one that holds an event: lost
-        // positions before it are not worth a gap.
+        // positions before it are not worth a gap. Ranges can follow each
+        // other (one ends a sealed segment, the next starts the next one).
         self.lost.retain(|r| r.last_seq >= first);
-        if let Some(r) = self.lost.first().filter(|r| r.first_seq <= first) {
+        while let Some(r) = self.lost.first().filter(|r| r.first_seq <= first) {
             first = r.last_seq + 1;
             self.lost.remove(0);
         }

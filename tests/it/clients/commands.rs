@@ -175,3 +175,40 @@ async fn a_cursor_older_than_retention_is_a_gap_in_both_clients() {
     })
     .await;
 }
+
+/// Over TLS: `--cacert` trusts a broker's self-signed certificate, and
+/// `sluice pub` and `sluice sub` work on its `https://` URL.
+#[tokio::test]
+async fn pub_and_sub_over_tls_with_a_cacert() {
+    bounded(60, async {
+        let dir = tempfile::tempdir().unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("rcgen");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, c.cert.pem()).unwrap();
+        std::fs::write(&key, c.key_pair.serialize_pem()).unwrap();
+        let b = BrokerProcess::with(Setup::new(Store::Embedded).env(&[
+            ("SLUICE__TLS__CERT_FILE", cert.to_str().unwrap()),
+            ("SLUICE__TLS__KEY_FILE", key.to_str().unwrap()),
+        ]))
+        .await;
+        let url = format!("https://127.0.0.1:{}", b.port);
+        let ca = cert.to_str().unwrap();
+        let (ok, out, err) = sluice(&url, &["pub", "tls", "over tls", "--cacert", ca], "").await;
+        assert!(ok, "{err}");
+        let args = [
+            "sub", "tls", "--from", "earliest", "--count", "1", "--json", "--cacert", ca,
+        ];
+        let (ok, sub, err) = sluice(&url, &args, "").await;
+        assert!(ok, "{err}");
+        let e: serde_json::Value = serde_json::from_str(sub.trim()).unwrap();
+        assert_eq!(
+            (e["data"].as_str(), e["cursor"].as_str()),
+            (Some("over tls"), Some(out.trim()))
+        );
+        // Without it the certificate is not trusted, and the command says so.
+        let (ok, _, err) = sluice(&url, &["pub", "tls", "x"], "").await;
+        assert!(!ok && err.contains("certificate"), "{err}");
+    })
+    .await;
+}

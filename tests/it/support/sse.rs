@@ -107,6 +107,18 @@ impl SseStream {
         s
     }
 
+    /// A `200` stream from a response the caller's own client got (a TLS
+    /// client, say).
+    pub fn from_response(r: reqwest::Response) -> SseStream {
+        assert_eq!(r.status(), StatusCode::OK, "expected a 200 stream");
+        let headers = r.headers().clone();
+        SseStream::new(
+            StatusCode::OK,
+            headers,
+            Body::Http(Box::pin(r.bytes_stream())),
+        )
+    }
+
     /// Connects to 127.0.0.1:`port` on a plain TCP socket (with `SO_RCVBUF`
     /// = `rcvbuf` when given, set before connecting so the kernel does not
     /// grow it), sends `GET path` with `Accept: text/event-stream` and the

@@ -1,6 +1,8 @@
 //! The journal's record format, and the replay at start that writes every
 //! record of the current generation back into its segment.
 
+use std::path::Component;
+
 use super::*;
 
 /// Bytes `entry` takes in the journal.
@@ -87,6 +89,10 @@ pub fn replay(path: &Path, root: &Path) -> io::Result<ReplayReport> {
     while let Some((r, n)) = decode(&data[at..]).filter(|(r, _)| r.generation == generation) {
         at += n;
         report.records += 1;
+        if !plain_name(r.topic) {
+            report.skipped += 1;
+            continue;
+        }
         let dir = root.join(r.topic);
         let epoch = epochs
             .entry(r.topic.to_owned())
@@ -124,6 +130,14 @@ pub fn replay(path: &Path, root: &Path) -> io::Result<ReplayReport> {
         file.sync_data()?;
     }
     Ok(report)
+}
+
+/// Whether a record's topic names a directory right under the topics
+/// root: the name is read from disk, and one with a separator, `..` or a
+/// root (`../../elsewhere/t`, `/elsewhere/t`) would reach outside it.
+fn plain_name(topic: &str) -> bool {
+    let mut parts = Path::new(topic).components();
+    matches!(parts.next(), Some(Component::Normal(n)) if n == topic) && parts.next().is_none()
 }
 
 /// What [`verify`] found in a journal file.

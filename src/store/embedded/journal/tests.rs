@@ -60,3 +60,39 @@ fn replay_stops_at_the_first_record_of_an_older_generation() {
     );
     assert_eq!(fs::read(&seg).unwrap(), b"abc");
 }
+
+/// Found by the fuzz target `journal`: a record's topic was joined to the
+/// topics directory as read, so `../..` or an absolute path wrote into a
+/// log outside the data directory whose epoch the record named.
+#[test]
+fn replay_writes_into_no_directory_outside_the_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut segments = Vec::new();
+    for topic in ["data/topics/t", "outside/t", "data/x"] {
+        let path = dir.path().join(topic);
+        fs::create_dir_all(&path).unwrap();
+        fs::write(path.join("meta.json"), br#"{"epoch":"e1","created_ms":0}"#).unwrap();
+        let seg = path.join(segment::file_name(1));
+        fs::write(&seg, b"").unwrap();
+        segments.push(seg);
+    }
+    let file = Arc::new(File::open(&segments[0]).unwrap());
+    let absolute = dir.path().join("outside/t").display().to_string();
+    let mut j = Vec::new();
+    j.extend_from_slice(MAGIC);
+    j.extend_from_slice(&1u64.to_le_bytes());
+    for topic in ["../../outside/t", &absolute, "../x", "./t", "t/", "t"] {
+        encode(&mut j, &entry(topic, 0, b"abc", &file), 1);
+    }
+    let path = dir.path().join("data").join(FILE_NAME);
+    fs::write(&path, &j).unwrap();
+    let report = replay(&path, &dir.path().join("data/topics")).unwrap();
+    assert_eq!((report.records, report.applied), (6, 1));
+    assert_eq!(fs::read(&segments[0]).unwrap(), b"abc");
+    assert_eq!(
+        fs::read(&segments[1]).unwrap(),
+        b"",
+        "outside the data directory"
+    );
+    assert_eq!(fs::read(&segments[2]).unwrap(), b"", "not under topics/");
+}

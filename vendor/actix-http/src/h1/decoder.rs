@@ -363,6 +363,22 @@ impl MessageType for Request {
         head.method = method;
         head.version = ver;
 
+        // PATCH(sluice): the only protocol switches this server makes are
+        // WebSocket and CONNECT (their payload is the connection's stream).
+        // A request for any other (`Upgrade: h2c`) is served as the HTTP/1.1
+        // request it also is (RFC 9110, section 7.8: a server may ignore
+        // Upgrade); left as an upgrade, its answer said `connection: upgrade`
+        // without switching.
+        if head.connection_type() == ConnectionType::Upgrade
+            && !matches!(decoder, PayloadType::Stream(_))
+        {
+            head.set_connection_type(if ver == Version::HTTP_11 {
+                ConnectionType::KeepAlive
+            } else {
+                ConnectionType::Close
+            });
+        }
+
         Ok(Some((msg, decoder)))
     }
 }
@@ -1138,8 +1154,8 @@ mod tests {
         );
         let mut reader = MessageDecoder::<Request>::default();
         let (req, pl) = reader.decode(&mut buf).unwrap().unwrap();
-        assert_eq!(req.head().connection_type(), ConnectionType::Upgrade);
-        assert!(req.upgrade());
+        // PATCH(sluice): h2c is not an upgrade this server makes.
+        assert_eq!(req.head().connection_type(), ConnectionType::KeepAlive);
         assert!(!pl.is_unhandled());
     }
 

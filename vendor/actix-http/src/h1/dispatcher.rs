@@ -19,7 +19,7 @@ use tokio::{
     time::sleep_until,
 };
 use tokio_util::codec::{Decoder as _, Encoder as _};
-use tracing::{error, trace};
+use tracing::{debug, error, trace};
 
 use super::{
     codec::Codec,
@@ -175,6 +175,8 @@ pin_project! {
         payload: Option<PayloadSender>,
         // true when current request uses chunked transfer encoding (drainable when payload is dropped)
         payload_drainable: bool,
+        // PATCH(sluice): `100 Continue` is owed once the service reads the payload.
+        continue_due: bool,
         messages: VecDeque<DispatcherMessage>,
 
         head_timer: TimerState,
@@ -296,6 +298,7 @@ where
                     state: State::None,
                     payload: None,
                     payload_drainable: false,
+                    continue_due: false,
                     messages: VecDeque::new(),
 
                     head_timer: TimerState::new(config.client_request_deadline().is_some()),
@@ -495,6 +498,11 @@ where
         let is_upgrade = res.upgrade();
         let (draining, close_for_unread_payload) = {
             let this = self.as_mut().project();
+            // PATCH(sluice): answered before the body was invited; the client
+            // may never send it, so the connection closes after this answer.
+            if std::mem::take(this.continue_due) {
+                *this.payload_drainable = false;
+            }
             (
                 this.flags.contains(Flags::DRAINING),
                 !is_upgrade
@@ -545,6 +553,11 @@ where
         let is_upgrade = res.upgrade();
         let (draining, close_for_unread_payload) = {
             let this = self.as_mut().project();
+            // PATCH(sluice): answered before the body was invited; the client
+            // may never send it, so the connection closes after this answer.
+            if std::mem::take(this.continue_due) {
+                *this.payload_drainable = false;
+            }
             (
                 this.flags.contains(Flags::DRAINING),
                 !is_upgrade
@@ -587,10 +600,17 @@ where
         Ok(())
     }
 
-    fn send_continue(self: Pin<&mut Self>) {
-        self.project()
-            .write_buf
-            .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+    /// PATCH(sluice): writes the `100 Continue` owed to an `Expect: 100-continue`
+    /// request once the service has started reading its payload. A service that
+    /// answers without reading it (a refusal decided on the head alone: a
+    /// `Content-Length` over the limit, a missing token) never invites the body.
+    fn send_continue_when_read(self: Pin<&mut Self>, cx: &mut Context<'_>) {
+        let this = self.project();
+        if *this.continue_due && this.payload.as_ref().is_some_and(|p| p.is_read(cx)) {
+            *this.continue_due = false;
+            this.write_buf
+                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
     }
 
     fn poll_response(
@@ -670,6 +690,7 @@ where
                         // service call pending and could be waiting for more chunk messages
                         // (pipeline message limit and/or payload can_read limit)
                         Poll::Pending => {
+                            self.as_mut().send_continue_when_read(cx);
                             // no new message is decoded and no new payload is fed
                             // nothing to do except waiting for new incoming data from client
                             if !self.as_mut().poll_request(cx)? {
@@ -802,8 +823,8 @@ where
                         // expect resolved. write continue to buffer and set InnerDispatcher state
                         // to service call.
                         Poll::Ready(Ok(req)) => {
-                            this.write_buf
-                                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                            // PATCH(sluice): `100 Continue` once the service reads the body.
+                            *this.continue_due = this.payload.is_some();
                             let fut = this.flow.service.call(req);
                             this.state.set(State::ServiceCall { fut });
                         }
@@ -851,9 +872,9 @@ where
                     match fut.poll(cx) {
                         // expect is resolved; continue loop and poll the service call branch.
                         Poll::Ready(Ok(req)) => {
-                            self.as_mut().send_continue();
-
                             let mut this = self.as_mut().project();
+                            // PATCH(sluice): `100 Continue` once the service reads the body.
+                            *this.continue_due = this.payload.is_some();
                             let fut = this.flow.service.call(req);
                             this.state.set(State::ServiceCall { fut });
 
@@ -1472,7 +1493,10 @@ where
                     // keep-alive and stream errors
                     if state_is_none && inner_p.write_buf.is_empty() {
                         if let Some(err) = inner_p.error.take() {
-                            error!("stream error: {}", &err);
+                            // PATCH(sluice): a malformed request or a vanished client, which
+                            // any client can cause at will; the application logs what it
+                            // answered, rate-limited (`set_error_body`).
+                            debug!("stream error: {}", &err);
                             return Poll::Ready(Err(err));
                         }
 

@@ -134,6 +134,19 @@ impl PayloadSender {
         }
     }
 
+    /// PATCH(sluice): whether the consumer has polled the payload (it wants the
+    /// body); if not, the dispatcher is woken when it does.
+    pub fn is_read(&self, cx: &mut Context<'_>) -> bool {
+        match self.inner.upgrade() {
+            Some(shared) if shared.borrow().read => true,
+            Some(shared) => {
+                shared.borrow_mut().register_io(cx);
+                false
+            }
+            None => false,
+        }
+    }
+
     #[inline]
     pub fn is_dropped(&self) -> bool {
         self.inner.strong_count() == 0
@@ -155,6 +168,8 @@ struct Inner {
     err: Option<PayloadError>,
     sender_closed: bool,
     need_read: bool,
+    // PATCH(sluice): set once the consumer polls (see `PayloadSender::is_read`).
+    read: bool,
     items: VecDeque<Bytes>,
     task: Option<Waker>,
     io_task: Option<Waker>,
@@ -169,6 +184,7 @@ impl Inner {
             sender_closed: eof,
             items: VecDeque::new(),
             need_read: true,
+            read: false,
             task: None,
             io_task: None,
         }
@@ -246,6 +262,10 @@ impl Inner {
         mut self: Pin<&mut Self>,
         cx: &Context<'_>,
     ) -> Poll<Option<Result<Bytes, PayloadError>>> {
+        if !self.read {
+            self.read = true;
+            self.wake_io();
+        }
         if let Some(data) = self.items.pop_front() {
             self.len -= data.len();
             self.need_read = self.len < MAX_BUFFER_SIZE;
