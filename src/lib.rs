@@ -9,12 +9,15 @@
 //! - [`server`]: builds the broker and HTTP server; `run` takes the shutdown
 //!   signal as a future so tests can drive it.
 //! - [`http`]: the routes of API.md, one module per route group.
+//! - [`cli`]: the client subcommands (`pub`, `sub`, `topics`, `info`,
+//!   `history`) over the `sluice-client` crate.
 //! - [`probe`]: `sluice health`, a readiness probe for containers.
 //! - [`tls`]: TLS with h2 over ALPN, the certificate reloaded in place.
 //! - [`store`]: storage backends; [`store::embedded`] is the default on-disk log.
 //! - The actors (broker, topic, session), the Store trait, cursors and SSE
 //!   framing live in the `sluice-actors` crate (`actors/`).
 
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod probe;

@@ -36,9 +36,13 @@ struct Cli {
     log_format: Option<String>,
 }
 
-/// A command other than serving.
+/// What to do.
 #[derive(clap::Subcommand)]
 enum Command {
+    /// Runs the broker (what `sluice` without a subcommand does).
+    Serve(ServeArgs),
+    #[command(flatten)]
+    Client(sluice::cli::ClientCommand),
     /// Exits 0 when the broker at --url answers `/readyz` with 200, else 1
     /// (for a container HEALTHCHECK; needs no other tool).
     Health {
@@ -59,6 +63,17 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+}
+
+/// `sluice serve`'s own flags, the same as the top-level ones.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8080 (overrides `listen`).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Log format: text or json (overrides `log.format`).
+    #[arg(long)]
+    log_format: Option<String>,
 }
 
 /// What [`init_logging`] set up besides the log output; shut down at exit.
@@ -194,7 +209,15 @@ fn check(settings: &Settings, repair: bool) -> ExitCode {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    match cli.command.take() {
+        Some(Command::Client(cmd)) => return sluice::cli::run(cmd),
+        Some(Command::Serve(serve)) => {
+            cli.listen = serve.listen.or(cli.listen);
+            cli.log_format = serve.log_format.or(cli.log_format);
+        }
+        other => cli.command = other,
+    }
     if let Some(Command::Health { url, timeout_secs }) = &cli.command {
         return match sluice::probe::readyz(url, std::time::Duration::from_secs(*timeout_secs)) {
             Ok(()) => ExitCode::SUCCESS,

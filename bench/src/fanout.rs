@@ -188,7 +188,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
                 sse::subscribe(&endpoints.subscribe, &topics[0], "from=latest").await?;
             loop {
                 match stream.next().await? {
-                    Some(russe::Event::Retry(_)) => return Ok::<_, Error>(stream),
+                    Some(sluice_client::sse::Frame::Retry(_)) => return Ok::<_, Error>(stream),
                     Some(_) => continue,
                     None => return Err("stream ended before its retry: line".into()),
                 }
@@ -508,8 +508,8 @@ async fn subscriber(
         let mut stream = sse::subscribe(&base, &topic, "from=latest").await?;
         loop {
             match stream.next().await? {
-                Some(russe::Event::Retry(_)) => return Ok(stream),
-                Some(russe::Event::Comment(_)) => continue,
+                Some(sluice_client::sse::Frame::Retry(_)) => return Ok(stream),
+                Some(sluice_client::sse::Frame::Comment(_)) => continue,
                 other => return Err(format!("expected a retry: line first, got {other:?}").into()),
             }
         }
@@ -529,7 +529,7 @@ async fn subscriber(
     let _ = ready.send(Ok(()));
 
     let mut unique = 0u64;
-    let mut last_id: Option<bytestring::ByteString> = None;
+    let mut last_id: Option<String> = None;
     loop {
         let event = tokio::select! {
             biased;
@@ -537,7 +537,7 @@ async fn subscriber(
             _ = stop.changed() => break,
         };
         let msg = match event {
-            Ok(Some(russe::Event::Message(m))) => m,
+            Ok(Some(sluice_client::sse::Frame::Message(m))) => m,
             Ok(Some(_)) => continue,
             Ok(None) => {
                 t.ended = Some("stream ended by the server".into());

@@ -130,7 +130,7 @@ async fn open_streams(base: &Base, share: &HoldArgs) -> Result<Held, Error> {
                 let mut s = sse::subscribe_from(&base, &topic, "from=latest", source).await?;
                 loop {
                     match s.next().await? {
-                        Some(russe::Event::Retry(_)) => return Ok::<_, Error>(s),
+                        Some(sluice_client::sse::Frame::Retry(_)) => return Ok::<_, Error>(s),
                         Some(_) => continue,
                         None => return Err("stream ended before its retry: line".into()),
                     }

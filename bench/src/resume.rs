@@ -113,13 +113,13 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     let caught_up = timeout(limit, async {
         let stream = sse::subscribe(&endpoints.subscribe, &args.topic, "from=earliest").await?;
         // One subscriber's events arrive faster than one thread can decode
-        // and check them: russe decodes pieces of the body on every core,
+        // and check them: the parser decodes pieces of the body on every core,
         // in order, and this task checks sequences and ids.
         let mut batches = sse::decode_parallel(stream.into_body(), |event| match event {
-            russe::Event::Message(m) => Some((m.id, payload::decode(&m.data))),
+            sluice_client::sse::Frame::Message(m) => Some((m.id, payload::decode(&m.data))),
             _ => None,
         });
-        let mut last_id: Option<bytestring::ByteString> = None;
+        let mut last_id: Option<String> = None;
         'stream: while unique < total {
             let Some(batch) = batches.recv().await else {
                 ended = Some("stream ended by the server".to_string());

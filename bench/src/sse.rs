@@ -1,7 +1,9 @@
-//! Server-Sent Events on the client side: the crate's one SSE parser.
+//! Server-Sent Events on the client side, through the project's one SSE
+//! parser (`sluice_client::sse`, shared with the client crate, the CLI and
+//! the tests).
 //!
-//! [`SseStream`] feeds any HTTP body through russe's spec-following decoder
-//! (`tokio_util::codec::Decoder`) and hands out [`russe::Event`]s;
+//! [`SseStream`] feeds any HTTP body through that spec-following decoder
+//! and hands out its [`Frame`]s;
 //! [`subscribe`] opens a stream on a topic and checks the response head.
 //! [`decode_parallel`] runs the same decoder over one body on several
 //! threads, for a single subscriber faster than one thread can check.
@@ -12,16 +14,15 @@ use bytes::BytesMut;
 use futures_util::FutureExt as _;
 use http_body_util::BodyExt;
 use hyper::{body::Body, header, Method, StatusCode};
+use sluice_client::sse::{Decoder, Frame, MEDIA_TYPE};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::Decoder as _;
 
 use crate::http::{Base, Conn, Error};
 
 /// SSE events decoded from an HTTP response body.
 pub struct SseStream<B> {
     body: B,
-    buf: BytesMut,
-    decoder: russe::Decoder,
+    decoder: Decoder,
 }
 
 impl<B> SseStream<B>
@@ -33,30 +34,29 @@ where
     pub fn new(body: B) -> Self {
         Self {
             body,
-            buf: BytesMut::with_capacity(64 * 1024),
-            decoder: russe::Decoder::default(),
+            decoder: Decoder::new(),
         }
     }
 
     /// The body, once nothing has been read from it.
     pub fn into_body(self) -> B {
-        debug_assert!(self.buf.is_empty());
+        debug_assert_eq!(self.decoder.buffered(), 0);
         self.body
     }
 
     /// The next event, or `None` once the body has ended.
     ///
     /// Cancel-safe: dropping the future between polls loses no bytes.
-    pub async fn next(&mut self) -> Result<Option<russe::Event>, Error> {
+    pub async fn next(&mut self) -> Result<Option<Frame>, Error> {
         loop {
-            if let Some(event) = self.decoder.decode(&mut self.buf)? {
-                return Ok(Some(event));
+            if let Some(frame) = self.decoder.next_frame() {
+                return Ok(Some(frame));
             }
             match self.body.frame().await {
                 None => return Ok(None),
                 Some(frame) => {
                     if let Ok(data) = frame.map_err(Into::into)?.into_data() {
-                        self.buf.extend_from_slice(&data);
+                        self.decoder.feed(&data);
                     }
                 }
             }
@@ -64,7 +64,7 @@ where
     }
 }
 
-/// Decodes an SSE body with russe on several tasks at once and hands out,
+/// Decodes an SSE body on several tasks at once and hands out,
 /// in stream order, batches of what `f` makes of each event (`None` drops
 /// it). The body is cut after the last blank line (`LF LF`) of what has
 /// arrived, so every piece holds whole events and decodes on its own; a
@@ -76,7 +76,7 @@ where
     B: Body<Data = bytes::Bytes> + Unpin + Send + 'static,
     B::Error: Into<Error> + Send,
     T: Send + 'static,
-    F: Fn(russe::Event) -> Option<T> + Send + Sync + 'static,
+    F: Fn(Frame) -> Option<T> + Send + Sync + 'static,
 {
     const IN_FLIGHT: usize = 16;
     let (out_tx, out_rx) = mpsc::channel(IN_FLIGHT);
@@ -126,20 +126,16 @@ where
                 }
                 continue;
             };
-            let mut piece = buf.split_to(end + 2);
+            let piece = buf.split_to(end + 2);
             let (done, answer) = oneshot::channel();
             let f = f.clone();
             tokio::spawn(async move {
-                let mut decoder = russe::Decoder::default();
-                let mut out = Vec::new();
-                let res = loop {
-                    match decoder.decode(&mut piece) {
-                        Ok(Some(event)) => out.extend(f(event)),
-                        Ok(None) => break Ok(out),
-                        Err(e) => break Err(e.into()),
-                    }
-                };
-                let _ = done.send(res);
+                let mut decoder = Decoder::new();
+                decoder.feed(&piece);
+                let out: Vec<T> = std::iter::from_fn(|| decoder.next_frame())
+                    .filter_map(|frame| f(frame))
+                    .collect();
+                let _ = done.send(Ok(out));
             });
             if order_tx.send(answer).await.is_err() {
                 return;
@@ -182,7 +178,7 @@ pub async fn subscribe_from(
         .send(
             Method::GET,
             &path,
-            &[(header::ACCEPT, russe::MEDIA_TYPE_STR)],
+            &[(header::ACCEPT, MEDIA_TYPE)],
             Default::default(),
         )
         .await?;
@@ -191,7 +187,7 @@ pub async fn subscribe_from(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if resp.status() != StatusCode::OK || !content_type.starts_with(russe::MEDIA_TYPE_STR) {
+    if resp.status() != StatusCode::OK || !content_type.starts_with(MEDIA_TYPE) {
         return Err(format!("subscribe {path}: {} {content_type}", resp.status()).into());
     }
     // `conn` may go: its driver task keeps the connection open for the body.
@@ -203,7 +199,7 @@ mod tests {
     use super::SseStream;
     use bytes::Bytes;
     use http_body_util::Full;
-    use russe::Event;
+    use sluice_client::sse::Frame as Event;
 
     #[tokio::test]
     async fn decodes_retry_comment_and_messages() {
@@ -219,7 +215,7 @@ mod tests {
         let Event::Message(m) = &seen[2] else {
             panic!("{seen:?}")
         };
-        assert_eq!((m.id.as_deref(), &*m.data), (Some("c1"), "a\nb"));
+        assert_eq!((m.id.as_deref(), m.data.as_str()), (Some("c1"), "a\nb"));
         assert_eq!(seen.len(), 4);
     }
 

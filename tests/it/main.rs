@@ -12,6 +12,7 @@ mod support;
 mod api;
 mod auth;
 mod browser;
+mod clients;
 mod cluster;
 mod crash;
 mod delete;

@@ -25,6 +25,7 @@ mod api;
 mod cursor;
 mod in_process;
 mod process;
+mod proxy;
 pub mod redis;
 mod sse;
 
@@ -40,7 +41,8 @@ pub use api::{assert_problem, header_map, header_str, http_client, try_publish, 
 pub use cursor::*;
 pub use in_process::Broker;
 pub use process::{rss_kib, run_expecting_exit, BrokerProcess, RssSampler};
-pub use russe::Message;
+pub use proxy::Proxy;
+pub use sluice_client::sse::Message;
 pub use sse::{SseItem, SseStream};
 
 /// Makes one test per store of each listed `async fn name(store: Store)`:
@@ -91,6 +93,7 @@ pub struct Setup {
     env: Vec<(String, String)>,
     dir: Option<PathBuf>,
     config: Option<PathBuf>,
+    listen: Option<u16>,
 }
 
 impl Setup {
@@ -101,6 +104,7 @@ impl Setup {
             env: Vec::new(),
             dir: None,
             config: None,
+            listen: None,
         }
     }
 
@@ -115,6 +119,14 @@ impl Setup {
     /// it. Without it each broker gets a temporary one.
     pub fn dir(mut self, dir: &Path) -> Setup {
         self.dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// A process listens on this loopback port instead of port 0 (to be
+    /// restarted where its clients reconnect). A port taken meanwhile by
+    /// another process fails the start: see [`BrokerProcess::restart`].
+    pub fn listen(mut self, port: u16) -> Setup {
+        self.listen = Some(port);
         self
     }
 

@@ -48,8 +48,9 @@ impl Deref for BrokerProcess {
 /// `--config` if any, and only the setup's `SLUICE*` variables.
 async fn command(setup: &Setup, data_dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
+    let port = setup.listen.unwrap_or(0);
     cmd.arg("--listen")
-        .arg("127.0.0.1:0")
+        .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(data_dir);
     if let Some(file) = &setup.config {
@@ -79,6 +80,24 @@ impl BrokerProcess {
     /// restarts). The caller owns the directory.
     pub async fn start_in(store: Store, dir: &Path, env: &[(&str, &str)]) -> BrokerProcess {
         BrokerProcess::with(Setup::new(store).dir(dir).env(env)).await
+    }
+
+    /// Starts `setup` again after this process was killed or stopped, on
+    /// the same port when the setup names one: a port another process
+    /// took in between is retried for up to 10 s.
+    pub async fn restart(setup: &Setup) -> BrokerProcess {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let setup = setup.clone();
+            match tokio::spawn(BrokerProcess::with(setup)).await {
+                Ok(b) => return b,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("broker restart failed, retrying: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("broker did not restart within 10 s: {e}"),
+            }
+        }
     }
 
     /// Starts a broker process as `setup` says.

@@ -1,5 +1,6 @@
-//! The one SSE reader of the suites: a spec-following decoder
-//! (`russe::Decoder`) over the body of a stream, which arrives either
+//! The one SSE reader of the suites: the project's spec-following parser
+//! (`sluice_client::sse::Decoder`, the one the client crate, the CLI and
+//! the benchmarks use) over the body of a stream, which arrives either
 //! through reqwest or on a raw socket the test controls.
 
 use std::{pin::Pin, time::Duration};
@@ -11,8 +12,8 @@ use reqwest::{
     Client, StatusCode,
 };
 use serde_json::Value;
+use sluice_client::sse::{Decoder, Frame};
 use tokio::{io::AsyncReadExt, time::Instant};
-use tokio_util::codec::Decoder as _;
 
 use super::{assert_problem, header_map, header_str, Message};
 
@@ -49,8 +50,7 @@ pub struct SseStream {
     pub error_text: String,
     pub error_json: Value,
     body: Body,
-    buf: BytesMut,
-    decoder: russe::Decoder,
+    decoder: Decoder,
     end: Option<SseItem>,
     /// Every comment seen so far (in order).
     pub comments: Vec<String>,
@@ -67,8 +67,7 @@ impl SseStream {
             error_text: String::new(),
             error_json: Value::Null,
             body,
-            buf: BytesMut::new(),
-            decoder: russe::Decoder::default(),
+            decoder: Decoder::new(),
             end: None,
             comments: Vec::new(),
             retries: Vec::new(),
@@ -238,14 +237,8 @@ impl SseStream {
     pub async fn next_item(&mut self, timeout: Duration) -> Option<SseItem> {
         let deadline = Instant::now() + timeout;
         loop {
-            match self.decoder.decode(&mut self.buf) {
-                Ok(Some(ev)) => return Some(self.record(ev)),
-                Ok(None) => {}
-                Err(e) => {
-                    let item = SseItem::Error(format!("decode error: {e}"));
-                    self.end = Some(item.clone());
-                    return Some(item);
-                }
+            if let Some(frame) = self.decoder.next_frame() {
+                return Some(self.record(frame));
             }
             if let Some(end) = &self.end {
                 return Some(end.clone());
@@ -274,24 +267,24 @@ impl SseStream {
                     self.end = Some(SseItem::Error(e));
                     self.body = Body::None;
                 }
-                Ok(Some(Ok(chunk))) => self.buf.extend_from_slice(&chunk),
+                Ok(Some(Ok(chunk))) => self.decoder.feed(&chunk),
             }
         }
     }
 
-    fn record(&mut self, ev: russe::Event) -> SseItem {
-        match ev {
-            russe::Event::Message(m) => {
+    fn record(&mut self, frame: Frame) -> SseItem {
+        match frame {
+            Frame::Message(m) => {
                 if let Some(r) = m.retry {
                     self.retries.push(r);
                 }
                 SseItem::Message(m)
             }
-            russe::Event::Comment(c) => {
-                self.comments.push(c.to_string());
-                SseItem::Comment(c.to_string())
+            Frame::Comment(c) => {
+                self.comments.push(c.clone());
+                SseItem::Comment(c)
             }
-            russe::Event::Retry(r) => {
+            Frame::Retry(r) => {
                 self.retries.push(r);
                 SseItem::Retry(r)
             }
