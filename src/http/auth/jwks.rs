@@ -9,7 +9,7 @@ use std::{
 
 use jsonwebtoken::jwk::JwkSet;
 
-use super::keys::Key;
+use super::key::Key;
 
 /// Longest JWKS document read.
 const MAX_DOCUMENT: usize = 1 << 20;

@@ -18,6 +18,7 @@
 
 mod claims;
 mod jwks;
+mod key;
 mod keys;
 mod policy;
 mod token;
