@@ -9,6 +9,7 @@
 //! - [`server`]: builds the broker and HTTP server; `run` takes the shutdown
 //!   signal as a future so tests can drive it.
 //! - [`http`]: the routes of API.md, one module per route group.
+//! - [`console`]: the browser console (`/`) and module (`/sluice.js`).
 //! - [`cli`]: the client subcommands (`pub`, `sub`, `topics`, `info`,
 //!   `history`) over the `sluice-client` crate.
 //! - [`probe`]: `sluice health`, a readiness probe for containers.
@@ -19,6 +20,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod http;
 pub mod probe;
 pub mod server;

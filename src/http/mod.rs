@@ -16,6 +16,8 @@
 //!   the HTTP layer refuses.
 //! - [`auth`]: authorization by JWT, a middleware and the route table.
 //! - [`metrics_listener`]: `/metrics` alone on `metrics_listen`.
+//! - The browser console and module (`/`, `/sluice.js`) are
+//!   [`crate::console`]'s files, registered here with the other routes.
 
 pub mod auth;
 mod batch_line;
@@ -115,6 +117,22 @@ pub const ROUTES: &[Route] = &[
         path: "/openapi.json",
         allow: "GET, HEAD, OPTIONS",
     },
+    Route {
+        path: "/",
+        allow: "GET, HEAD, OPTIONS",
+    },
+    Route {
+        path: "/console.js",
+        allow: "GET, HEAD, OPTIONS",
+    },
+    Route {
+        path: "/console.css",
+        allow: "GET, HEAD, OPTIONS",
+    },
+    Route {
+        path: "/sluice.js",
+        allow: "GET, HEAD, OPTIONS",
+    },
 ];
 
 /// The route of [`ROUTES`] that `path` (a request's path) falls under.
@@ -177,6 +195,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/healthz", READ).route(get_or_head().to(ops::healthz)))
     .service(resource("/metrics", READ).route(get_or_head().to(ops::metrics)))
     .service(resource("/readyz", READ).route(get_or_head().to(ops::readyz)))
-    .service(resource("/openapi.json", READ).route(get_or_head().to(openapi::document)))
-    .default_service(web::to(not_found));
+    .service(resource("/openapi.json", READ).route(get_or_head().to(openapi::document)));
+    for asset in &crate::console::ASSETS {
+        cfg.service(resource(asset.path, READ).route(get_or_head().to(crate::console::serve)));
+    }
+    cfg.default_service(web::to(not_found));
 }

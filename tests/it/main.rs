@@ -14,6 +14,7 @@ mod auth;
 mod browser;
 mod clients;
 mod cluster;
+mod console;
 mod crash;
 mod delete;
 mod deploy;

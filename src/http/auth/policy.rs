@@ -53,6 +53,9 @@ pub fn need<'a>(method: &Method, path: &'a str) -> Need<'a> {
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     match segments[..] {
         ["healthz"] | ["readyz"] | ["metrics"] | ["openapi.json"] => Need::Open,
+        // The console's and the module's files: public, like any page's
+        // scripts; what they fetch is authorized request by request.
+        [""] | ["console.js"] | ["console.css"] | ["sluice.js"] => Need::Open,
         ["v1", "topics"] if read => Need::Token,
         ["v1", "topics", t] if read => Need::Subscribe(t),
         ["v1", "topics", t, "events"] if read => Need::Subscribe(t),
@@ -85,7 +88,12 @@ mod tests {
             (Method::GET, "/v1/connections", Need::Admin),
             (Method::GET, "/v1/events", Need::Admin),
             (Method::GET, "/v1/topics/a/events/x", Need::Admin),
-            (Method::GET, "/", Need::Admin),
+            (Method::GET, "/", Need::Open),
+            (Method::HEAD, "/sluice.js", Need::Open),
+            (Method::GET, "/console.js", Need::Open),
+            (Method::GET, "/console.css", Need::Open),
+            (Method::GET, "/console", Need::Admin),
+            (Method::GET, "/index.html", Need::Admin),
         ];
         for (method, path, want) in cases {
             assert_eq!(need(&method, path), want, "{method} {path}");
