@@ -71,7 +71,7 @@ impl Browser {
                     "--headless=new", "--no-sandbox", "--disable-gpu",
                     "--disable-dev-shm-usage", "--no-first-run",
                     "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--window-size=1200,760",
+                    "--disable-sync", "--window-size=1200,880",
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
             },
