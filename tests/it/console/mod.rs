@@ -2,8 +2,8 @@
 //! and 4: served with their types, validators and policy; driven in a real
 //! headless Chromium (WebDriver) to subscribe, publish from the page, live
 //! through a broker restart without losing or repeating an event, show a
-//! gap, and work with auth on; and the README's module example, run as
-//! written.
+//! gap, and work with auth on; the module renewing an expired token;
+//! and the README's module example, run as written.
 
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ mod files;
 mod gap;
 mod live;
 mod readme;
+mod renewal;
 
 use driver::Browser;
 

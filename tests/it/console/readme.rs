@@ -1,6 +1,7 @@
 //! The README's "Browser module" example, run as written: the page is
 //! served from another origin, imports `/sluice.js` from the broker (so
-//! its CORS headers are checked too), subscribes and publishes.
+//! its CORS headers are checked too), subscribes and publishes; run
+//! twice, its idempotency key stores the event once.
 
 use super::*;
 use crate::browser::serve_page;
@@ -52,6 +53,25 @@ async fn readme_browser_module_example_runs() {
             "{log}"
         );
         assert!(log.contains("stream connected"), "{log}");
+
+        // Run again, the same idempotency key stores nothing new and
+        // answers with the first cursor.
+        b.goto(&format!("http://127.0.0.1:{port}/?again")).await;
+        let log = b
+            .wait(
+                30,
+                "the second run logs its publish",
+                "const t = document.getElementById('log').textContent; \
+                 return t.includes('published ') ? t : null;",
+            )
+            .await;
+        assert!(
+            log.as_str()
+                .unwrap()
+                .contains(&format!("published {cursor}")),
+            "{log}"
+        );
+        assert_eq!(broker.all_events("orders").await.len(), 1);
     })
     .await;
     b.close().await;
