@@ -76,6 +76,7 @@ async function refreshInfo() {
   try {
     const i = await sluice.topic(sub.topic);
     $('info').textContent = `· ${i.retained} retained, ${i.subscribers} subscribers, latest ${i.latest_cursor || '-'}`;
+    catchUpTypes(i.latest_cursor);
   } catch (err) {
     $('info').textContent = `· ${describe(err)}`;
   }
@@ -102,17 +103,58 @@ function addRow(build, cls) {
   row.scrollIntoView({ block: 'nearest' });
 }
 
-function subscribe() {
+// An EventSource hands the page only the event types it listens for. The
+// view learns the topic's types from its history: the first page from
+// where it starts, and the events after the last one it got whenever the
+// topic's latest event is not that one for two polls in a row.
+async function typesIn(topic, query) {
+  try {
+    const page = await sluice.history(topic, { ...query, limit: 1000 });
+    return page.events.map((e) => e.type).filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+let behind = null;
+
+async function catchUpTypes(latest) {
+  if (!sub || sub.state !== 'connected' || !latest || latest === sub.lastId) {
+    behind = null;
+    return;
+  }
+  // Seen once: maybe still on its way. Seen twice: the stream skipped it.
+  if (behind !== latest) { behind = latest; return; }
+  behind = null;
+  const s = sub;
+  const types = await typesIn(s.topic, s.lastId ? { cursor: s.lastId } : { from: 'earliest' });
+  const fresh = types.filter((t) => t !== 'message' && !s.types.has(t));
+  if (!fresh.length || s !== sub) return;
+  fresh.forEach((t) => s.listen(t));
+  $('types').value = [...s.types].join(',');
+  s.reopen();
+}
+
+let generation = 0;
+
+async function subscribe() {
   const topic = $('topic').value.trim();
   if (!topic) return;
   if (sub) sub.close();
+  sub = null;
+  const mine = ++generation;
   $('events').replaceChildren();
   $('notice').textContent = '';
-  const types = $('types').value.split(',').map((s) => s.trim()).filter(Boolean);
+  const cursor = $('cursor').value.trim() || null;
+  const types = new Set($('types').value.split(',').map((s) => s.trim()).filter(Boolean));
+  const start = cursor ? { cursor } : { from: 'earliest' };
+  (await typesIn(topic, start)).forEach((t) => types.add(t));
+  if (mine !== generation) return; // a later subscribe won
+  $('types').value = [...types].join(',');
   sub = sluice.subscribe(topic, {
     from: $('from').value,
-    cursor: $('cursor').value.trim() || null,
-    types,
+    cursor,
+    types: [...types],
   });
   showState(sub);
   sub.addEventListener('state', (e) => showState(e.detail));

@@ -178,6 +178,14 @@ export class Subscription extends EventTarget {
     if (this.es) this.es.addEventListener(type, this.onEvent);
   }
 
+  /** Opens a new stream from the last event seen (after `listen` of a
+   * type whose events already went by unseen). */
+  reopen() {
+    if (this.closed || !this.es) return;
+    this.es.close();
+    this.open();
+  }
+
   /** Ends the subscription for good. */
   close() {
     this.closed = true;
