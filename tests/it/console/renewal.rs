@@ -53,7 +53,7 @@ async fn module_renews_an_expired_token_and_resumes() {
         let reader = |exp: i64| {
             hs256(&json!({"sub": "page", "exp": exp, "sluice": rights(&[], &[t], false)}))
         };
-        let tokens = json!([reader(now_secs() + 5), reader(now_secs() + 600)]).to_string();
+        let tokens = json!([reader(now_secs() + 8), reader(now_secs() + 600)]).to_string();
         let port = serve_page(PAGE.to_owned()).await;
         let url = reqwest::Url::parse_with_params(
             &format!("http://127.0.0.1:{port}/"),
