@@ -43,15 +43,17 @@ fn spread_topics(cluster: &RedisCluster, prefix: &str, n: usize) -> Vec<String> 
 }
 
 /// Publishes `{"seq":i}` on `topic` through `base` from 0 until `stop`,
-/// each with `Idempotency-Key: i`, and sends `i` again after a `503` or a
+/// each with `Idempotency-Key: i` (or, with `producer`, as `Producer-Seq:
+/// i + 1` of one producer), and sends `i` again after a `503` or a
 /// transport error until it is acknowledged (`201`, or `200` for one an
 /// earlier try stored). Returns the acknowledged cursors and the count of
 /// `503`s.
 fn keyed_publisher(
     base: String,
     topic: String,
+    producer: bool,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    progress: std::sync::Arc<Progress>,
 ) -> tokio::task::JoinHandle<(Vec<String>, usize)> {
     use std::sync::atomic::Ordering;
     tokio::spawn(async move {
@@ -59,13 +61,20 @@ fn keyed_publisher(
         let (mut cursors, mut refused) = (Vec::new(), 0);
         let mut i = 0u64;
         while !stop.load(Ordering::SeqCst) {
-            let key = i.to_string();
+            let (key, pseq) = (i.to_string(), (i + 1).to_string());
             let body = format!("{{\"seq\":{i}}}");
-            match try_publish(&c, &base, &topic, &body, &[("idempotency-key", &key)]).await {
+            let headers: Vec<(&str, &str)> = if producer {
+                vec![("producer-id", "p"), ("producer-seq", &pseq)]
+            } else {
+                vec![("idempotency-key", &key)]
+            };
+            let r = try_publish(&c, &base, &topic, &body, &headers).await;
+            progress.tries.fetch_add(1, Ordering::SeqCst);
+            match r {
                 Ok(r) if r.status == 201 || r.status == 200 => {
                     cursors.push(r.cursor());
                     i += 1;
-                    acked.store(i, Ordering::SeqCst);
+                    progress.acked.store(i, Ordering::SeqCst);
                 }
                 Ok(r) if r.status == 503 => {
                     assert!(r.header("retry-after").is_some(), "503 without Retry-After");
@@ -81,7 +90,16 @@ fn keyed_publisher(
     })
 }
 
-/// Waits until `acked` has grown by `n` from now.
+/// How far a [`keyed_publisher`] got.
+#[derive(Default)]
+struct Progress {
+    /// Events acknowledged.
+    acked: std::sync::atomic::AtomicU64,
+    /// Requests answered (or failed), acknowledged or not.
+    tries: std::sync::atomic::AtomicU64,
+}
+
+/// Waits until `counter` has grown by `n` from now.
 async fn until_more(acked: &std::sync::atomic::AtomicU64, n: u64, what: &str) {
     let from = acked.load(std::sync::atomic::Ordering::SeqCst);
     wait_until(Duration::from_secs(30), what, || async {

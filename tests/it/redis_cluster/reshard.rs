@@ -4,12 +4,12 @@
 use std::{
     process::Command,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc,
     },
 };
 
-use super::{assert_exact, instance, keyed_publisher, until_more};
+use super::{assert_exact, instance, keyed_publisher, until_more, Progress};
 use crate::support::{redis_cluster::RedisCluster, *};
 
 /// How many slots the reshard moves (from slot 0 up).
@@ -44,13 +44,17 @@ async fn busy_topics_move_to_another_master_without_loss_or_duplicate() {
             streams.push(s);
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let acked: Vec<Arc<AtomicU64>> = topics.iter().map(|_| Arc::default()).collect();
+        let acked: Vec<Arc<Progress>> = topics.iter().map(|_| Arc::default()).collect();
+        // Idempotency keys on some topics, producer sequences on another.
         let publishers: Vec<_> = topics
             .iter()
             .zip(&acked)
-            .map(|(t, n)| keyed_publisher(a.base_url(), t.clone(), stop.clone(), n.clone()))
+            .enumerate()
+            .map(|(i, (t, n))| {
+                keyed_publisher(a.base_url(), t.clone(), i == 1, stop.clone(), n.clone())
+            })
             .collect();
-        until_more(&acked[0], 100, "publishing before the reshard").await;
+        until_more(&acked[0].acked, 100, "publishing before the reshard").await;
 
         let out = Command::new("redis-cli")
             .args(["--cluster", "reshard"])
@@ -58,6 +62,8 @@ async fn busy_topics_move_to_another_master_without_loss_or_duplicate() {
             .args(["--cluster-from", &cluster.node_id(source)])
             .args(["--cluster-to", &cluster.node_id(target)])
             .args(["--cluster-slots", &MOVED.to_string(), "--cluster-yes"])
+            // One key per MIGRATE: a busy topic's slot stays half-moved longer.
+            .args(["--cluster-pipeline", "1"])
             .output()
             .expect("run redis-cli --cluster reshard");
         assert!(
@@ -75,17 +81,20 @@ async fn busy_topics_move_to_another_master_without_loss_or_duplicate() {
         }
         for (i, n) in acked.iter().enumerate() {
             until_more(
-                n,
+                &n.acked,
                 100,
                 &format!("publishing on {} after the move", topics[i]),
             )
             .await;
         }
         stop.store(true, Ordering::SeqCst);
+        let mut refused = 0;
         for ((p, t), s) in publishers.into_iter().zip(&topics).zip(&mut streams) {
-            let (cursors, _) = p.await.expect("publisher");
+            let (cursors, r) = p.await.expect("publisher");
+            refused += r;
             assert_exact(&b, t, s, 0, &cursors).await;
         }
+        eprintln!("reshard: {refused} publishes refused with 503 while it lasted");
     })
     .await;
 }

@@ -184,6 +184,30 @@ impl RedisCluster {
         crc % 16384
     }
 
+    /// The index of the replica of master `i`.
+    pub fn replica_of(&self, i: usize) -> usize {
+        let port = self.nodes[i].port.to_string();
+        (0..self.nodes.len())
+            .find(|&r| {
+                self.nodes[r].pid.is_some()
+                    && cli(self.nodes[r].port, &["ROLE"]).is_ok_and(|role| {
+                        let l: Vec<&str> = role.lines().collect();
+                        l.first() == Some(&"slave") && l.get(2) == Some(&port.as_str())
+                    })
+            })
+            .unwrap_or_else(|| panic!("no replica of node {i}"))
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to node `i`.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let pid = self.nodes[i].pid.expect("a running node").to_string();
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{signal} {pid}");
+    }
+
     /// The node id of node `i`.
     pub fn node_id(&self, i: usize) -> String {
         cli(self.nodes[i].port, &["CLUSTER", "MYID"]).expect("CLUSTER MYID")
