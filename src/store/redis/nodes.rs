@@ -21,6 +21,8 @@ struct Node {
     failing: bool,
     /// The master's id, for replicas.
     of: Option<String>,
+    /// Serves slots (a master that failed over has none left).
+    slots: bool,
     id: String,
 }
 
@@ -37,6 +39,7 @@ fn parse_nodes(text: &str) -> Vec<Node> {
                 master: f[2].contains("master"),
                 failing: f[2].contains("fail") || f[7] != "connected" && !f[2].contains("myself"),
                 of: (f[3] != "-").then(|| f[3].to_owned()),
+                slots: f.len() > 8,
                 id: f[0].to_owned(),
             })
         })
@@ -47,20 +50,28 @@ impl Inner {
     /// `Ok` when every slot is served, every master answers and has at
     /// least `wait_replicas` healthy replicas; else which nodes do not.
     pub(super) async fn cluster_ready(&self) -> Result<(), String> {
-        let (nodes, info): (String, String) = self
-            .call(|mut c| async move {
-                let nodes = redis::cmd("CLUSTER")
-                    .arg("NODES")
-                    .query_async(&mut c)
-                    .await?;
-                let info = redis::cmd("CLUSTER")
-                    .arg("INFO")
-                    .query_async(&mut c)
-                    .await?;
-                Ok((nodes, info))
-            })
-            .await
-            .map_err(|e| format!("redis cluster unreachable: {e}"))?;
+        // Asked of a random node: a dead one fails the call, so ask again.
+        let mut asked = Err(String::new());
+        for _ in 0..3 {
+            asked = self
+                .call(|mut c| async move {
+                    let nodes: String = redis::cmd("CLUSTER")
+                        .arg("NODES")
+                        .query_async(&mut c)
+                        .await?;
+                    let info: String = redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query_async(&mut c)
+                        .await?;
+                    Ok((nodes, info))
+                })
+                .await
+                .map_err(|e| format!("redis cluster unreachable: {e}"));
+            if asked.is_ok() {
+                break;
+            }
+        }
+        let (nodes, info) = asked?;
         let mut nodes = parse_nodes(&nodes);
         let handle = self.conn.get().await.map(|p| p.handle());
         for n in nodes.iter_mut().filter(|n| n.master && !n.failing) {
@@ -94,7 +105,7 @@ impl Inner {
         }
         let mut problems: Vec<String> = nodes
             .iter()
-            .filter(|n| n.master && n.failing)
+            .filter(|n| n.master && n.slots && n.failing)
             .map(|n| format!("master {} unreachable", n.addr))
             .collect();
         let want = self.cfg.wait_replicas as usize;

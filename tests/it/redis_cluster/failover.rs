@@ -13,7 +13,7 @@ use std::sync::{
     Arc,
 };
 
-use super::{assert_exact, instance, keyed_publisher, spread_topics, until_more, Progress};
+use super::{assert_exact, instance, keyed_publisher, spread_topics, until_more, Progress, T};
 use crate::support::{redis_cluster::RedisCluster, *};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,6 +62,15 @@ async fn a_killed_master_fails_over_without_losing_an_acknowledged_event() {
         )
         .await;
         cluster.nodes[victim].kill9().await;
+        let dead = format!("127.0.0.1:{}", cluster.nodes[victim].port);
+        wait_until(T, "/readyz names the dead master", || async {
+            let r = a.get("/readyz").await;
+            r.status == 503
+                && r.json["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(&format!("master {dead} unreachable")))
+        })
+        .await;
         cluster.signal(replica, "CONT");
         wait_until(
             std::time::Duration::from_secs(30),
@@ -69,9 +78,22 @@ async fn a_killed_master_fails_over_without_losing_an_acknowledged_event() {
             || async { cluster.try_master_of(&key) == Some(replica) },
         )
         .await;
+        // The new master has no replica yet: appends cannot be acknowledged.
+        wait_until(T, "/readyz names the missing replica", || async {
+            let r = a.get("/readyz").await;
+            r.status == 503
+                && r.json["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("has 0 of the 1 replicas appends wait for"))
+        })
+        .await;
         // Back as the new master's replica, so appends are acknowledged again.
         cluster.nodes[victim].restart().await;
         cluster.wait_healthy().await;
+        wait_until(T, "/readyz is ready again", || async {
+            a.get("/readyz").await.status == 200
+        })
+        .await;
         for (i, n) in progress.iter().enumerate() {
             let what = format!("publishing on {} after the failover", topics[i]);
             until_more(&n.acked, 100, &what).await;
