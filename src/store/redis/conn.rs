@@ -42,7 +42,7 @@ enum Pools {
 /// may be down at start) and kept: it reconnects to nodes by itself.
 struct Shared {
     client: ClusterClient,
-    conn: tokio::sync::Mutex<Option<ClusterConnection>>,
+    conn: tokio::sync::OnceCell<ClusterConnection>,
 }
 
 enum Dedicated {
@@ -142,7 +142,7 @@ impl Connector {
             return Ok(Connector {
                 pool: Pools::Cluster(Box::new(Shared {
                     client,
-                    conn: tokio::sync::Mutex::new(None),
+                    conn: tokio::sync::OnceCell::new(),
                 })),
                 dedicated: Dedicated::Cluster,
             });
@@ -207,16 +207,14 @@ impl Connector {
     pub async fn get(&self) -> Result<Pooled, String> {
         match &self.pool {
             Pools::Cluster(s) => {
-                let mut conn = s.conn.lock().await;
-                if conn.is_none() {
-                    *conn = Some(
-                        s.client
-                            .get_async_connection()
-                            .await
-                            .map_err(|e| e.to_string())?,
-                    );
-                }
-                Ok(Pooled::Cluster(conn.clone().expect("connected")))
+                // A failed first connection leaves the cell empty: the next
+                // call tries again.
+                let conn = s
+                    .conn
+                    .get_or_try_init(|| s.client.get_async_connection())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Pooled::Cluster(conn.clone()))
             }
             Pools::Direct(p) => p.get().await.map(Pooled::Direct).map_err(|e| e.to_string()),
             Pools::Sentinel(p) => p
