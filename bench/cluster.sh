@@ -4,9 +4,14 @@
 #     driving XADD at the same payload size (single events, and batches of
 #     100 next to XADD pipelined by 100): the ratios;
 #  2. cross-instance delivery latency: publishers on instance A, subscribers
-#     on instance B (and A -> A in the same run for comparison).
-# Starts a private redis-server (no persistence, as redis-benchmark runs it)
-# and the brokers on free loopback ports; stops all of them on exit.
+#     on instance B (and A -> A in the same run for comparison);
+#  3. (issue 17) the same ratios on a Redis Cluster of 3 masters (topics and
+#     redis-benchmark keys spread over the slots), and cross-instance
+#     delivery on the cluster with B following 2,000 topics, with the
+#     Redis connections B holds per master.
+# Starts a private redis-server and cluster (no persistence, as
+# redis-benchmark runs it) and the brokers on free loopback ports; stops all
+# of them on exit. CLUSTER=0 skips part 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sluice=${SLUICE_BIN:-target/release/sluice}
@@ -31,7 +36,7 @@ redis_url="redis://127.0.0.1:$port"
 # subshell, so its pid is in `pids` and the broker is stopped on exit.
 start_sluice() { # name
   local log="$work/$1.log" addr=""
-  SLUICE__STORE=redis SLUICE__REDIS__URL="$redis_url" "$sluice" --listen 127.0.0.1:0 --data-dir "$work/$1" >"$log" 2>&1 &
+  env SLUICE__STORE=redis SLUICE__REDIS__URL="$redis_url" ${cluster_nodes:+SLUICE__REDIS__CLUSTER_NODES="$cluster_nodes"} "$sluice" --listen 127.0.0.1:0 --data-dir "$work/$1" >"$log" 2>&1 &
   S_PID=$!
   pids+=("$S_PID")
   for _ in $(seq 200); do
@@ -85,4 +90,79 @@ print("| --- | --- | --- | --- | --- |")
 for name, f in (("A → B (cross-instance, via XREAD BLOCK)", "cross.json"), ("A → A (same instance)", "same.json")):
     d = j(f); l = d["latency"]
     print(f"| {name} | {l['p50_us']/1000:.2f} ms | {l['p99_us']/1000:.2f} ms | {l['p999_us']/1000:.2f} ms | {d['gaps']} / {d['dups']} / {d['reorders']} |")
+PY
+
+[ "${CLUSTER:-1}" = 0 ] && exit 0
+
+# A port whose port + 10000 (the cluster bus) is free as well.
+bus_port() {
+  local p
+  while :; do
+    p=$("$bench" free-port)
+    [ "$p" -lt 55000 ] || continue
+    (exec 3<>"/dev/tcp/127.0.0.1/$((p + 10000))") 2>/dev/null && continue
+    echo "$p"; return
+  done
+}
+declare -a cports=()
+for i in 1 2 3; do
+  p=$(bus_port)
+  mkdir -p "$work/node$p"
+  redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no --dir "$work/node$p" \
+    --cluster-enabled yes --cluster-config-file nodes.conf >"$work/node$p.log" 2>&1 &
+  pids+=($!)
+  cports+=("$p")
+done
+for p in "${cports[@]}"; do
+  for _ in $(seq 100); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.05; done
+done
+redis-cli --cluster create $(for p in "${cports[@]}"; do echo "127.0.0.1:$p"; done) --cluster-yes >"$work/create.log"
+for _ in $(seq 200); do
+  ok=1
+  for p in "${cports[@]}"; do redis-cli -p "$p" cluster info | grep -q 'cluster_state:ok' || ok=0; done
+  [ "$ok" = 1 ] && break; sleep 0.05
+done
+cluster_nodes=$(for p in "${cports[@]}"; do printf 'redis://127.0.0.1:%s,' "$p"; done)
+cluster_nodes=${cluster_nodes%,}
+start_sluice ca
+url_ca=$S_URL pid_ca=$S_PID
+
+log "== cluster: publish through the Redis store, single events, 48 topics"
+"$bench" publish --url "$url_ca" --target sluice --pid "$pid_ca" --topics 48 --topic-prefix k1 --publishers 16 --duration-secs 10 --payload-bytes 256 | tail -1 >"$work/csingle.json"
+log "== cluster: redis-benchmark XADD, one per request, keys on every master (redis-benchmark's {tag})"
+redis-benchmark --cluster -p "${cports[0]}" -c 16 -n 300000 -r 100000 -q XADD 'bench:{tag}:__rand_int__' '*' d "$payload" | tr '\r' '\n' | grep -a 'requests per second' | tail -1 >"$work/cxadd.txt"
+log "== cluster: publish through the Redis store, NDJSON batches of 100, 48 topics"
+"$bench" publish --url "$url_ca" --target sluice --pid "$pid_ca" --topics 48 --topic-prefix k2 --publishers 16 --duration-secs 10 --payload-bytes 256 --batch 100 | tail -1 >"$work/cbatch.json"
+log "== cluster: redis-benchmark XADD pipelined by 100, keys on every master (redis-benchmark's {tag})"
+redis-benchmark --cluster -p "${cports[0]}" -c 16 -n 1500000 -r 100000 -P 100 -q XADD 'bench:{tag}:__rand_int__' '*' d "$payload" | tr '\r' '\n' | grep -a 'requests per second' | tail -1 >"$work/cxadd100.txt"
+
+start_sluice cb
+url_cb=$S_URL
+log "== cluster: cross-instance delivery, B follows 2,000 topics"
+"$bench" fanout --url "$url_ca" --sub-url "$url_cb" --target sluice --topic f --topics 2000 --subscribers 1 --publishers 4 --events 20000 --rate 2000 --payload-bytes 256 | tail -1 >"$work/ccross.json"
+# B's connections per master (A's and B's sockets are told apart by port).
+cb_pid_conns=$(for p in "${cports[@]}"; do ss -tnp 2>/dev/null | grep -c "127.0.0.1:$p .*pid=$S_PID," || true; done | tr '\n' ' ')
+
+python3 - "$work" "$cb_pid_conns" <<'PY'
+import json, re, sys
+w = sys.argv[1]
+def j(n): return json.load(open(f"{w}/{n}"))
+def rps(n): return float(re.search(r"([0-9.]+) requests per second", open(f"{w}/{n}").read()).group(1))
+s, b, x1, x100 = j("csingle.json"), j("cbatch.json"), rps("cxadd.txt"), rps("cxadd100.txt")
+print()
+print("Redis Cluster, 3 masters:")
+print()
+print("| what | events/s |")
+print("| --- | --- |")
+print(f"| Sluice publish through the cluster, single events, 16 publishers, 48 topics | {s['events_per_sec']:,.0f} (request p50 {s['latency']['p50_us']/1000:.2f} ms, p99 {s['latency']['p99_us']/1000:.2f} ms) |")
+print(f"| redis-benchmark --cluster XADD, 16 clients, one per request | {x1:,.0f} |")
+print(f"| ratio, single | **{s['events_per_sec']/x1:.2f}** |")
+print(f"| Sluice through the cluster, NDJSON batches of 100 | {b['events_per_sec']:,.0f} (request p50 {b['latency']['p50_us']/1000:.2f} ms) |")
+print(f"| redis-benchmark --cluster XADD pipelined by 100 | {x100:,.0f} |")
+print(f"| ratio, batched | **{b['events_per_sec']/x100:.2f}** |")
+print()
+d = j("ccross.json"); l = d["latency"]
+print("| path | publish→deliver p50 | p99 | p99.9 | gaps / dups / reorders | B's connections per master |")
+print("| --- | --- | --- | --- | --- | --- |")
+print(f"| A → B on the cluster, B following 2,000 topics (sharded pub/sub + XRANGE) | {l['p50_us']/1000:.2f} ms | {l['p99_us']/1000:.2f} ms | {l['p999_us']/1000:.2f} ms | {d['gaps']} / {d['dups']} / {d['reorders']} | {sys.argv[2].strip()} |")
 PY

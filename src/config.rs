@@ -189,6 +189,9 @@ pub struct RedisSettings {
     pub sentinels: Vec<String>,
     pub sentinel_master: String,
     pub master_password: String,
+    pub cluster_nodes: Vec<String>,
+    pub wait_replicas: u32,
+    pub wait_timeout_ms: u64,
     pub pool_size: usize,
     pub timeout_ms: u64,
     pub key_prefix: String,
@@ -307,6 +310,7 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("cors.allowed_origins")
                 .with_list_parse_key("redis.sentinels")
+                .with_list_parse_key("redis.cluster_nodes")
                 .with_list_parse_key("auth.hs256_secrets")
                 .with_list_parse_key("auth.public_key_files")
                 .source(env.map(|vars| vars.into_iter().collect())),
@@ -400,6 +404,28 @@ impl Settings {
                     "a list of redis:// or rediss:// URLs of sentinels",
                 );
             }
+            if !r
+                .cluster_nodes
+                .iter()
+                .all(|u| url_ok(u) && !u.starts_with("redis+unix://"))
+            {
+                return fail(
+                    "redis.cluster_nodes",
+                    "a list of redis:// or rediss:// URLs of cluster nodes",
+                );
+            }
+            if !r.cluster_nodes.is_empty() && !r.sentinels.is_empty() {
+                return fail(
+                    "redis.cluster_nodes and redis.sentinels",
+                    "one of them (a Redis Cluster fails over by itself)",
+                );
+            }
+            if r.wait_replicas > 0 && r.wait_timeout_ms == 0 {
+                return fail(
+                    "redis.wait_timeout_ms",
+                    "at least 1 when wait_replicas is set",
+                );
+            }
             if !r.sentinels.is_empty() && r.sentinel_master.is_empty() {
                 return fail(
                     "redis.sentinel_master",
@@ -433,6 +459,9 @@ impl Settings {
             sentinels: self.redis.sentinels.clone(),
             sentinel_master: self.redis.sentinel_master.clone(),
             master_password: self.redis.master_password.clone(),
+            cluster_nodes: self.redis.cluster_nodes.clone(),
+            wait_replicas: self.redis.wait_replicas,
+            wait_timeout_ms: self.redis.wait_timeout_ms,
             pool_size: self.redis.pool_size,
             timeout: Duration::from_millis(self.redis.timeout_ms),
             key_prefix: self.redis.key_prefix.clone(),

@@ -279,7 +279,9 @@ pub async fn run(
         }
         StoreKind::Redis => {
             let r = settings.redis_config();
-            let target = if r.sentinels.is_empty() {
+            let target = if !r.cluster_nodes.is_empty() {
+                format!("cluster via {} seed nodes", r.cluster_nodes.len())
+            } else if r.sentinels.is_empty() {
                 redact_url(&r.url)
             } else {
                 format!(

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub topics_deleted: IntCounter,
     pub build_info: IntGaugeVec,
     pub store_up: IntGauge,
+    pub redis_nodes: IntGaugeVec,
 }
 
 /// Every value of `sluice_stream_disconnects_total{reason}` (the names of
@@ -173,6 +174,13 @@ fn build() -> Metrics {
             "sluice_store_up",
             "1 while the store takes writes, else 0 (checked every 5 s and on each /readyz)."
         )),
+        redis_nodes: reg!(IntGaugeVec::new(
+            Opts::new(
+                "sluice_redis_nodes",
+                "Redis Cluster nodes by role (master, replica) and state (up, down), as of the latest readiness check (cluster mode only)."
+            ),
+            &["role", "state"]
+        )),
         build_info: reg!(IntGaugeVec::new(
             Opts::new(
                 "sluice_build_info",
@@ -199,6 +207,11 @@ fn build() -> Metrics {
     ] {
         for v in values {
             vec.with_label_values(&[v]);
+        }
+    }
+    for role in ["master", "replica"] {
+        for state in ["up", "down"] {
+            m.redis_nodes.with_label_values(&[role, state]);
         }
     }
     for v in STREAM_STATES {

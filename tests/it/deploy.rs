@@ -89,8 +89,18 @@ fn the_image_is_configured_by_its_file_and_checks_its_health() {
 }
 
 #[test]
-fn the_compose_file_sets_real_keys_and_bounds_redis() {
-    let compose = read("deploy/docker-compose.yml");
+fn the_compose_files_set_real_keys_and_bound_redis() {
+    // One Redis, and the Redis Cluster variant.
+    for file in [
+        "deploy/docker-compose.yml",
+        "deploy/docker-compose.cluster.yml",
+    ] {
+        check_compose_file(file);
+    }
+}
+
+fn check_compose_file(file: &str) {
+    let compose = read(file);
     let defaults = read("config/default.toml");
     // Every SLUICE__ variable names a key of the configuration, the
     // commented examples' too.
@@ -132,7 +142,7 @@ fn the_compose_file_sets_real_keys_and_bounds_redis() {
             .filter_map(|l| l.split_once(": "))
             .filter(|(k, _)| k.starts_with("SLUICE__"))
             .map(|(k, v)| {
-                let v = v.replace(
+                let v = v.trim_matches('"').replace(
                     "${SLUICE_JWT_SECRET}",
                     "a-secret-of-at-least-32-bytes-for-tests",
                 );
@@ -146,8 +156,9 @@ fn the_compose_file_sets_real_keys_and_bounds_redis() {
         data_dir: None,
         log_format: None,
     };
-    let plain = Settings::load_with_env(&image_file, Some(vars(false)))
-        .expect("the compose services start with the image's file");
+    let plain = Settings::load_with_env(&image_file, Some(vars(false))).unwrap_or_else(|e| {
+        panic!("{file}: the compose services start with the image's file: {e}")
+    });
     assert!(plain.listen.ip().is_unspecified() && !plain.auth.enabled());
     let with_auth = Settings::load_with_env(&image_file, Some(vars(true)))
         .expect("the compose file's authorization example starts");
@@ -158,7 +169,10 @@ fn the_compose_file_sets_real_keys_and_bounds_redis() {
         .find(|l| l.contains("redis-server"))
         .expect("a redis-server command");
     if redis.contains("noeviction") {
-        assert!(redis.contains("--maxmemory\""), "{redis}");
+        assert!(
+            redis.contains("--maxmemory\"") || redis.contains("--maxmemory "),
+            "{file}: {redis}"
+        );
     }
 }
 

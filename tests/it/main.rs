@@ -21,6 +21,7 @@ mod deploy;
 mod flow_control;
 mod openapi;
 mod overload;
+mod redis_cluster;
 mod resume;
 mod retention;
 mod strict;

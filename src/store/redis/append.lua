@@ -1,7 +1,12 @@
 -- Appends a batch atomically with its dedup records.
--- KEYS[1] meta hash, KEYS[2] log stream. Every other key of the topic shares
--- the same {topic} hash tag, so the whole script runs on one cluster slot.
+-- KEYS[1] meta hash, KEYS[2] log stream, then every dedup key the batch may
+-- touch (idempotency-key records, the producer hash, producer-sequence
+-- records). They share the topic's {topic} hash tag, so the script runs on
+-- one cluster slot; they are declared so that, while a slot migrates, the
+-- cluster refuses the whole call up front (TRYAGAIN/ASK, retried by the
+-- client) instead of failing one of them half-way through the script.
 -- ARGV: epoch, time_ms, dedup window ms, max events, n, key prefix, max bytes,
+-- sharded channel to announce the new latest seq on ('' for none),
 -- then six values per event: data, type, idempotency key, fingerprint, producer id,
 -- producer seq ('' where absent).
 -- Returns one reply per event: {'ok', seq, time}, {'dup', seq, time},
@@ -19,6 +24,7 @@ local last = tonumber(redis.call('HGET', meta, 'last_ms'))
 if last > t then t = last end
 local window, maxev, n, prefix = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local maxbytes = tonumber(ARGV[7])
+local notify = ARGV[8]
 local seq = tonumber(redis.call('HGET', meta, 'seq'))
 -- Bytes (data and type) appended to this log so far. Each entry keeps the
 -- total before it in field 'o', so what a log from any start holds is one
@@ -60,7 +66,7 @@ end
 
 local out = {}
 for i = 0, n - 1 do
-  local b = 8 + i * 6
+  local b = 9 + i * 6
   local data, ty, key, fp, prod, pseq = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local verdict = nil
   if key ~= '' then
@@ -130,6 +136,11 @@ if seq > tonumber(redis.call('HGET', meta, 'seq')) then
   if want > first then
     redis.call('HSET', meta, 'first', want)
     redis.call('XTRIM', log, 'MINID', '~', want .. '-0')
+  end
+  if notify ~= '' then
+    -- Wakes the instances that follow this topic (cluster mode); the
+    -- channel hashes to this slot, so it is served where the log is.
+    redis.call('SPUBLISH', notify, seq)
   end
 end
 return out

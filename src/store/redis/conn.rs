@@ -1,11 +1,25 @@
 //! How the Redis store reaches Redis: one server by URL (`redis://`, or
-//! `rediss://` for TLS), or whichever server Redis Sentinel names master of
-//! a service. Either way the store gets multiplexed connections and does
-//! not care which it is; with Sentinel a failover is followed by asking the
-//! sentinels again whenever a connection is made.
+//! `rediss://` for TLS), whichever server Redis Sentinel names master of
+//! a service, or a Redis Cluster. Either way the store gets multiplexed
+//! connections ([`Handle`]) and does not care which it is; with Sentinel a
+//! failover is followed by asking the sentinels again whenever a connection
+//! is made, and a cluster connection follows `MOVED`/`ASK` and refreshes its
+//! slot map by itself.
+//!
+//! A cluster is reached through one shared cluster connection (it holds one
+//! multiplexed connection per master and pipelines every caller's commands
+//! on it), not a pool of them: a pool would multiply the connections per
+//! master by its size for no gain.
 
 use deadpool_redis::{
-    redis::{self, aio::MultiplexedConnection, sentinel::SentinelClient, AsyncConnectionConfig},
+    redis::{
+        self,
+        aio::{ConnectionLike, MultiplexedConnection},
+        cluster::{ClusterClient, ClusterClientBuilder},
+        cluster_async::ClusterConnection,
+        sentinel::SentinelClient,
+        AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value,
+    },
     sentinel, Pool, PoolConfig, Runtime, Timeouts,
 };
 
@@ -21,26 +35,77 @@ pub struct Connector {
 enum Pools {
     Direct(Pool),
     Sentinel(sentinel::Pool),
+    Cluster(Box<Shared>),
+}
+
+/// The one cluster connection of a store, made on first use (the cluster
+/// may be down at start) and kept: it reconnects to nodes by itself.
+struct Shared {
+    client: ClusterClient,
+    conn: tokio::sync::OnceCell<ClusterConnection>,
 }
 
 enum Dedicated {
     Direct(redis::Client),
     Sentinel(tokio::sync::Mutex<SentinelClient>),
+    /// Cluster mode follows other instances' appends through sharded
+    /// pub/sub (`follow.rs`), not blocking reads.
+    Cluster,
 }
 
 /// A pooled connection; it goes back to its pool when dropped.
 pub enum Pooled {
     Direct(deadpool_redis::Connection),
     Sentinel(sentinel::Connection),
+    Cluster(ClusterConnection),
 }
 
 impl Pooled {
     /// A handle on the connection (multiplexed connections are cheap
     /// handles); valid while `self` is held.
-    pub fn handle(&self) -> MultiplexedConnection {
+    pub fn handle(&self) -> Handle {
         match self {
-            Pooled::Direct(c) => (**c).clone(),
-            Pooled::Sentinel(c) => (**c).clone(),
+            Pooled::Direct(c) => Handle::Single((**c).clone()),
+            Pooled::Sentinel(c) => Handle::Single((**c).clone()),
+            Pooled::Cluster(c) => Handle::Cluster(c.clone()),
+        }
+    }
+}
+
+/// A connection to one server or to a cluster; commands and scripts run
+/// on either alike (a cluster routes them by their first key).
+#[derive(Clone)]
+pub enum Handle {
+    /// One server (given by URL or by Sentinel).
+    Single(MultiplexedConnection),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Handle {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Handle::Single(c) => c.req_packed_command(cmd),
+            Handle::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Handle::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Handle::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Handle::Single(c) => c.get_db(),
+            Handle::Cluster(c) => c.get_db(),
         }
     }
 }
@@ -53,7 +118,10 @@ fn is_tls(url: &str) -> bool {
 impl Connector {
     /// Builds the pools; connects lazily, so Redis may be down at start.
     pub fn new(cfg: &RedisConfig) -> Result<Self, String> {
-        if is_tls(&cfg.url) || cfg.sentinels.iter().any(|u| is_tls(u)) {
+        if is_tls(&cfg.url)
+            || cfg.sentinels.iter().any(|u| is_tls(u))
+            || cfg.cluster_nodes.iter().any(|u| is_tls(u))
+        {
             // rustls needs one process-wide crypto provider; a second
             // install (another store in the same process) is harmless.
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -67,6 +135,18 @@ impl Connector {
             },
             ..Default::default()
         };
+        if !cfg.cluster_nodes.is_empty() {
+            let client = cluster_builder(cfg)
+                .build()
+                .map_err(|e| format!("redis.cluster_nodes: {e}"))?;
+            return Ok(Connector {
+                pool: Pools::Cluster(Box::new(Shared {
+                    client,
+                    conn: tokio::sync::OnceCell::new(),
+                })),
+                dedicated: Dedicated::Cluster,
+            });
+        }
         if cfg.sentinels.is_empty() {
             let client =
                 redis::Client::open(cfg.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
@@ -118,9 +198,24 @@ impl Connector {
         })
     }
 
+    /// Whether the store speaks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.pool, Pools::Cluster(_))
+    }
+
     /// A pooled connection (waits at most the pool's wait timeout).
     pub async fn get(&self) -> Result<Pooled, String> {
         match &self.pool {
+            Pools::Cluster(s) => {
+                // A failed first connection leaves the cell empty: the next
+                // call tries again.
+                let conn = s
+                    .conn
+                    .get_or_try_init(|| s.client.get_async_connection())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Pooled::Cluster(conn.clone()))
+            }
             Pools::Direct(p) => p.get().await.map(Pooled::Direct).map_err(|e| e.to_string()),
             Pools::Sentinel(p) => p
                 .get()
@@ -138,9 +233,22 @@ impl Connector {
         let client = match &self.dedicated {
             Dedicated::Direct(c) => c.clone(),
             Dedicated::Sentinel(s) => s.lock().await.async_get_client().await?,
+            Dedicated::Cluster => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "no dedicated connection in cluster mode",
+                )))
+            }
         };
         client
             .get_multiplexed_async_connection_with_config(cfg)
             .await
     }
+}
+
+/// A cluster client for the configured nodes, with the store's deadlines.
+pub fn cluster_builder(cfg: &super::RedisConfig) -> ClusterClientBuilder {
+    ClusterClientBuilder::new(cfg.cluster_nodes.clone())
+        .connection_timeout(cfg.timeout)
+        .response_timeout(cfg.timeout)
 }

@@ -16,7 +16,7 @@ impl Inner {
         // script can do both.)
         let unlist = |cmd: &'static str| {
             let (topics, name) = (topics.clone(), name.clone());
-            move |mut c: redis::aio::MultiplexedConnection| async move {
+            move |mut c: super::conn::Handle| async move {
                 redis::cmd(cmd)
                     .arg(&topics)
                     .arg(&name)
@@ -25,22 +25,7 @@ impl Inner {
             }
         };
         self.call(unlist("SREM")).await?;
-        let (meta, producers, prefix) = (
-            self.key(topic, "meta"),
-            self.key(topic, "p"),
-            self.key(topic, ""),
-        );
-        let script = &self.delete;
-        let deleted: Result<Option<String>, StoreError> = self
-            .call(|mut c| async move {
-                script
-                    .key(&meta)
-                    .key(&producers)
-                    .arg(&prefix)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await;
+        let deleted = self.delete_log(topic).await;
         let deleted = match deleted {
             Ok(d) => d,
             Err(e) => {
@@ -55,5 +40,42 @@ impl Inner {
             Some(_) => Ok(()),
             None => Err(StoreError::UnknownTopic),
         }
+    }
+
+    /// Runs `delete.lua` on the log of the epoch read just before; a log
+    /// recreated in between is read again (a few times at most).
+    async fn delete_log(&self, topic: &str) -> Result<Option<String>, StoreError> {
+        let (meta, producers) = (self.key(topic, "meta"), self.key(topic, "p"));
+        for _ in 0..3 {
+            let m = meta.clone();
+            let epoch: Option<String> = self
+                .call(|mut c| async move {
+                    redis::cmd("HGET")
+                        .arg(&m)
+                        .arg("epoch")
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            let Some(epoch) = epoch else { return Ok(None) };
+            let log = self.key(topic, &format!("log:{epoch}"));
+            let (m, p, script) = (meta.clone(), producers.clone(), &self.delete);
+            match self
+                .call(|mut c| async move {
+                    script
+                        .key(&m)
+                        .key(&p)
+                        .key(&log)
+                        .arg(&epoch)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await
+            {
+                Err(StoreError::EpochChanged) => continue,
+                r => return r,
+            }
+        }
+        Err(StoreError::EpochChanged)
     }
 }

@@ -29,12 +29,15 @@
 //! hash at once; dedup records left behind name their epoch, so the append
 //! script ignores them in the log that follows.
 
+mod append;
 mod conn;
 mod delete;
 mod entries;
+mod follow;
+mod nodes;
 mod tailer;
 
-use entries::{parse_entries, reply_field, text};
+use entries::{parse_entries, text};
 
 use std::{
     collections::HashMap,
@@ -46,7 +49,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_redis::redis::{self, Script, Value};
 use sluice_actors::{
-    cursor::{now_ms, Cursor, Epoch},
+    cursor::{now_ms, Epoch},
     event::{AppendOutcome, NewEvent, StoredEvent},
     store::{AppendSink, Store, StoreError, TopicBounds},
 };
@@ -63,6 +66,14 @@ pub struct RedisConfig {
     pub sentinel_master: String,
     /// Password of the servers found through Sentinel ("" for none).
     pub master_password: String,
+    /// Seed nodes of a Redis Cluster; when any, the store speaks to the
+    /// cluster instead of `url` (and `sentinels` must be empty).
+    pub cluster_nodes: Vec<String>,
+    /// Replicas that must have an append before it is acknowledged (`WAIT`);
+    /// 0 acknowledges on the master's word.
+    pub wait_replicas: u32,
+    /// How long an append waits for `wait_replicas`.
+    pub wait_timeout_ms: u64,
     /// Pooled connections for commands (the tailer has its own).
     pub pool_size: usize,
     /// Deadline of every Redis call.
@@ -92,6 +103,8 @@ struct Inner {
     watched: Mutex<HashMap<String, tailer::Watch>>,
     /// Brings new watches to the tailer at once.
     wakeup: tailer::Wakeup,
+    /// Cluster mode: the follower's inbox (subscriptions and reads to do).
+    follow: follow::Inbox,
 }
 
 /// The Redis Streams store.
@@ -117,8 +130,13 @@ impl RedisStore {
             epochs: Mutex::new(HashMap::new()),
             watched: Mutex::new(HashMap::new()),
             wakeup: tailer::Wakeup::default(),
+            follow: follow::Inbox::default(),
         });
-        actix_web::rt::spawn(tailer::run(Arc::downgrade(&inner)));
+        if inner.conn.is_cluster() {
+            actix_web::rt::spawn(follow::run(Arc::downgrade(&inner)));
+        } else {
+            actix_web::rt::spawn(tailer::run(Arc::downgrade(&inner)));
+        }
         actix_web::rt::spawn(retention(Arc::downgrade(&inner)));
         Ok(RedisStore { inner })
     }
@@ -134,6 +152,15 @@ impl Inner {
         self.key(topic, &format!("log:{epoch}"))
     }
 
+    /// The sharded pub/sub channel an append announces the topic's new
+    /// latest seq on (cluster mode); hash-tagged like the topic's keys.
+    fn channel(&self, topic: &str) -> String {
+        self.key(topic, "n")
+    }
+
+    /// The topic registry: one set, so in a cluster it lives on one slot
+    /// of its own. It is touched when a topic is created or deleted and by
+    /// listings, never by appends or reads.
     fn topics_key(&self) -> String {
         format!("{}:topics", self.cfg.key_prefix)
     }
@@ -141,7 +168,7 @@ impl Inner {
     /// Runs `f` with a pooled connection under the call deadline.
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
+        F: FnOnce(conn::Handle) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let work = async {
@@ -289,72 +316,7 @@ impl Store for RedisStore {
             Some(e) => e,
             None => inner.open_topic(topic).await?.epoch,
         };
-        let (meta, log) = (inner.key(topic, "meta"), inner.log_key(topic, &epoch));
-        let prefix = inner.key(topic, "");
-        let cfg = &inner.cfg;
-        let mut inv = inner.append.prepare_invoke();
-        inv.key(&meta)
-            .key(&log)
-            .arg(epoch.as_str())
-            .arg(time_ms)
-            .arg(cfg.dedup_window_ms)
-            .arg(cfg.max_events)
-            .arg(batch.len())
-            .arg(&prefix)
-            .arg(cfg.max_bytes);
-        for ev in &batch {
-            let (producer, pseq) = ev
-                .producer
-                .as_ref()
-                .map_or((String::new(), String::new()), |(p, s)| {
-                    (p.clone(), s.to_string())
-                });
-            inv.arg(&ev.data[..])
-                .arg(ev.event_type.as_deref().unwrap_or(""))
-                .arg(ev.idempotency_key.as_deref().unwrap_or(""))
-                .arg(format!("{:032x}", ev.fingerprint()))
-                .arg(producer)
-                .arg(pseq);
-        }
-        let replies: Vec<Value> = inner
-            .call(|mut c| async move { inv.invoke_async(&mut c).await })
-            .await
-            .inspect_err(|e| {
-                if matches!(e, StoreError::EpochChanged) {
-                    inner.epochs.lock().expect("poisoned").remove(topic);
-                }
-            })?;
-        if replies.len() != batch.len() {
-            return Err(unavailable(
-                "append script answered the wrong number of results",
-            ));
-        }
-        let bad = || unavailable("unexpected append reply");
-        let mut out = Vec::with_capacity(batch.len());
-        for (ev, r) in batch.into_iter().zip(&replies) {
-            let num = |i| reply_field(r, i).and_then(|s| s.parse::<i64>().ok());
-            out.push(match reply_field(r, 0).as_deref() {
-                Some("ok") => AppendOutcome::Stored(StoredEvent {
-                    seq: num(1).ok_or_else(bad)? as u64,
-                    time_ms: num(2).ok_or_else(bad)?,
-                    event_type: ev.event_type,
-                    data: ev.data,
-                }),
-                Some("dup") => AppendOutcome::Duplicate(
-                    num(1)
-                        .zip(num(2))
-                        .map(|(seq, t)| Cursor::new(t, seq as u64, epoch.clone())),
-                ),
-                Some("conflict") => AppendOutcome::KeyConflict,
-                Some("gap") => AppendOutcome::SequenceGap {
-                    expected: reply_field(r, 1)
-                        .and_then(|s| s.parse().ok())
-                        .ok_or_else(bad)?,
-                },
-                _ => return Err(bad()),
-            });
-        }
-        Ok(out)
+        inner.append_batch(topic, &epoch, batch, time_ms).await
     }
 
     async fn read(
@@ -414,6 +376,9 @@ impl Store for RedisStore {
     }
 
     async fn ready(&self) -> Result<(), String> {
+        if self.inner.conn.is_cluster() {
+            return self.inner.cluster_ready().await;
+        }
         self.inner
             .call(|mut c| async move {
                 let _: String = redis::cmd("PING").query_async(&mut c).await?;
@@ -429,11 +394,18 @@ impl Store for RedisStore {
     }
 
     fn watch(&self, topic: &str, epoch: &Epoch, after_seq: u64, sink: AppendSink) {
-        tailer::watch(&self.inner, topic, epoch, after_seq, sink);
+        if self.inner.conn.is_cluster() {
+            follow::watch(&self.inner, topic, epoch, after_seq, sink);
+        } else {
+            tailer::watch(&self.inner, topic, epoch, after_seq, sink);
+        }
     }
 
     fn unwatch(&self, topic: &str) {
         self.inner.watched.lock().expect("poisoned").remove(topic);
+        if self.inner.conn.is_cluster() {
+            follow::unwatch(&self.inner, topic);
+        }
     }
 }
 

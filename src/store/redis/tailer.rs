@@ -35,13 +35,13 @@ const BACKOFF: Duration = Duration::from_millis(200);
 /// One watched topic.
 pub struct Watch {
     /// Last sequence handed to the sink.
-    last: u64,
+    pub(super) last: u64,
     /// Bumped by every `watch`, so a stale round cannot move `last` of a
     /// newer registration (e.g. after the log was reset).
-    generation: u64,
+    pub(super) generation: u64,
     /// The log epoch the sink follows (part of the stream key).
-    epoch: Epoch,
-    sink: AppendSink,
+    pub(super) epoch: Epoch,
+    pub(super) sink: AppendSink,
 }
 
 /// How a new watch reaches the tailer without waiting out a blocked read.
@@ -60,6 +60,21 @@ pub struct Wakeup {
 /// Registers (or re-registers) a topic from `after_seq` on, and gets the
 /// tailer to read it now rather than after its current blocked read.
 pub fn watch(inner: &Arc<Inner>, topic: &str, epoch: &Epoch, after_seq: u64, sink: AppendSink) {
+    register(inner, topic, epoch, after_seq, sink);
+    // After the insert: a round that sees this version sees the watch.
+    let version = inner.wakeup.version.fetch_add(1, Ordering::AcqRel) + 1;
+    inner.wakeup.idle.notify_one();
+    actix_web::rt::spawn(interrupt(Arc::downgrade(inner), version));
+}
+
+/// Puts `topic` in the watched set (a new generation of it).
+pub(super) fn register(
+    inner: &Inner,
+    topic: &str,
+    epoch: &Epoch,
+    after_seq: u64,
+    sink: AppendSink,
+) {
     {
         let mut w = inner.watched.lock().expect("poisoned");
         let generation = w.get(topic).map_or(0, |x| x.generation + 1);
@@ -73,10 +88,6 @@ pub fn watch(inner: &Arc<Inner>, topic: &str, epoch: &Epoch, after_seq: u64, sin
             },
         );
     }
-    // After the insert: a round that sees this version sees the watch.
-    let version = inner.wakeup.version.fetch_add(1, Ordering::AcqRel) + 1;
-    inner.wakeup.idle.notify_one();
-    actix_web::rt::spawn(interrupt(Arc::downgrade(inner), version));
 }
 
 /// Unblocks the tailer's `XREAD` until a round started from `version`.

@@ -27,6 +27,7 @@ mod in_process;
 mod process;
 mod proxy;
 pub mod redis;
+pub mod redis_cluster;
 mod sse;
 
 use std::{

@@ -42,6 +42,24 @@ enum Kind {
     },
 }
 
+/// A free loopback port below 55536 whose port + 10000 is free as well.
+fn free_bus_port() -> u16 {
+    use std::net::TcpListener;
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let p = l.local_addr().expect("local addr").port();
+        // Ports under 20000 are rarely handed out by the kernel; map the
+        // free port into 20000..45000 and check both there.
+        let p = 20000 + p % 25000;
+        drop(l);
+        if TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok()
+        {
+            return p;
+        }
+    }
+}
+
 /// The test process's shared server, for brokers on [`super::Store::Redis`]
 /// (each with its own key prefix); started on first use, killed when the
 /// test process ends (see the module documentation).
@@ -67,11 +85,25 @@ impl RedisServer {
         Self::start_kind(Kind::Sentinel { master_port }).await
     }
 
+    /// Starts a server on a free port whose port + 10000 (a cluster node's
+    /// bus) is free too, with extra arguments.
+    pub async fn start_cluster_node(args: &[&str]) -> RedisServer {
+        Self::start_kind_on(
+            Kind::Server(args.iter().map(|a| a.to_string()).collect()),
+            free_bus_port,
+        )
+        .await
+    }
+
     async fn start_kind(kind: Kind) -> RedisServer {
+        Self::start_kind_on(kind, free_port).await
+    }
+
+    async fn start_kind_on(kind: Kind, port: fn() -> u16) -> RedisServer {
         let mut last_err = String::new();
         for _ in 0..5 {
             let mut s = RedisServer {
-                port: free_port(),
+                port: port(),
                 dir: tempfile::tempdir().expect("tempdir"),
                 proc: None,
                 pid: None,

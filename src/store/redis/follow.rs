@@ -1,0 +1,305 @@
+//! Cross-instance fan-out on a Redis Cluster. A multi-key `XREAD` across
+//! slots is refused there (`CROSSSLOT`), so the single-server tailer does
+//! not carry over. Instead every append announces its topic's new latest
+//! seq on the topic's sharded pub/sub channel (`SPUBLISH` in the append
+//! script; the channel is hash-tagged like the topic's keys, so it lives
+//! on the topic's slot), and each instance subscribes (`SSUBSCRIBE`) to the
+//! channels of the topics it watches on one cluster connection, which
+//! holds one connection per master whatever the number of topics. A
+//! wake-up is followed by an `XRANGE` from the last seq handed on.
+//!
+//! Pub/sub is at most once (a message is lost while a node fails over or a
+//! slot moves), so every watched topic is also read once per [`SWEEP`]; a
+//! new watch is read at once, since an append may come before its
+//! subscription does.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
+
+use deadpool_redis::redis::{
+    self, cluster_async::ClusterConnection, ProtocolVersion, PushInfo, PushKind, Value,
+};
+use futures_util::{stream, StreamExt};
+use sluice_actors::{
+    cursor::Epoch,
+    metrics::metrics,
+    store::{AppendSink, ExternalAppends},
+};
+
+use super::{conn, parse_entries, tailer, text, Inner};
+
+/// How often every watched topic is read even without a wake-up.
+const SWEEP: Duration = Duration::from_secs(1);
+/// Entries read per topic per read.
+const COUNT: usize = 1000;
+/// Reads or subscriptions in flight at once.
+const PARALLEL: usize = 64;
+/// Pause after a failed connection attempt.
+const BACKOFF: Duration = Duration::from_millis(200);
+
+/// Work for the follower, filled by watches, unwatches and wake-ups.
+#[derive(Default)]
+pub struct Inbox {
+    todo: Mutex<Todo>,
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Todo {
+    subscribe: HashSet<String>,
+    unsubscribe: HashSet<String>,
+    read: HashSet<String>,
+}
+
+impl Inbox {
+    fn add(&self, f: impl FnOnce(&mut Todo)) {
+        f(&mut self.todo.lock().expect("poisoned"));
+        self.wake.notify_one();
+    }
+}
+
+/// Registers (or re-registers) a topic from `after_seq` on: subscribed to
+/// its channel and read at once.
+pub fn watch(inner: &Arc<Inner>, topic: &str, epoch: &Epoch, after_seq: u64, sink: AppendSink) {
+    tailer::register(inner, topic, epoch, after_seq, sink);
+    inner.follow.add(|t| {
+        t.unsubscribe.remove(topic);
+        t.subscribe.insert(topic.to_owned());
+        t.read.insert(topic.to_owned());
+    });
+}
+
+/// Stops following a topic (already out of the watched set).
+pub fn unwatch(inner: &Arc<Inner>, topic: &str) {
+    inner.follow.add(|t| {
+        t.subscribe.remove(topic);
+        t.unsubscribe.insert(topic.to_owned());
+    });
+}
+
+/// The follower loop; ends when the store is dropped.
+pub async fn run(inner: Weak<Inner>) {
+    let (tx, mut pushes) = tokio::sync::mpsc::unbounded_channel::<PushInfo>();
+    let client = match inner.upgrade().map(|i| {
+        conn::cluster_builder(&i.cfg)
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(tx)
+            .build()
+    }) {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cluster follower cannot be built");
+            return;
+        }
+        None => return,
+    };
+    let mut sub: Option<ClusterConnection> = None;
+    // Channel name → topic, of the subscribed channels.
+    let mut channels: HashMap<String, String> = HashMap::new();
+    let mut sweep = tokio::time::interval(SWEEP);
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let wake = async { strong.follow.wake.notified().await };
+        tokio::select! {
+            push = pushes.recv() => {
+                if let Some(p) = push {
+                    on_push(&strong, &channels, p);
+                }
+            }
+            () = wake => {}
+            _ = sweep.tick() => {
+                let all: Vec<String> = strong.watched.lock().expect("poisoned").keys().cloned().collect();
+                metrics().watched_topics.set(all.len() as i64);
+                strong.follow.add(|t| t.read.extend(all));
+            }
+        }
+        while let Ok(p) = pushes.try_recv() {
+            on_push(&strong, &channels, p);
+        }
+        if sub.is_none() {
+            match client.get_async_connection().await {
+                Ok(c) => {
+                    // A new connection has no subscriptions: all again.
+                    channels.clear();
+                    let all: Vec<String> = strong
+                        .watched
+                        .lock()
+                        .expect("poisoned")
+                        .keys()
+                        .cloned()
+                        .collect();
+                    strong.follow.add(|t| {
+                        t.subscribe.extend(all.iter().cloned());
+                        t.read.extend(all);
+                    });
+                    sub = Some(c);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cluster follower cannot connect");
+                    drop(strong);
+                    tokio::time::sleep(BACKOFF).await;
+                    continue;
+                }
+            }
+        }
+        let todo = std::mem::take(&mut *strong.follow.todo.lock().expect("poisoned"));
+        let c = sub.as_ref().expect("connected");
+        subscriptions(&strong, c, &mut channels, todo.subscribe, todo.unsubscribe).await;
+        stream::iter(todo.read)
+            .for_each_concurrent(PARALLEL, |topic| {
+                let strong = &strong;
+                async move { read(strong, &topic).await }
+            })
+            .await;
+    }
+}
+
+/// Marks the topic of a message for reading; after a lost connection or
+/// a subscription the server dropped (its slot moved), everything.
+fn on_push(inner: &Inner, channels: &HashMap<String, String>, p: PushInfo) {
+    match p.kind {
+        PushKind::SMessage => {
+            if let Some(topic) = p.data.first().and_then(text).and_then(|c| channels.get(&c)) {
+                let topic = topic.clone();
+                inner.follow.add(|t| {
+                    t.read.insert(topic);
+                });
+            }
+        }
+        PushKind::Disconnection | PushKind::SUnsubscribe => {
+            let all: Vec<String> = inner
+                .watched
+                .lock()
+                .expect("poisoned")
+                .keys()
+                .cloned()
+                .collect();
+            inner.follow.add(|t| {
+                if p.kind == PushKind::SUnsubscribe {
+                    // The cluster client subscribes again on its own after a
+                    // slot moves; asking once more is harmless.
+                    if let Some(topic) =
+                        p.data.first().and_then(text).and_then(|c| channels.get(&c))
+                    {
+                        t.subscribe.insert(topic.clone());
+                    }
+                }
+                t.read.extend(all);
+            });
+        }
+        _ => {}
+    }
+}
+
+/// Subscribes and unsubscribes channels; a failed subscription is tried
+/// again at the next round (the sweep reads its topic meanwhile).
+async fn subscriptions(
+    inner: &Inner,
+    c: &ClusterConnection,
+    channels: &mut HashMap<String, String>,
+    subscribe: HashSet<String>,
+    unsubscribe: HashSet<String>,
+) {
+    let failed: Vec<String> = stream::iter(subscribe)
+        .map(|topic| {
+            let mut c = c.clone();
+            let channel = inner.channel(&topic);
+            async move {
+                let r = c.ssubscribe(&channel).await;
+                (topic, channel, r)
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .filter_map(|(topic, channel, r)| {
+            let failed = match r {
+                Ok(()) => {
+                    channels.insert(channel, topic);
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!(topic, error = %e, "cannot subscribe to a topic's channel");
+                    Some(topic)
+                }
+            };
+            async move { failed }
+        })
+        .collect()
+        .await;
+    if !failed.is_empty() {
+        inner
+            .follow
+            .todo
+            .lock()
+            .expect("poisoned")
+            .subscribe
+            .extend(failed);
+    }
+    for topic in unsubscribe {
+        let channel = inner.channel(&topic);
+        channels.remove(&channel);
+        let _ = c.clone().sunsubscribe(&channel).await;
+    }
+}
+
+/// Reads a watched topic's new entries and hands them to its actor.
+async fn read(inner: &Inner, topic: &str) {
+    let Some((log, last, generation)) = inner
+        .watched
+        .lock()
+        .expect("poisoned")
+        .get(topic)
+        .map(|w| (inner.log_key(topic, &w.epoch), w.last, w.generation))
+    else {
+        return;
+    };
+    let from = format!("{}-0", last + 1);
+    let page: Result<Value, _> = inner
+        .call(|mut c| async move {
+            redis::cmd("XRANGE")
+                .arg(&log)
+                .arg(&from)
+                .arg("+")
+                .arg("COUNT")
+                .arg(COUNT)
+                .query_async(&mut c)
+                .await
+        })
+        .await;
+    let Ok(events) = page.and_then(|v| parse_entries(&v)) else {
+        // Read again at the next sweep.
+        return;
+    };
+    let Some(newest) = events.last().map(|e| e.seq) else {
+        return;
+    };
+    let full = events.len() == COUNT;
+    {
+        let mut watched = inner.watched.lock().expect("poisoned");
+        // Only the registration this read was for (see tailer::deliver).
+        let Some(w) = watched
+            .get_mut(topic)
+            .filter(|w| w.generation == generation)
+        else {
+            return;
+        };
+        if newest <= w.last {
+            return;
+        }
+        let events: Vec<_> = events.into_iter().filter(|e| e.seq > w.last).collect();
+        w.last = newest;
+        w.sink.do_send(ExternalAppends {
+            events,
+            epoch: w.epoch.clone(),
+        });
+    }
+    if full {
+        inner.follow.add(|t| {
+            t.read.insert(topic.to_owned());
+        });
+    }
+}

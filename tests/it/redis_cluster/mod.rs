@@ -1,0 +1,137 @@
+//! The Redis store on a Redis Cluster (issue 17): every test starts its own
+//! cluster of 3 masters with one replica each ([`RedisCluster`]) and
+//! brokers that reach it through `redis.cluster_nodes`.
+
+use std::time::Duration;
+
+use crate::support::{redis_cluster::RedisCluster, *};
+
+mod basics;
+mod failover;
+mod follow;
+mod reshard;
+
+const T: Duration = Duration::from_secs(15);
+
+/// The settings of an instance on `cluster`.
+fn member(cluster: &RedisCluster, extra: &[(&str, &str)]) -> Setup {
+    let nodes = cluster.env_value();
+    Setup::new(Store::Redis)
+        .redis(&cluster.urls()[0], "sluicetest")
+        .env(&[("SLUICE__REDIS__CLUSTER_NODES", nodes.as_str())])
+        .env(extra)
+}
+
+/// Starts one instance on `cluster`, in this process.
+async fn instance(cluster: &RedisCluster, extra: &[(&str, &str)]) -> Broker {
+    Broker::with(member(cluster, extra)).await
+}
+
+/// Names of `n` topics whose slots are served by every master of
+/// `cluster` (at least one topic per master).
+fn spread_topics(cluster: &RedisCluster, prefix: &str, n: usize) -> Vec<String> {
+    loop {
+        let topics: Vec<String> = (0..n).map(|_| topic(prefix)).collect();
+        let masters: std::collections::HashSet<usize> = topics
+            .iter()
+            .map(|t| cluster.master_of(&format!("sluicetest:{{{t}}}:meta")))
+            .collect();
+        if masters.len() == 3 {
+            return topics;
+        }
+    }
+}
+
+/// Publishes `{"seq":i}` on `topic` through `base` from 0 until `stop`,
+/// each with `Idempotency-Key: i` (or, with `producer`, as `Producer-Seq:
+/// i + 1` of one producer), and sends `i` again after a `503` or a
+/// transport error until it is acknowledged (`201`, or `200` for one an
+/// earlier try stored). Returns the acknowledged cursors and the count of
+/// `503`s.
+fn keyed_publisher(
+    base: String,
+    topic: String,
+    producer: bool,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    progress: std::sync::Arc<Progress>,
+) -> tokio::task::JoinHandle<(Vec<String>, usize)> {
+    use std::sync::atomic::Ordering;
+    tokio::spawn(async move {
+        let c = http_client();
+        let (mut cursors, mut refused) = (Vec::new(), 0);
+        let mut i = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            let (key, pseq) = (i.to_string(), (i + 1).to_string());
+            let body = format!("{{\"seq\":{i}}}");
+            let headers: Vec<(&str, &str)> = if producer {
+                vec![("producer-id", "p"), ("producer-seq", &pseq)]
+            } else {
+                vec![("idempotency-key", &key)]
+            };
+            let r = try_publish(&c, &base, &topic, &body, &headers).await;
+            progress.tries.fetch_add(1, Ordering::SeqCst);
+            match r {
+                Ok(r) if r.status == 201 || r.status == 200 => {
+                    cursors.push(r.cursor());
+                    i += 1;
+                    progress.acked.store(i, Ordering::SeqCst);
+                }
+                Ok(r) if r.status == 503 => {
+                    assert!(r.header("retry-after").is_some(), "503 without Retry-After");
+                    refused += 1;
+                    // The store is failing over: retry shortly (pacing).
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(r) => panic!("publish {i} on {topic}: {} {}", r.status, r.text),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        (cursors, refused)
+    })
+}
+
+/// How far a [`keyed_publisher`] got.
+#[derive(Default)]
+struct Progress {
+    /// Events acknowledged.
+    acked: std::sync::atomic::AtomicU64,
+    /// Requests answered (or failed), acknowledged or not.
+    tries: std::sync::atomic::AtomicU64,
+}
+
+/// Waits until `counter` has grown by `n` from now.
+async fn until_more(acked: &std::sync::atomic::AtomicU64, n: u64, what: &str) {
+    let from = acked.load(std::sync::atomic::Ordering::SeqCst);
+    wait_until(Duration::from_secs(30), what, || async {
+        acked.load(std::sync::atomic::Ordering::SeqCst) >= from + n
+    })
+    .await;
+}
+
+/// Checks that `stream` delivers exactly `cursors` (after what it already
+/// delivered, `seen`), and that history on `broker` holds exactly them.
+async fn assert_exact(
+    broker: &Api,
+    t: &str,
+    stream: &mut SseStream,
+    seen: usize,
+    cursors: &[String],
+) {
+    let rest = stream.expect_events(cursors.len() - seen, T).await;
+    let ids: Vec<String> = rest.iter().map(msg_id).collect();
+    assert_eq!(
+        ids,
+        cursors[seen..],
+        "{t}: live stream, no gap, no duplicate"
+    );
+    for (i, m) in rest.iter().enumerate() {
+        assert_eq!(seq_of(&m.data), (seen + i) as u64, "{t}: order");
+    }
+    stream.expect_no_event(Duration::from_millis(300)).await;
+    let hist = broker.all_events(t).await;
+    let hist: Vec<&str> = hist.iter().map(|e| e["cursor"].as_str().unwrap()).collect();
+    assert_eq!(
+        hist, cursors,
+        "{t}: every acknowledged event is stored once, in order"
+    );
+}
