@@ -7,7 +7,7 @@ use crate::{
     cursor::{now_ms, Cursor, Epoch},
     messages::EndReason,
     metrics::metrics,
-    sse::{frame_page, notice_frame, FramedEvent},
+    sse::{frame_page, notice_frame, FramedEvent, GAP},
     store::SharedStore,
     subscription::{Offer, Subscription},
 };
@@ -178,5 +178,5 @@ pub fn gap_notice(requested: &str, resumed_after: &str, lost: Option<u64>) -> by
         "resumed_after": resumed_after,
         "lost": lost,
     });
-    notice_frame("gap", resumed_after, &data.to_string())
+    notice_frame(GAP, resumed_after, &data.to_string())
 }

@@ -22,7 +22,7 @@ use crate::{
     cursor::{now_ms, rfc3339_millis, Cursor, Epoch},
     messages::{EndReason, SessionClosed, ToSession, ToTopic, TopicPort},
     metrics::metrics,
-    sse::{notice_frame, KEEP_ALIVE, PROBE},
+    sse::{notice_frame, AUTH_EXPIRED, KEEP_ALIVE, PROBE},
     store::SharedStore,
     subscription::{Control, Subscription},
 };
@@ -67,7 +67,7 @@ impl Expiry {
     pub fn notice(&self, seq: u64, time_ms: i64, epoch: &Epoch) -> Bytes {
         let id = Cursor::new(time_ms, seq, epoch.clone()).to_string();
         let data = serde_json::json!({ "expired_at": rfc3339_millis(self.expired_at_ms) });
-        notice_frame("auth-expired", &id, &data.to_string())
+        notice_frame(AUTH_EXPIRED, &id, &data.to_string())
     }
 }
 

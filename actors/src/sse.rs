@@ -142,7 +142,15 @@ pub fn retry_frame(retry: Duration) -> Bytes {
     encode(Event::Retry(retry))
 }
 
-/// A named event with an id, for broker notices such as `event: gap`.
+/// The `event:` names of broker notices. Publishers may not use them: a
+/// subscriber could not tell a published `gap` or `auth-expired` from the
+/// broker's own.
+pub const GAP: &str = "gap";
+pub const AUTH_EXPIRED: &str = "auth-expired";
+pub const RESERVED_EVENT_TYPES: [&str; 2] = [GAP, AUTH_EXPIRED];
+
+/// A named event with an id, for broker notices such as `event: gap`; the
+/// name must be one of [`RESERVED_EVENT_TYPES`].
 pub fn notice_frame(event: &str, id: &str, data: &str) -> Bytes {
     encode(Event::Message(Message {
         data: ByteString::from(data),

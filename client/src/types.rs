@@ -31,7 +31,8 @@ impl Start {
 pub struct NewEvent {
     /// The event's data, stored as sent.
     pub data: String,
-    /// `Event-Type` (1 to 64 of `[A-Za-z0-9._-]`), delivered as `event:`.
+    /// `Event-Type` (1 to 64 of `[A-Za-z0-9._-]`, not `gap` or
+    /// `auth-expired`, which the broker refuses), delivered as `event:`.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub event_type: Option<String>,
     /// `Idempotency-Key` (1 to 255 printable ASCII characters): a repeat

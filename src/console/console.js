@@ -76,7 +76,7 @@ async function refreshInfo() {
   try {
     const i = await sluice.topic(sub.topic);
     $('info').textContent = `· ${i.retained} retained, ${i.subscribers} subscribers, latest ${i.latest_cursor || '-'}`;
-    catchUpTypes(i.latest_cursor);
+    catchUp(i.latest_cursor);
   } catch (err) {
     $('info').textContent = `· ${describe(err)}`;
   }
@@ -104,9 +104,9 @@ function addRow(build, cls) {
 }
 
 // An EventSource hands the page only the event types it listens for. The
-// view learns the topic's types from its history: the first page from
-// where it starts, and the events after the last one it got whenever the
-// topic's latest event is not that one for two polls in a row.
+// module reads from history what the stream dropped once a later event
+// shows the hole; the first page of history names the topic's types before
+// subscribing, so that is rarely needed.
 async function typesIn(topic, query) {
   try {
     const page = await sluice.history(topic, { ...query, limit: 1000 });
@@ -118,21 +118,17 @@ async function typesIn(topic, query) {
 
 let behind = null;
 
-async function catchUpTypes(latest) {
+// A dropped event with no event after it yet shows no hole: when the
+// topic's latest event is not the last one shown for two polls in a row
+// (once: maybe still on its way), the module reads history up to the end.
+function catchUp(latest) {
   if (!sub || sub.state !== 'connected' || !latest || latest === sub.lastId) {
     behind = null;
     return;
   }
-  // Seen once: maybe still on its way. Seen twice: the stream skipped it.
   if (behind !== latest) { behind = latest; return; }
   behind = null;
-  const s = sub;
-  const types = await typesIn(s.topic, s.lastId ? { cursor: s.lastId } : { from: 'earliest' });
-  const fresh = types.filter((t) => t !== 'message' && !s.types.has(t));
-  if (!fresh.length || s !== sub) return;
-  fresh.forEach((t) => s.listen(t));
-  $('types').value = [...s.types].join(',');
-  s.reopen();
+  sub.sync();
 }
 
 let generation = 0;
@@ -158,13 +154,18 @@ async function subscribe() {
   });
   showState(sub);
   sub.addEventListener('state', (e) => showState(e.detail));
-  sub.addEventListener('event', ({ detail: ev }) => addRow((row) => {
-    row.dataset.id = ev.id;
-    cell(row, ev.id);
-    cell(row, ev.type === 'message' ? '' : ev.type);
-    cell(row, fmtTime(ev.time));
-    cell(row, ev.data);
-  }));
+  const s = sub;
+  sub.addEventListener('event', ({ detail: ev }) => {
+    // The module listens for a type it met in history from then on.
+    if (s === sub) $('types').value = [...s.types].join(',');
+    addRow((row) => {
+      row.dataset.id = ev.id;
+      cell(row, ev.id);
+      cell(row, ev.type === 'message' ? '' : ev.type);
+      cell(row, fmtTime(ev.time));
+      cell(row, ev.data);
+    });
+  });
   sub.addEventListener('gap', ({ detail: g }) => {
     const lost = g.lost == null ? 'an unknown number of' : g.lost;
     $('notice').textContent = `gap of ${lost} events: ${g.requested} is out of retention, resumed after ${g.resumed_after}`;

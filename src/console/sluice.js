@@ -20,6 +20,17 @@ export function cursorTime(cursor) {
   return m ? new Date(`${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}.${m[7]}Z`) : null;
 }
 
+/**
+ * The position in a cursor: `{seq, epoch}` (seq a BigInt), or null. The
+ * layout (`<time>-<seq, 16 hex>-<epoch>`) is this broker's, and this module
+ * ships with it, so it may read it; any other client must treat cursors as
+ * opaque (API.md, "Cursors").
+ */
+export function cursorPosition(cursor) {
+  const m = /-([0-9a-f]{16})-([a-z0-9]{1,16})$/.exec(cursor || '');
+  return m ? { seq: BigInt(`0x${m[1]}`), epoch: m[2] } : null;
+}
+
 /** A fresh idempotency key. Not crypto.randomUUID: that needs a secure
  * context, and a console on a LAN address over http is not one. */
 export function newKey() {
@@ -137,13 +148,21 @@ export class Sluice {
   }
 }
 
+const HISTORY_PAGE = 1000;
+
 /**
  * A topic's events through EventSource, resumed after every disconnect from
  * the last event seen, so nothing is missed and nothing comes twice.
  *
  * Options: `from` ('latest' or 'earliest'), `cursor` (start after it), and
- * `types`: the event types to deliver besides untyped ones (an EventSource
- * only hands a page the types it listens for).
+ * `types`: event types to listen for from the start (optional).
+ *
+ * An EventSource hands a page only the event types it listens for and
+ * drops the others unseen. So when an event's position is not the one
+ * after the last event delivered (same log epoch, sequence more than one
+ * ahead), the events in between are read from history first, delivered in
+ * order, and their types listened for from then on. An event skipped last,
+ * with none after it yet, is found by `sync()`.
  *
  * Events (all CustomEvent, the payload in `detail`):
  * - `event`: `{id, type, data, time}` for each event, in order;
@@ -166,6 +185,10 @@ export class Subscription extends EventTarget {
     this.downSince = null;
     this.closed = false;
     this.timer = null;
+    // Frames waiting for their turn while history is read for a skipped
+    // position: delivering them at once would break the order.
+    this.queue = [];
+    this.draining = false;
     this.setState('connecting');
     this.start().then(() => this.open());
     for (const type of types) this.listen(type);
@@ -186,9 +209,23 @@ export class Subscription extends EventTarget {
     this.open();
   }
 
+  /**
+   * Delivers from history the events after the last one delivered, up to
+   * the topic's end: those of types the stream dropped and no later event
+   * has revealed yet. Resolves once they are delivered.
+   */
+  sync() {
+    return new Promise((done) => {
+      this.queue.push({ kind: 'sync', done });
+      this.drain();
+    });
+  }
+
   /** Ends the subscription for good. */
   close() {
     this.closed = true;
+    for (const item of this.queue) if (item.kind === 'sync') item.done();
+    this.queue = [];
     clearTimeout(this.timer);
     if (this.es) this.es.close();
     this.setState('closed');
@@ -243,14 +280,16 @@ export class Subscription extends EventTarget {
     es.onmessage = this.onEvent;
     for (const type of this.types) es.addEventListener(type, this.onEvent);
     es.addEventListener('gap', (e) => {
-      this.lastId = e.lastEventId || this.lastId;
-      this.dispatchEvent(new CustomEvent('gap', { detail: JSON.parse(e.data) }));
+      this.queue.push({ kind: 'gap', id: e.lastEventId, detail: JSON.parse(e.data) });
+      this.drain();
     });
     es.addEventListener('auth-expired', (e) => {
       // Closed before the stream's end is read, so the browser does not
       // reconnect with the old token; reopened at once with a new one.
+      // Reopened from the last event delivered, not from this frame's id:
+      // events of unknown types before it were dropped unseen, and a
+      // frame still queued comes again and is skipped as a repeat.
       es.close();
-      if (e.lastEventId) this.lastId = e.lastEventId;
       this.dispatchEvent(new CustomEvent('auth-expired', { detail: JSON.parse(e.data) }));
       this.downSince = Date.now();
       this.setState('reconnecting');
@@ -272,9 +311,113 @@ export class Subscription extends EventTarget {
   }
 
   onEvent = (e) => {
-    this.lastId = e.lastEventId || this.lastId;
-    this.dispatchEvent(new CustomEvent('event', {
-      detail: { id: e.lastEventId, type: e.type, data: e.data, time: cursorTime(e.lastEventId) },
-    }));
+    this.queue.push({ kind: 'event', id: e.lastEventId, type: e.type, data: e.data });
+    this.drain();
   };
+
+  // One frame at a time, in arrival order. Without a skipped position
+  // nothing is awaited, so an event is delivered in the same task that
+  // received it.
+  async drain() {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      while (this.queue.length && !this.closed) {
+        const item = this.queue[0];
+        if (item.kind === 'event') {
+          const pos = cursorPosition(item.id);
+          if (this.skipped(pos)) await this.fill(pos);
+          this.queue.shift();
+          this.deliver(item.id, item.type, item.data);
+        } else if (item.kind === 'gap') {
+          this.queue.shift();
+          // The stream went on after `resumed_after`: the next event is
+          // expected right after it, not after the last one delivered.
+          this.lastId = item.id || this.lastId;
+          this.dispatchEvent(new CustomEvent('gap', { detail: item.detail }));
+        } else {
+          await this.fill(null);
+          this.queue.shift();
+          item.done();
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  // Whether positions between the last event delivered and `pos` went by
+  // unseen. Another epoch (the log was recreated or recovered): nothing to
+  // compare with. No position yet: only a stream from the beginning can
+  // have dropped something before its first event.
+  skipped(pos) {
+    if (!pos) return false;
+    const last = cursorPosition(this.lastId);
+    if (!last) return this.lastId == null && this.from === 'earliest';
+    return last.epoch === pos.epoch && pos.seq > last.seq + 1n;
+  }
+
+  // Delivers from history the events after the last one delivered and
+  // before `upTo` (null: up to the end).
+  async fill(upTo) {
+    for (let attempt = 0; !this.closed;) {
+      const before = this.lastId;
+      let page;
+      try {
+        page = await this.client.history(this.topic, before
+          ? { cursor: before, limit: HISTORY_PAGE }
+          : { from: 'earliest', limit: HISTORY_PAGE });
+      } catch (err) {
+        // Positions lost to damage follow: the 416 names the last of them,
+        // and reading goes on after it (nothing there to deliver).
+        const next = err.problem && err.problem.next_cursor;
+        if (err.status === 416 && this.ahead(next, upTo)) {
+          this.lastId = next;
+          continue;
+        }
+        // The broker or the network failed: try again, the frames wait.
+        // Any other refusal: history cannot be read, so deliver what came.
+        if (err instanceof SluiceError && err.status < 500 && err.status !== 429) return;
+        await sleep(backoff(attempt++));
+        continue;
+      }
+      attempt = 0;
+      for (const ev of page.events) {
+        const pos = cursorPosition(ev.cursor);
+        if (upTo && pos && pos.epoch === upTo.epoch && pos.seq >= upTo.seq) return;
+        if (this.repeat(ev.cursor)) continue;
+        if (ev.type) this.listen(ev.type);
+        this.deliver(ev.cursor, ev.type || 'message', ev.data);
+      }
+      // A short page is the end, unless lost positions cut it short: then
+      // the next read gets their 416.
+      if (!upTo && page.events.length < HISTORY_PAGE) return;
+      if (!page.events.length || this.lastId === before) return;
+    }
+  }
+
+  // Whether `cursor` is a position after the last delivered and before
+  // `upTo` in the same epoch, i.e. a step forward in a fill.
+  ahead(cursor, upTo) {
+    const pos = cursorPosition(cursor);
+    const last = cursorPosition(this.lastId);
+    if (!pos || (last && (last.epoch !== pos.epoch || pos.seq <= last.seq))) return false;
+    return !upTo || (upTo.epoch === pos.epoch && pos.seq < upTo.seq);
+  }
+
+  // An event at or before the last one delivered: a reopened stream or a
+  // fill brought it already.
+  repeat(cursor) {
+    const pos = cursorPosition(cursor);
+    const last = cursorPosition(this.lastId);
+    return !!(pos && last && pos.epoch === last.epoch && pos.seq <= last.seq);
+  }
+
+  deliver(id, type, data) {
+    if (this.repeat(id)) return;
+    this.lastId = id || this.lastId;
+    this.dispatchEvent(new CustomEvent('event', {
+      detail: { id, type, data, time: cursorTime(id) },
+    }));
+  }
 }

@@ -56,7 +56,7 @@ pub fn parse_batch(body: &Bytes, limits: &Limits) -> Result<Vec<NewEvent>, ApiEr
             None => {
                 let parsed = parse_line(line).map_err(|e| bad_line(n, e))?;
                 if let Some(t) = &parsed.event_type {
-                    validate::token("type", t, 64).map_err(|e| bad_line(n, e))?;
+                    validate::event_type("type", t).map_err(|e| bad_line(n, e))?;
                 }
                 if let Some(k) = &parsed.idempotency_key {
                     validate::idempotency_key(k).map_err(|e| bad_line(n, e))?;
@@ -396,6 +396,11 @@ mod tests {
         assert_eq!(bad_line_of("{\"data\":1}\n\n{\"data\":2}x\n"), 3);
         assert_eq!(bad_line_of("{\"data\":1}\n\nnot json\n"), 3);
         assert_eq!(bad_line_of("{\"data\":1}\n{\"data\":2,\"extra\":3}\n"), 2);
+        assert_eq!(
+            bad_line_of("{\"data\":1}\n{\"data\":2,\"type\":\"gap\"}\n"),
+            2
+        );
+        assert_eq!(bad_line_of("{\"data\":1,\"type\":\"auth-expired\"}\n"), 1);
         assert_eq!(bad_line_of("{\"data\":1}\n{\"type\":\"t\"}\n"), 2);
         assert_eq!(bad_line_of("{\"data\":1}\n{\"data\":\"a\""), 2);
         assert_eq!(bad_line_of("{\"data\":1}\n{\"data\":[1,]}"), 2);

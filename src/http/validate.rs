@@ -37,6 +37,22 @@ pub fn token(what: &str, value: &str, max: usize) -> Result<(), ApiError> {
     }
 }
 
+/// An event type: a [`token`] of at most 64 characters that is not the name
+/// of a broker notice, which every subscriber would take for the broker's
+/// own (a forged gap or token expiry).
+pub fn event_type(what: &str, value: &str) -> Result<(), ApiError> {
+    token(what, value, 64)?;
+    if sluice_actors::sse::RESERVED_EVENT_TYPES.contains(&value) {
+        return Err(ApiError::bad(format!(
+            "{what} {value:?} is reserved: the broker's own notices use {}",
+            sluice_actors::sse::RESERVED_EVENT_TYPES
+                .map(|t| format!("{t:?}"))
+                .join(" and ")
+        )));
+    }
+    Ok(())
+}
+
 /// 1 to 255 printable ASCII characters.
 pub fn idempotency_key(value: &str) -> Result<(), ApiError> {
     let ok =

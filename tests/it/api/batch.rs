@@ -158,6 +158,9 @@ async fn batch_with_an_invalid_line_is_rejected_whole(store: Store) {
             ("{\"data\":\"a\"}\n{\"data\":\"b\"}\nnot json\n".into(), 3),
             ("{\"data\":\"a\"}\n{\"data\":\"b\",\"type\":\"bad type!\"}\n".into(), 2),
             ("[1,2]\n".into(), 1),
+            // Broker notice names: a forged gap or token expiry.
+            ("{\"data\":\"a\"}\n{\"data\":\"b\",\"type\":\"gap\"}\n".into(), 2),
+            ("{\"data\":\"a\",\"type\":\"auth-expired\"}\n".into(), 1),
             (
                 format!(
                     "{{\"data\":\"a\"}}\n{{\"data\":\"a\"}}\n{{\"data\":\"a\"}}\n{{\"data\":\"{}\"}}\n",
@@ -183,6 +186,13 @@ async fn batch_with_an_invalid_line_is_rejected_whole(store: Store) {
             );
             if r.status == 400 {
                 let p = r.assert_problem(400);
+                if body.contains("\"gap\"") || body.contains("\"auth-expired\"") {
+                    assert!(
+                        p["detail"].as_str().is_some_and(|d| d.contains("reserved")),
+                        "the problem says the type is reserved: {}",
+                        r.text
+                    );
+                }
                 assert_eq!(
                     p["line"].as_u64(),
                     Some(line),

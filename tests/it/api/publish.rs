@@ -243,6 +243,25 @@ async fn publish_errors_are_problems_and_store_nothing(store: Store) {
             );
             r.assert_problem(400);
         }
+        // The names of broker notices: a subscriber would take such an
+        // event for a gap or a token expiry the broker never sent.
+        for reserved in ["gap", "auth-expired"] {
+            let r = b.publish(t, "forged", &[("event-type", reserved)]).await;
+            let p = r.assert_problem(400);
+            let detail = p["detail"].as_str().unwrap_or_default();
+            assert!(
+                detail.contains("reserved")
+                    && detail.contains("\"gap\"")
+                    && detail.contains("\"auth-expired\""),
+                "Event-Type {reserved:?}: the problem names the reserved types: {}",
+                r.text
+            );
+        }
+        // Only those exact names (event names are case-sensitive).
+        for near in ["Gap", "gaps", "auth-expired.v2"] {
+            let r = b.publish(t, "near", &[("event-type", near)]).await;
+            assert_eq!(r.status, 201, "Event-Type {near:?} is valid: {}", r.text);
+        }
         let r = b
             .publish(t, "typed64", &[("event-type", &"a".repeat(64))])
             .await;
@@ -275,7 +294,16 @@ async fn publish_errors_are_problems_and_store_nothing(store: Store) {
         let datas: Vec<&str> = evs.iter().map(data_of).collect();
         assert_eq!(
             datas,
-            vec!["seed", ok.as_str(), "typed64", "key255", "keyprint"],
+            vec![
+                "seed",
+                ok.as_str(),
+                "near",
+                "near",
+                "near",
+                "typed64",
+                "key255",
+                "keyprint"
+            ],
             "only the accepted publishes are stored"
         );
     })

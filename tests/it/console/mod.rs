@@ -18,6 +18,7 @@ mod gap;
 mod live;
 mod readme;
 mod renewal;
+mod skipped;
 mod types;
 
 use driver::Browser;
