@@ -58,3 +58,77 @@ async fn a_batch_line_of_unicode_blanks_is_named_not_skipped() {
     })
     .await;
 }
+
+/// The operation of `path` and `method` in docs/openapi.json.
+fn operation<'a>(doc: &'a serde_json::Value, path: &str, method: &str) -> &'a serde_json::Value {
+    &doc["paths"][path][method]
+}
+
+/// What schemathesis found where docs/openapi.json and the broker
+/// disagreed, each as the broker answers and the document now says: a
+/// history poll of an unknown topic is a documented `404`; a resume
+/// cursor's documented pattern takes exactly what the broker takes (a
+/// string of 64 zeros, a 29 February of a common year, uppercase hex are
+/// refused by both); an event body may be any JSON value; an empty
+/// `Content-Encoding` is no coding.
+#[tokio::test]
+async fn what_schemathesis_found_is_answered_as_documented() {
+    bounded(60, async {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/openapi.json")).unwrap();
+        let b = Broker::start(Store::Embedded, &[]).await;
+        let events = "/v1/topics/{topic}/events";
+
+        let r = b.get("/v1/topics/never-used/events").await;
+        r.assert_problem(404);
+        assert!(
+            operation(&doc, events, "get")["responses"]["404"].is_object(),
+            "the 404 is documented"
+        );
+
+        let pattern = doc["components"]["schemas"]["ResumeCursor"]["pattern"]
+            .as_str()
+            .unwrap();
+        let re = regex::Regex::new(pattern).unwrap();
+        let issued = b.publish("sc", "x", &[]).await.cursor();
+        for (cursor, accepted) in [
+            (issued.as_str(), true),
+            ("20240229T235959.999Z-000000000000002a-k3f9", true),
+            (&"0".repeat(64), false),
+            ("20230229T000000.000Z-000000000000002a-k3f9", false),
+            ("20240520T103022.123Z-000000000000002A-k3f9", false),
+            ("20240520T240000.000Z-000000000000002a-k3f9", false),
+        ] {
+            assert_eq!(re.is_match(cursor), accepted, "pattern on {cursor}");
+            let r = b
+                .get_with(
+                    &format!("/v1/topics/sc/events?cursor={cursor}"),
+                    &[("accept", "application/json")],
+                )
+                .await;
+            // A well-formed cursor of another log is 416, not 400.
+            assert_eq!(r.status != 400, accepted, "{cursor}: {}", r.text);
+        }
+
+        let r = b
+            .publish("sc", "[]", &[("content-type", "application/json")])
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let body = &operation(&doc, events, "post")["requestBody"]["content"]["*/*"]["schema"];
+        assert!(body.get("type").is_none(), "any JSON value: {body}");
+
+        let r = b.publish("sc", "x", &[("content-encoding", "")]).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let coding = operation(&doc, events, "post")["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "Content-Encoding")
+            .unwrap();
+        assert!(coding["schema"]["enum"]
+            .as_array()
+            .unwrap()
+            .contains(&"".into()));
+    })
+    .await;
+}
