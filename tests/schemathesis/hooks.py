@@ -3,6 +3,8 @@
 - application/x-ndjson: the batch body is described as an array of line
   objects; it goes on the wire as NDJSON, one JSON object a line. A value
   that is not an array (a negative case) goes as its JSON text.
+- Producer-Id and Producer-Seq: a case with one of them gets the other
+  (valid), since the API takes both or neither, which OpenAPI cannot say.
 - Content-Encoding: gzip: a body sent with that header is gzip-compressed,
   as the header says (schemathesis cannot know it; a plain body under it is
   a 400 for being no gzip, which says nothing about the schema).
@@ -56,6 +58,14 @@ def _is_sse(value):
 def before_call(ctx, case, kwargs):
     # `kwargs` (not `**kwargs`): the request's own arguments, so that a
     # body put there is the one sent.
+    headers = case.headers or {}
+    names = {n.lower(): n for n in headers}
+    # Producer-Id and Producer-Seq go together (a lone one is 400), which
+    # OpenAPI cannot say: a lone one gets a valid partner.
+    if "producer-id" in names and "producer-seq" not in names:
+        case.headers["Producer-Seq"] = "1"
+    if "producer-seq" in names and "producer-id" not in names:
+        case.headers["Producer-Id"] = "p"
     if case.query and _is_sse(case.query.get("stream")):
         case.query = {k: v for k, v in case.query.items() if k != "stream"}
     for name in list(case.headers or {}):
