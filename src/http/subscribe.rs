@@ -84,30 +84,39 @@ fn count_resume(start: &Start, gap: bool) {
 }
 
 /// The start position, by API.md's precedence; without any, `default`.
+/// Every position sent is read, not only the one that wins: a malformed
+/// `X-Resume-Cursor`, `cursor` or `from` behind a valid `Last-Event-ID` is
+/// a `400` too, as it is alone (a bad input is never silently ignored).
 pub(super) fn start_position(
     req: &HttpRequest,
     q: &EventsQuery,
     default: Start,
 ) -> Result<Start, ApiError> {
+    let mut first = None;
     for name in ["Last-Event-ID", "X-Resume-Cursor"] {
         if let Some(v) = validate::header(req, name)? {
             // EventSource never sends an empty Last-Event-ID; treat one as absent.
             if !v.is_empty() {
-                return Ok(Start::After(parse_cursor(v, name)?));
+                let c = parse_cursor(v, name)?;
+                first.get_or_insert(Start::After(c));
             }
         }
     }
     if let Some(c) = &q.cursor {
-        return Ok(Start::After(parse_cursor(c, "cursor")?));
+        let c = parse_cursor(c, "cursor")?;
+        first.get_or_insert(Start::After(c));
     }
-    match q.from.as_deref() {
-        None => Ok(default),
-        Some("latest") => Ok(Start::Latest),
-        Some("earliest") => Ok(Start::Earliest),
-        Some(other) => Err(ApiError::bad(format!(
-            "from must be \"earliest\" or \"latest\", not {other:?}"
-        ))),
-    }
+    let from = match q.from.as_deref() {
+        None => None,
+        Some("latest") => Some(Start::Latest),
+        Some("earliest") => Some(Start::Earliest),
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "from must be \"earliest\" or \"latest\", not {other:?}"
+            )))
+        }
+    };
+    Ok(first.or(from).unwrap_or(default))
 }
 
 pub(super) fn resume_on_gap(q: &EventsQuery) -> Result<bool, ApiError> {

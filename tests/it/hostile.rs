@@ -117,6 +117,31 @@ async fn what_schemathesis_found_is_answered_as_documented() {
         let body = &operation(&doc, events, "post")["requestBody"]["content"]["*/*"]["schema"];
         assert!(body.get("type").is_none(), "any JSON value: {body}");
 
+        // Producer-Seq: the pattern takes exactly the unsigned 64-bit
+        // integers (20 digits past u64::MAX matched the old one).
+        let seq = operation(&doc, events, "post")["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "Producer-Seq")
+            .unwrap();
+        let seq_re = regex::Regex::new(seq["schema"]["pattern"].as_str().unwrap()).unwrap();
+        for (value, status) in [
+            ("18446744073709551615", 201),
+            ("45692645954160057969", 400),
+            ("18446744073709551616", 400),
+        ] {
+            assert_eq!(seq_re.is_match(value), status == 201, "pattern on {value}");
+            let r = b
+                .publish(
+                    "sq",
+                    "x",
+                    &[("producer-id", value), ("producer-seq", value)],
+                )
+                .await;
+            assert_eq!(r.status, status, "{value}: {}", r.text);
+        }
+
         let r = b.publish("sc", "x", &[("content-encoding", "")]).await;
         assert_eq!(r.status, 201, "{}", r.text);
         let coding = operation(&doc, events, "post")["parameters"]
@@ -129,6 +154,51 @@ async fn what_schemathesis_found_is_answered_as_documented() {
             .as_array()
             .unwrap()
             .contains(&"".into()));
+    })
+    .await;
+}
+
+/// A malformed position behind a valid one was ignored (the first present
+/// wins): `X-Resume-Cursor: 0` with a valid `Last-Event-ID` resumed from
+/// the latter, as schemathesis found. Every position sent is now read,
+/// and a malformed one is a `400` wherever it stands.
+#[tokio::test]
+async fn a_malformed_position_behind_a_valid_one_is_a_400() {
+    bounded(60, async {
+        let b = Broker::start(Store::Embedded, &[]).await;
+        let c = b.publish("mp", "x", &[]).await.cursor();
+        let poll = [("accept", "application/json")];
+        let r = b
+            .get_with("/v1/topics/mp/events?from=earliest", &poll)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        for (query, headers) in [
+            (
+                "",
+                vec![("last-event-id", c.as_str()), ("x-resume-cursor", "0")],
+            ),
+            ("cursor=0", vec![("last-event-id", c.as_str())]),
+            ("from=soonest", vec![("x-resume-cursor", c.as_str())]),
+        ] {
+            let mut h = headers.clone();
+            h.extend(poll);
+            let r = b
+                .get_with(&format!("/v1/topics/mp/events?{query}"), &h)
+                .await;
+            r.assert_problem(400);
+        }
+        // Valid ones together: the first wins, as before.
+        let r = b
+            .get_with(
+                "/v1/topics/mp/events?from=earliest",
+                &[
+                    ("last-event-id", c.as_str()),
+                    ("accept", "application/json"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.json["events"].as_array().unwrap().len(), 0);
     })
     .await;
 }

@@ -315,25 +315,40 @@ fn position(req: &HttpRequest, sent: &[(&str, Vec<u8>)], query: &str) {
                 .map(|n| n as usize),
         }
     );
-    // The first position present wins: Last-Event-ID, X-Resume-Cursor
-    // (an empty one counts as absent), cursor, from.
-    let header_pos = ["last-event-id", "x-resume-cursor"]
-        .into_iter()
-        .filter_map(|n| first(sent, n))
-        .find(|v| !v.is_empty());
+    // Every position sent must be well-formed; then the first present
+    // wins: Last-Event-ID, X-Resume-Cursor (an empty one counts as
+    // absent), cursor, from.
     let got = start_position(req, &q, Start::Latest);
     let from_text = |s: &str| {
         let c = Cursor::parse(s).ok()?;
         assert_eq!(c.to_string(), s, "a cursor read in another spelling");
         Some(c)
     };
-    let want = match (header_pos, value("cursor"), value("from")) {
-        (Some(h), _, _) => text(h).and_then(from_text).map(Start::After),
-        (None, Some(c), _) => from_text(c).map(Start::After),
-        (None, None, None) => Some(Start::Latest),
-        (None, None, Some("earliest")) => Some(Start::Earliest),
-        (None, None, Some("latest")) => Some(Start::Latest),
-        (None, None, Some(_)) => None,
+    let mut sources: Vec<Option<Start>> = ["last-event-id", "x-resume-cursor"]
+        .into_iter()
+        .filter_map(|n| first(sent, n))
+        .filter(|v| !v.is_empty())
+        .map(|h| text(h).and_then(from_text).map(Start::After))
+        .collect();
+    if let Some(c) = value("cursor") {
+        sources.push(from_text(c).map(Start::After));
+    }
+    match value("from") {
+        None => {}
+        Some("earliest") => sources.push(Some(Start::Earliest)),
+        Some("latest") => sources.push(Some(Start::Latest)),
+        Some(_) => sources.push(None),
+    }
+    let want = if sources.iter().any(Option::is_none) {
+        None
+    } else {
+        Some(
+            sources
+                .into_iter()
+                .flatten()
+                .next()
+                .unwrap_or(Start::Latest),
+        )
     };
     match (got, want) {
         (Ok(Start::After(a)), Some(Start::After(b))) => assert_eq!(a, b),
