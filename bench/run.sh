@@ -5,7 +5,9 @@
 #      bench/run.sh publish --topics 1 --publishers 16 --duration-secs 10 --payload-bytes 256
 #      SLUICE__EMBEDDED__FSYNC=never bench/run.sh fanout --subscribers 100 --events 100000
 #      TARGET=ceiling bench/run.sh fanout --subscribers 100 --events 100000
-#    TARGET is one of sluice (default), sluice-redis, ceiling, pushpin, trivial.
+#    TARGET is one of sluice (default), sluice-redis, sluice-auth (HS256
+#    tokens required; the load generator sends one on every request),
+#    ceiling, pushpin, trivial.
 #    The mode gets --url, --pid (and --target, --publish-url) of the target.
 #
 # 2. The scenarios of issue 5 (S1..S6), each RUNS times (default 3), targets
@@ -90,10 +92,32 @@ apt_install() {
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@") >&2
 }
 
-start_sluice() { # store fsync
+# The HS256 secret of the sluice-auth target, and a token signed with it
+# (publish and subscribe on every topic, valid for a day) that the load
+# generator sends on every request (SLUICE_BENCH_BEARER).
+auth_secret="sluice-bench-secret-0123456789abcdefghijkl"
+hs256_token() {
+  python3 - "$auth_secret" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+claims = {"exp": int(time.time()) + 86400, "sluice": {"publish": ["*"], "subscribe": ["*"], "admin": True}}
+body = b64(json.dumps(claims).encode())
+sig = hmac.new(sys.argv[1].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+print(f"{head}.{body}.{b64(sig)}")
+PY
+}
+
+T_BEARER=""
+start_sluice() { # store fsync [auth]
   local store=$1 fsync=$2 data pid
   data=$(mktemp -d "$work/data.XXXXXX")
   local -a env=(SLUICE__EMBEDDED__FSYNC="$fsync")
+  T_BEARER=""
+  if [ "${3:-}" = auth ]; then
+    env+=(SLUICE__AUTH__HS256_SECRETS="$auth_secret")
+    T_BEARER=$(hs256_token)
+  fi
   if [ "$store" = redis ]; then
     start_redis
     redis-cli -p "$redis_port" flushall >/dev/null
@@ -109,6 +133,7 @@ start_sluice() { # store fsync
 
 start_server() { # subcommand name-in-log kind
   local pid file="$work/$1.$RANDOM.log"
+  T_BEARER=""
   "$bench" "$1" --listen 127.0.0.1:0 >"$file" 2>&1 &
   pid=$!
   started_pids+=("$pid")
@@ -140,6 +165,7 @@ pushpin_conf() { # dir http_port push_in_http_port
 }
 
 start_pushpin() {
+  T_BEARER=""
   command -v pushpin >/dev/null || apt_install pushpin
   local dir origin_file origin_pid origin http push pid
   dir=$(mktemp -d "$work/pushpin.XXXXXX")
@@ -194,6 +220,8 @@ start_target() {
     sluice-embedded-interval | sluice-interval) start_sluice embedded interval ;;
     sluice-embedded-never | sluice-never) start_sluice embedded never ;;
     sluice-redis) start_sluice redis always ;;
+    # HS256 tokens on: every publish and stream open carries a token.
+    sluice-auth) start_sluice embedded always auth ;;
     ceiling) start_server ceiling ceiling ceiling ;;
     trivial) start_server trivial trivial trivial ;;
     pushpin) start_pushpin ;;
@@ -231,7 +259,7 @@ case ${1:-} in
     shift
     start_target "${TARGET:-sluice}"
     target_args
-    "$bench" "$mode" "${T_ARGS[@]}" "$@"
+    SLUICE_BENCH_BEARER="$T_BEARER" "$bench" "$mode" "${T_ARGS[@]}" "$@"
     exit $?
     ;;
   "" | -h | --help)
@@ -313,7 +341,7 @@ run_step() { # scenario run target
     scenario_args "$sub"
     log "== $sub run $run target $target: ${S_ARGS[*]}"
     status=0
-    line=$(timeout "$step_timeout" "$bench" "${S_ARGS[0]}" "${T_ARGS[@]}" --target-name "$target" \
+    line=$(SLUICE_BENCH_BEARER="$T_BEARER" timeout "$step_timeout" "$bench" "${S_ARGS[0]}" "${T_ARGS[@]}" --target-name "$target" \
              --scenario "$sub" --run "$run" "${S_ARGS[@]:1}" | tail -1) || status=$?
     case $line in
       "{"*) ;;

@@ -6,22 +6,31 @@
 # statistics (executions, run time); a failure's input is kept in
 # artifacts/<target>/ and stops the script.
 #
-#   fuzz/run.sh [SECONDS]
+#   fuzz/run.sh [SECONDS [TARGET...]]
+#
+# Without TARGETs, every target: the disk readers (segment journal
+# topic_dir) and what a client sends (cursor sse batch headers token).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-600}
-targets=(segment journal topic_dir)
+shift || true
+targets=(segment journal topic_dir cursor sse batch headers token)
+[ $# -gt 0 ] && targets=("$@")
 # build.rs otherwise asks git for the revision and, in a git worktree
 # (where .git is a file), is rerun by every `cargo fuzz run`: a rebuild of
 # the crate before each target.
 export SLUICE_REVISION=${SLUICE_REVISION:-fuzz}
 
 python3 fuzz/seeds.py fuzz/corpus
-cargo +nightly fuzz build
+cargo +nightly fuzz build -O
 # The binaries `cargo fuzz run` would start, started here directly (from
 # fuzz/, where libFuzzer's -jobs log lands): sources edited while the
 # script runs are not rebuilt into the later targets.
-bins=target/$(rustc +nightly -vV | sed -n 's/^host: //p')/release
+host=$(rustc +nightly -vV | sed -n 's/^host: //p')
+# cargo-fuzz 0.13 builds into fuzz/target; earlier ones into target.
+bins=fuzz/target/$host/release
+[ -d "$bins" ] || bins=target/$host/release
+bins=$PWD/$bins
 cd fuzz
 mkdir -p logs
 for t in "${targets[@]}"; do

@@ -5,10 +5,18 @@ targets read bytes as choices), so seeds matter most where a choice cannot
 reach: well-formed frames, whose CRC-32 the fuzzer would have to guess.
 The layouts are those of src/store/embedded/record.rs and journal/mod.rs;
 zlib.crc32 is the same CRC-32 (IEEE) as the store's."""
+import base64
+import hashlib
+import hmac
+import json
 import pathlib
 import struct
 import sys
+import time
 import zlib
+
+# src/http/auth/fuzzing.rs: the secret of the token target's verifier.
+TOKEN_SECRET = b"the-fuzzing-secret-of-at-least-32-bytes"
 
 
 def frame(body):
@@ -55,6 +63,28 @@ def seeds():
         1, b"../../outside/t", b"outsidex", 1, 0, r1
     )
     yield "journal", "structured", logs + b"\x01\x02\x03" + b"\x02\x00\x00\x01\x00\x00\x01\x05" * 3
+
+    # The targets of what a client sends. cursor: even first byte = text.
+    cursor = b"20240520T103022.123Z-000000000000002a-k3f9x2ab"
+    yield "cursor", "text", b"\x00" + cursor
+    yield "cursor", "built", b"\x01" + bytes(range(40))
+    # batch: even first byte = a raw body, odd = events built from choices.
+    yield "batch", "raw", b"\x00" + b'{"data":"a"}\r\n\n{"data":{"b": [1, 2.5]},"type":"t","idempotency_key":"k"}\n'
+    yield "batch", "raw-bad", b"\x00" + b'{"data":"a"}\n{"data":"\\u00e9","extra":1}\n'
+    yield "batch", "built", b"\x01" + b"\x01\x03\x00\x01\x00" * 6
+    yield "sse", "events", bytes(range(1, 200))
+    yield "headers", "some", b"\x01\x00\x00\x01\x03\x00\x01\x01\x05\x00\x01\x04\x15\x00\x03"
+    # token: first byte % 4 == 0 = a token as text; 1 = a query; else built.
+    yield "token", "valid", b"\x00" + token({"exp": int(time.time()) + 10 * 365 * 86400,
+                                              "sluice": {"publish": ["orders.*"], "subscribe": ["*"]}})
+    yield "token", "query", b"\x01" + b"a=1&access_token=x.y.z&access%5Ftoken=2&from=earliest"
+    yield "token", "built", b"\x02" + bytes(range(64))
+
+
+def token(claims):
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+    signing_input = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + b"." + b64(json.dumps(claims).encode())
+    return signing_input + b"." + b64(hmac.new(TOKEN_SECRET, signing_input, hashlib.sha256).digest())
 
 
 def main():

@@ -21,6 +21,10 @@
 pub mod cli;
 pub mod config;
 pub mod console;
+// Not part of the API: the fuzz targets' and property tests' scenarios.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod probe;
 pub mod server;

@@ -100,6 +100,12 @@ impl Cursor {
         if s.len() > 64 {
             return Err(CursorParseError("longer than 64 bytes"));
         }
+        // The parts are sliced at fixed byte offsets, which in other text
+        // can fall inside a character (a `cursor` query parameter is
+        // percent-decoded UTF-8).
+        if !s.is_ascii() {
+            return Err(CursorParseError("not ASCII"));
+        }
         let b = s.as_bytes();
         if b.len() < TIME_LEN + 1 + SEQ_LEN + 2 {
             return Err(CursorParseError("too short"));
@@ -332,6 +338,15 @@ mod tests {
         assert!(Cursor::new(i64::MAX, 0, e.clone())
             .to_string()
             .starts_with("19700101T000000.000Z"));
+    }
+
+    #[test]
+    fn text_that_is_not_ascii_is_refused_not_sliced() {
+        // Byte 20 (the first separator) inside a three-byte character.
+        let s = "20240520T103022.123\u{20ac}000000000000002a-k3f9";
+        assert_eq!(Cursor::parse(s), Err(CursorParseError("not ASCII")));
+        assert!(Cursor::parse("20240520T103022.123Z-00000000000000\u{e9}-k3f9").is_err());
+        assert!(Cursor::parse("20240520T103022.123Z-000000000000002a-k3f\u{e9}").is_err());
     }
 
     #[test]

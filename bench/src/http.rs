@@ -40,6 +40,21 @@ impl Base {
     }
 }
 
+/// `Authorization` of every request when `SLUICE_BENCH_BEARER` is set
+/// (a token the target verifies): a client with a token on every publish
+/// and stream open, as with `auth` on.
+fn authorization() -> Option<&'static str> {
+    static VALUE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    VALUE
+        .get_or_init(|| {
+            std::env::var("SLUICE_BENCH_BEARER")
+                .ok()
+                .filter(|t| !t.is_empty())
+                .map(|t| format!("Bearer {t}"))
+        })
+        .as_deref()
+}
+
 /// One keep-alive HTTP/1.1 connection (replaced by a new one after the
 /// server answered `Connection: close`, as Pushpin's control API does).
 pub struct Conn {
@@ -100,6 +115,9 @@ impl Conn {
             .header(header::HOST, &self.base.authority);
         for (name, value) in headers {
             req = req.header(name, *value);
+        }
+        if let Some(auth) = authorization() {
+            req = req.header(header::AUTHORIZATION, auth);
         }
         if self.closing || self.sender.is_closed() {
             let reconnects = self.reconnects + 1;

@@ -17,7 +17,7 @@ use super::error::ApiError;
 
 /// How the body was encoded by the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Coding {
+pub(super) enum Coding {
     Identity,
     Gzip,
 }
@@ -25,7 +25,7 @@ enum Coding {
 /// The body's coding from `Content-Encoding` (a list, possibly over several
 /// fields). `identity` is no coding; `gzip` (or its old alias `x-gzip`) once
 /// is what Sluice decodes; anything else, or gzip twice, is a `415`.
-fn coding(req: &HttpRequest) -> Result<Coding, ApiError> {
+pub(super) fn coding(req: &HttpRequest) -> Result<Coding, ApiError> {
     let mut found = Coding::Identity;
     for field in req.headers().get_all(header::CONTENT_ENCODING) {
         let text = field.to_str().map_err(|_| {

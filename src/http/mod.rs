@@ -23,6 +23,10 @@ pub mod auth;
 mod batch_line;
 mod body;
 pub mod error;
+// Not part of the API: the fuzz targets' and property tests' scenarios.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod malformed;
 pub mod metrics_listener;
 mod ndjson;

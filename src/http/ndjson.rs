@@ -28,7 +28,8 @@ use crate::config::Limits;
 
 /// Parses and validates every line of a batch body: its events in line
 /// order, or the first bad line's `400` (with `line`, 1-based, in the
-/// problem body). Blank lines are skipped and a line may end in `\r\n`. Event
+/// problem body). Blank lines (spaces, tabs) are skipped and a line may
+/// end in `\r\n`. Event
 /// data shares `body`'s memory where it can.
 pub fn parse_batch(body: &Bytes, limits: &Limits) -> Result<Vec<NewEvent>, ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::bad("body is not valid UTF-8"))?;
@@ -42,7 +43,9 @@ pub fn parse_batch(body: &Bytes, limits: &Limits) -> Result<Vec<NewEvent>, ApiEr
     for (i, line) in text.split('\n').enumerate() {
         let n = i + 1;
         let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.trim().is_empty() {
+        // Blank means JSON's whitespace only: a line of U+00A0 or U+2028
+        // is no more blank than it is JSON (str::trim would skip it).
+        if line.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r')) {
             continue;
         }
         if events.len() == limits.max_batch_events {
@@ -387,6 +390,21 @@ mod tests {
         assert_eq!(&parse(r#"{"data":"\u0041"}"#).unwrap()[0].data[..], b"A");
         assert_eq!(bad_line_of("{\"data\":\"tab\there\"}"), 1);
         assert_eq!(bad_line_of("{\"data\":\"a\"}x"), 1);
+    }
+
+    #[test]
+    fn only_json_whitespace_makes_a_line_blank() {
+        // Unicode blanks (no-break space, line separator, vertical tab) are
+        // not JSON whitespace: such a line is a bad line, not skipped.
+        for blank in ["\u{a0}", "\u{2028}", "\u{b}", "\u{c}", " \u{3000} "] {
+            assert_eq!(
+                bad_line_of(&format!("{{\"data\":1}}\n{blank}\n")),
+                2,
+                "{blank:?}"
+            );
+            assert_eq!(bad_line_of(blank), 1, "{blank:?}");
+        }
+        assert_eq!(parse(" \t\r\n{\"data\":1}\n\t\n").unwrap().len(), 1);
     }
 
     #[test]

@@ -92,7 +92,7 @@ fn write_result(out: &mut Vec<u8>, outcome: &AppendOutcome, epoch: &Epoch) {
     }
 }
 
-fn event_from_headers(req: &HttpRequest, data: Bytes) -> Result<NewEvent, ApiError> {
+pub(super) fn event_from_headers(req: &HttpRequest, data: Bytes) -> Result<NewEvent, ApiError> {
     let event_type = validate::header(req, "Event-Type")?
         .map(|t| validate::event_type("Event-Type", t).map(|()| t.to_owned()))
         .transpose()?;

@@ -22,7 +22,7 @@ const HISTORY_MAX: usize = 1000;
 /// Query parameters of the events endpoint. Unknown ones are ignored (cache
 /// busters and client-library extras are common on SSE URLs); a known one
 /// given twice is a `400`.
-pub struct EventsQuery {
+pub(super) struct EventsQuery {
     stream: Option<String>,
     cursor: Option<String>,
     from: Option<String>,
@@ -31,7 +31,7 @@ pub struct EventsQuery {
 }
 
 impl EventsQuery {
-    fn parse(query: &str) -> Result<Self, ApiError> {
+    pub(super) fn parse(query: &str) -> Result<Self, ApiError> {
         let q = strict::Query::parse(query, &["stream", "cursor", "from", "on_gap", "limit"])?;
         let get = |name| q.get(name).map(str::to_owned);
         Ok(EventsQuery {
@@ -44,7 +44,7 @@ impl EventsQuery {
     }
 }
 
-fn wants_sse(req: &HttpRequest, q: &EventsQuery) -> Result<bool, ApiError> {
+pub(super) fn wants_sse(req: &HttpRequest, q: &EventsQuery) -> Result<bool, ApiError> {
     match q.stream.as_deref() {
         Some("sse") => return Ok(true),
         Some(other) => {
@@ -84,29 +84,42 @@ fn count_resume(start: &Start, gap: bool) {
 }
 
 /// The start position, by API.md's precedence; without any, `default`.
-fn start_position(req: &HttpRequest, q: &EventsQuery, default: Start) -> Result<Start, ApiError> {
+/// Every position sent is read, not only the one that wins: a malformed
+/// `X-Resume-Cursor`, `cursor` or `from` behind a valid `Last-Event-ID` is
+/// a `400` too, as it is alone (a bad input is never silently ignored).
+pub(super) fn start_position(
+    req: &HttpRequest,
+    q: &EventsQuery,
+    default: Start,
+) -> Result<Start, ApiError> {
+    let mut first = None;
     for name in ["Last-Event-ID", "X-Resume-Cursor"] {
         if let Some(v) = validate::header(req, name)? {
             // EventSource never sends an empty Last-Event-ID; treat one as absent.
             if !v.is_empty() {
-                return Ok(Start::After(parse_cursor(v, name)?));
+                let c = parse_cursor(v, name)?;
+                first.get_or_insert(Start::After(c));
             }
         }
     }
     if let Some(c) = &q.cursor {
-        return Ok(Start::After(parse_cursor(c, "cursor")?));
+        let c = parse_cursor(c, "cursor")?;
+        first.get_or_insert(Start::After(c));
     }
-    match q.from.as_deref() {
-        None => Ok(default),
-        Some("latest") => Ok(Start::Latest),
-        Some("earliest") => Ok(Start::Earliest),
-        Some(other) => Err(ApiError::bad(format!(
-            "from must be \"earliest\" or \"latest\", not {other:?}"
-        ))),
-    }
+    let from = match q.from.as_deref() {
+        None => None,
+        Some("latest") => Some(Start::Latest),
+        Some("earliest") => Some(Start::Earliest),
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "from must be \"earliest\" or \"latest\", not {other:?}"
+            )))
+        }
+    };
+    Ok(first.or(from).unwrap_or(default))
 }
 
-fn resume_on_gap(q: &EventsQuery) -> Result<bool, ApiError> {
+pub(super) fn resume_on_gap(q: &EventsQuery) -> Result<bool, ApiError> {
     match q.on_gap.as_deref() {
         None | Some("error") => Ok(false),
         Some("resume") => Ok(true),
@@ -176,24 +189,27 @@ async fn stream(
         .streaming(stream.body))
 }
 
+/// The `limit` of a history poll.
+pub(super) fn history_limit(q: &EventsQuery) -> Result<usize, ApiError> {
+    match &q.limit {
+        None => Ok(HISTORY_DEFAULT),
+        Some(l) => match strict::parse_u64(l) {
+            Some(n) if (1..=HISTORY_MAX as u64).contains(&n) => Ok(n as usize),
+            _ => Err(ApiError::bad(format!(
+                "limit must be an integer from 1 to {HISTORY_MAX} in decimal digits, \
+                 without sign, blanks or leading zeros"
+            ))),
+        },
+    }
+}
+
 async fn history(
     state: web::Data<AppState>,
     topic: String,
     start: Start,
     q: &EventsQuery,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = match &q.limit {
-        None => HISTORY_DEFAULT,
-        Some(l) => match strict::parse_u64(l) {
-            Some(n) if (1..=HISTORY_MAX as u64).contains(&n) => n as usize,
-            _ => {
-                return Err(ApiError::bad(format!(
-                    "limit must be an integer from 1 to {HISTORY_MAX} in decimal digits, \
-                     without sign, blanks or leading zeros"
-                )))
-            }
-        },
-    };
+    let limit = history_limit(q)?;
     let store = state.broker.store();
     let bounds = match &start {
         // A poll from a cursor is a resume: like a stream's, it opens the

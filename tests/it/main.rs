@@ -19,6 +19,7 @@ mod crash;
 mod delete;
 mod deploy;
 mod flow_control;
+mod hostile;
 mod openapi;
 mod overload;
 mod redis_cluster;

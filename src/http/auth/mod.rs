@@ -17,6 +17,10 @@
 //! when it opens), never per event.
 
 mod claims;
+// Not part of the API: the fuzz targets' and property tests' scenarios.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod jwks;
 mod key;
 mod keys;

@@ -42,7 +42,7 @@ pub async fn take_query_token(
 
 /// The URI without its `access_token` parameters and the first one's
 /// value; `None` when it has none.
-fn strip_token(uri: &Uri) -> Option<(Uri, Option<String>)> {
+pub(super) fn strip_token(uri: &Uri) -> Option<(Uri, Option<String>)> {
     let query = uri.query()?;
     // Names may be percent-encoded (`access%5Ftoken`): a cheap test first,
     // then every pair decoded.
