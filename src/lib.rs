@@ -11,6 +11,7 @@
 //! - [`http`]: the routes of API.md, one module per route group.
 //! - [`cli`]: the client subcommands (`pub`, `sub`, `topics`, `info`,
 //!   `history`) over the `sluice-client` crate.
+//! - [`fds`]: the process's open-file limit and open descriptors.
 //! - [`probe`]: `sluice health`, a readiness probe for containers.
 //! - [`tls`]: TLS with h2 over ALPN, the certificate reloaded in place.
 //! - [`store`]: storage backends; [`store::embedded`] is the default on-disk log.
@@ -19,6 +20,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod fds;
 pub mod http;
 pub mod probe;
 pub mod server;

@@ -18,6 +18,7 @@ mod crash;
 mod delete;
 mod deploy;
 mod flow_control;
+mod limits;
 mod openapi;
 mod overload;
 mod resume;
