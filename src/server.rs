@@ -226,14 +226,12 @@ pub async fn run(
             counting.count_fds();
         }
     });
-    // Counted before the first request, then every minute.
-    state.topics.set_count(
-        store
-            .topics()
-            .await
-            .map_err(|e| io::Error::other(format!("cannot list the topics: {e}")))?
-            .len(),
-    );
+    // Counted before the first request, then every minute. A store that
+    // does not answer yet does not stop the start (see `watch_store`).
+    match store.topics().await {
+        Ok(t) => state.topics.set_count(t.len()),
+        Err(e) => tracing::warn!(error = %e, "cannot count the topics yet"),
+    }
     let recount = state.clone();
     actix_web::rt::spawn(async move {
         let mut every = tokio::time::interval(RECOUNT_EVERY);

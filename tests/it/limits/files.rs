@@ -211,3 +211,31 @@ async fn near_the_open_file_limit_new_connections_get_503_and_open_ones_go_on() 
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_topic_that_cannot_be_opened_answers_503_and_does_not_retry_for_nobody() {
+    bounded(60, async {
+        let dir = tempfile::tempdir().unwrap();
+        // A log whose meta.json cannot be read (it is a directory).
+        std::fs::create_dir_all(dir.path().join("topics/broken/meta.json")).unwrap();
+        let b = BrokerProcess::with(Setup::new(Store::Embedded).dir(dir.path())).await;
+        for _ in 0..2 {
+            let r = b.publish("broken", "x", &[]).await;
+            r.assert_problem(503);
+            assert!(r.header("retry-after").is_some());
+        }
+        // Other topics are served.
+        b.publish_ok("fine", "x").await;
+        // Nobody waits for the broken topic now: nothing is tried for it
+        // (before, it was tried again every 500 ms, for ever, and each try
+        // logged). Two seconds of nothing is the observation.
+        let tries = || b.stderr_text().matches("cannot open topic").count();
+        let now = tries();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(tries(), now, "{}", b.stderr_text());
+        // One line at start, at most two per request (the new actor's own
+        // load, then the request's).
+        assert!(now <= 5, "{}", b.stderr_text());
+    })
+    .await;
+}
