@@ -114,15 +114,15 @@ impl Broker {
     async fn to_topic<R>(
         &self,
         name: &str,
-        send: impl FnOnce(&Addr<TopicActor>) -> Option<R>,
+        send: impl FnOnce(&Addr<TopicActor>, bool) -> Option<R>,
     ) -> Result<Option<R>, MailboxError> {
         let mut send = Some(send);
         // An actor can leave between its start and the delivery (it found
         // itself idle): a new one is started then. Twice is plenty.
         for _ in 0..3 {
-            let sent = self
-                .topics
-                .deliver(name, |addr| (send.take().expect("called once"))(addr));
+            let sent = self.topics.deliver(name, |addr, started| {
+                (send.take().expect("called once"))(addr, started)
+            });
             if let Some(sent) = sent {
                 return Ok(sent);
             }
@@ -148,8 +148,11 @@ impl Broker {
         let mut failed = None;
         let msg = Publish { events, reply: tx };
         let sent = self
-            .to_topic(topic, |addr| match addr.try_send(msg) {
-                Ok(()) => Some(()),
+            .to_topic(topic, |addr, started| match addr.try_send(msg) {
+                Ok(()) => Some(None),
+                // Not started yet: its mailbox is still actix's default
+                // size, not the topic's; wait for room instead.
+                Err(SendError::Full(msg)) if !started => Some(Some(addr.send(msg))),
                 Err(e) => {
                     failed = Some(e);
                     None
@@ -157,7 +160,9 @@ impl Broker {
             })
             .await
             .map_err(|_| PublishError::Restarting)?;
-        if sent.is_none() {
+        if let Some(Some(queued)) = sent {
+            queued.await.map_err(|_| PublishError::Restarting)?;
+        } else if sent.is_none() {
             return Err(match failed {
                 Some(SendError::Full(_)) => {
                     metrics()
@@ -207,7 +212,7 @@ impl Broker {
             resume_on_gap: req.resume_on_gap,
         };
         let (addr, request) = self
-            .to_topic(topic, |addr| Some((addr.clone(), addr.send(msg))))
+            .to_topic(topic, |addr, _| Some((addr.clone(), addr.send(msg))))
             .await
             .map_err(|_| SubscribeError::Restarting)?
             .expect("send queues");
@@ -274,7 +279,7 @@ impl Broker {
         // mailbox: a delete is not dropped like a publish would be.
         let (tx, rx) = oneshot::channel();
         let msg = Delete { reply: tx };
-        self.to_topic(topic, |addr| Some(addr.send(msg)))
+        self.to_topic(topic, |addr, _| Some(addr.send(msg)))
             .await
             .map_err(|_| DeleteError::Restarting)?
             .expect("send queues")

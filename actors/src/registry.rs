@@ -17,11 +17,18 @@ use std::{
 
 use actix::{Actor, Addr};
 
-/// Messages counted on their way to one actor.
+/// Messages counted on their way to one actor, and whether it has
+/// started (set its mailbox's capacity; until then actix's default of 16
+/// applies, and a burst of first messages would find it full).
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Inbound(Arc<AtomicUsize>);
+pub(crate) struct Inbound(Arc<AtomicUsize>, Arc<std::sync::atomic::AtomicBool>);
 
 impl Inbound {
+    /// The actor has started.
+    pub(crate) fn started(&self) {
+        self.1.store(true, Ordering::Release);
+    }
+
     /// A counted message was handled.
     pub(crate) fn arrived(&self) {
         // Saturating: a message that was never counted (a test's actor).
@@ -58,18 +65,19 @@ impl<A: Actor> Registry<A> {
             .map(|e| e.addr.clone())
     }
 
-    /// Calls `send` with the running actor of `name`, counting one message
-    /// on its way to it (`send` must queue exactly one counted message, or
-    /// return `None` having queued none). `None` without such an actor.
+    /// Calls `send` with the running actor of `name` and whether it has
+    /// started, counting one message on its way to it (`send` must queue
+    /// exactly one counted message, or return `None` having queued none).
+    /// `None` without such an actor.
     pub(crate) fn deliver<R>(
         &self,
         name: &str,
-        send: impl FnOnce(&Addr<A>) -> Option<R>,
+        send: impl FnOnce(&Addr<A>, bool) -> Option<R>,
     ) -> Option<Option<R>> {
         let map = self.map.read().expect("poisoned");
         let e = map.get(name).filter(|e| e.addr.connected())?;
         e.inbound.0.fetch_add(1, Ordering::AcqRel);
-        let sent = send(&e.addr);
+        let sent = send(&e.addr, e.inbound.1.load(Ordering::Acquire));
         if sent.is_none() {
             e.inbound.arrived();
         }

@@ -324,6 +324,7 @@ impl Actor for TopicActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.mailbox_capacity);
+        self.idle.started();
         if self.idle.released {
             self.stop_released(ctx);
             return;

@@ -47,6 +47,11 @@ impl Idle {
         }
     }
 
+    /// The actor started (its mailbox has its capacity).
+    pub(super) fn started(&self) {
+        self.home.1.started();
+    }
+
     /// A counted message (publish, subscribe, delete) was handled.
     pub(super) fn arrived(&mut self) {
         self.home.1.arrived();

@@ -233,9 +233,9 @@ async fn a_topic_that_cannot_be_opened_answers_503_and_does_not_retry_for_nobody
         let now = tries();
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(tries(), now, "{}", b.stderr_text());
-        // One line at start, at most two per request (the new actor's own
-        // load, then the request's).
-        assert!(now <= 5, "{}", b.stderr_text());
+        // One line at start, a few per request (the new actor's own load,
+        // the request's), none after.
+        assert!(now <= 9, "{}", b.stderr_text());
     })
     .await;
 }
