@@ -12,7 +12,9 @@ use crate::store::{
 };
 
 mod auth;
+mod limits;
 pub use auth::AuthSettings;
+pub use limits::Limits;
 
 /// The defaults, also the documented reference.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -117,6 +119,7 @@ pub struct Settings {
     pub store: Named<StoreKind>,
     pub shutdown_grace_secs: u64,
     pub request_head_timeout_secs: u64,
+    pub request_body_timeout_secs: u64,
     pub workers: usize,
     pub topic_arbiters: usize,
     pub embedded: EmbeddedSettings,
@@ -169,6 +172,7 @@ pub struct RateLimitSettings {
     pub publish_burst: u32,
     pub streams_per_sec: u32,
     pub streams_burst: u32,
+    pub topics_per_minute: u32,
     pub exempt_loopback: bool,
 }
 
@@ -179,6 +183,7 @@ pub struct EmbeddedSettings {
     pub fsync: Named<Fsync>,
     pub fsync_interval_ms: u64,
     pub segment_bytes: u64,
+    pub max_open_files: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -204,16 +209,6 @@ pub struct RetentionSettings {
     pub max_age_secs: u64,
     pub max_events: u64,
     pub max_bytes: u64,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct Limits {
-    pub max_event_bytes: usize,
-    pub max_batch_events: usize,
-    pub max_batch_bytes: usize,
-    pub dedup_window_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -245,6 +240,7 @@ pub struct TopicSettings {
     pub tail_bytes: usize,
     pub mailbox_capacity: usize,
     pub max_pending_events: usize,
+    pub idle_release_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -342,6 +338,13 @@ impl Settings {
         if self.request_head_timeout_secs == 0 {
             return fail("request_head_timeout_secs", "at least 1");
         }
+        if self.request_body_timeout_secs == 0 {
+            return fail("request_body_timeout_secs", "at least 1");
+        }
+        if self.topics.idle_release_secs == 0 {
+            return fail("topics.idle_release_secs", "at least 1");
+        }
+        self.limits.validate()?;
         let st = &self.stream;
         if st.heartbeat_secs == 0 {
             return fail("stream.heartbeat_secs", "at least 1");
@@ -479,6 +482,8 @@ impl Settings {
             fsync: self.embedded.fsync.get(),
             fsync_interval: Duration::from_millis(self.embedded.fsync_interval_ms),
             segment_bytes: self.embedded.segment_bytes,
+            max_open_files: self.embedded.max_open_files,
+            idle_release: Duration::from_secs(self.topics.idle_release_secs),
             max_events: self.retention.max_events,
             max_bytes: self.retention.max_bytes,
             max_age_ms: (self.retention.max_age_secs > 0)

@@ -12,6 +12,7 @@
 //! - [`console`]: the browser console (`/`) and module (`/sluice.js`).
 //! - [`cli`]: the client subcommands (`pub`, `sub`, `topics`, `info`,
 //!   `history`) over the `sluice-client` crate.
+//! - [`fds`]: the process's open-file limit and open descriptors.
 //! - [`probe`]: `sluice health`, a readiness probe for containers.
 //! - [`tls`]: TLS with h2 over ALPN, the certificate reloaded in place.
 //! - [`store`]: storage backends; [`store::embedded`] is the default on-disk log.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 // Not part of the API: the fuzz targets' and property tests' scenarios.
+pub mod fds;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

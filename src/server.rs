@@ -24,7 +24,10 @@ use crate::{
     config::{Settings, StoreKind},
     http::{
         self,
+        gate::Gate,
         rate_limit::{RateLimits, FORGET_IDLE_EVERY},
+        stream_slots::StreamSlots,
+        topic_limits::{TopicLimits, RECOUNT_EVERY},
         AppState,
     },
     store::{embedded::EmbeddedStore, redis::RedisStore},
@@ -98,15 +101,22 @@ fn is_event_stream(req: &ServiceRequest) -> bool {
 /// recovery tests only (see `sluice_actors::fault_store`).
 const FAULTS_ENV: &str = "SLUICE_TEST_FAULTS";
 
-fn open_store(settings: &Settings) -> io::Result<SharedStore> {
-    let store: SharedStore = match settings.store.get() {
-        StoreKind::Embedded => Arc::new(EmbeddedStore::open(
-            &settings.data_dir,
-            settings.embedded_config(),
-        )?),
-        StoreKind::Redis => Arc::new(
-            RedisStore::open(settings.redis_config())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+/// Files a store may still open (see `http::gate`).
+type Headroom = Box<dyn Fn() -> usize + Send + Sync>;
+
+fn open_store(settings: &Settings) -> io::Result<(SharedStore, Headroom)> {
+    let (store, headroom): (SharedStore, Headroom) = match settings.store.get() {
+        StoreKind::Embedded => {
+            let s = EmbeddedStore::open(&settings.data_dir, settings.embedded_config())?;
+            let headroom = Box::new(s.file_headroom());
+            (Arc::new(s), headroom)
+        }
+        StoreKind::Redis => (
+            Arc::new(
+                RedisStore::open(settings.redis_config())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            ),
+            Box::new(|| 0),
         ),
     };
     match std::env::var(FAULTS_ENV) {
@@ -115,9 +125,9 @@ fn open_store(settings: &Settings) -> io::Result<SharedStore> {
                 io::Error::new(io::ErrorKind::InvalidInput, format!("{FAULTS_ENV}: {e}"))
             })?;
             tracing::warn!(?faults, "store fault injection enabled: for tests only");
-            Ok(Arc::new(FaultyStore::new(store, faults)))
+            Ok((Arc::new(FaultyStore::new(store, faults)), headroom))
         }
-        _ => Ok(store),
+        _ => Ok((store, headroom)),
     }
 }
 
@@ -137,6 +147,7 @@ pub async fn run(
     request_spans: bool,
 ) -> io::Result<()> {
     actix_http::h1::set_error_body(http::problem::protocol_error_body);
+    actix_http::h1::set_head_limits(settings.limits.max_head_bytes, settings.limits.max_headers);
     http::problem::set_protocol_error_origins(&settings.cors.allowed_origins);
     let tls = match settings.tls.enabled() {
         true => Some(Arc::new(
@@ -146,7 +157,7 @@ pub async fn run(
         false => None,
     };
     let settings = Arc::new(settings);
-    let store = open_store(&settings)?;
+    let (store, store_headroom) = open_store(&settings)?;
     let st = &settings.stream;
     let topic_cfg = TopicConfig {
         tail_events: settings.topics.tail_events,
@@ -160,6 +171,7 @@ pub async fn run(
         max_coalesce_events: 10_000,
         mailbox_capacity: settings.topics.mailbox_capacity,
         max_pending_events: settings.topics.max_pending_events,
+        idle_release: Some(Duration::from_secs(settings.topics.idle_release_secs)),
     };
     let session_cfg = SessionConfig {
         heartbeat: Duration::from_secs(st.heartbeat_secs),
@@ -189,6 +201,48 @@ pub async fn run(
         session_cfg,
         limits: RateLimits::new(&settings.rate_limit),
         auth,
+        streams: StreamSlots::new(
+            settings.limits.max_streams,
+            settings.limits.max_streams_per_client,
+            settings.rate_limit.exempt_loopback,
+        ),
+        topics: TopicLimits::new(
+            settings.limits.max_topics,
+            settings.rate_limit.topics_per_minute,
+            settings.rate_limit.exempt_loopback,
+        ),
+    });
+    let gate = Gate::new(
+        settings.limits.max_connections,
+        settings.limits.reserve_open_files,
+        settings.rate_limit.exempt_loopback,
+        store_headroom,
+    );
+    let counting = gate.clone();
+    actix_web::rt::spawn(async move {
+        let mut every = tokio::time::interval(http::gate::SAMPLE_EVERY);
+        loop {
+            every.tick().await;
+            counting.count_fds();
+        }
+    });
+    // Counted before the first request, then every minute. A store that
+    // does not answer yet does not stop the start (see `watch_store`).
+    match store.topics().await {
+        Ok(t) => state.topics.set_count(t.len()),
+        Err(e) => tracing::warn!(error = %e, "cannot count the topics yet"),
+    }
+    let recount = state.clone();
+    actix_web::rt::spawn(async move {
+        let mut every = tokio::time::interval(RECOUNT_EVERY);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            match recount.broker.store().topics().await {
+                Ok(t) => recount.topics.set_count(t.len()),
+                Err(e) => tracing::debug!(error = %e, "cannot count the topics"),
+            }
+        }
     });
     let auth_on = state.auth.is_on();
     let forget = state.clone();
@@ -197,6 +251,7 @@ pub async fn run(
         loop {
             every.tick().await;
             forget.limits.forget_idle();
+            forget.topics.forget_idle();
         }
     });
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
@@ -216,6 +271,9 @@ pub async fn run(
             .wrap(Condition::new(auth_on, from_fn(http::auth::authorize)))
             .wrap(CatchPanic::default())
             .wrap(from_fn(http::strict::refuse_repeated_headers))
+            // Before anything else inside CORS: a refused connection costs
+            // as little as can be, and its 503 carries the CORS headers.
+            .wrap(from_fn(http::gate::refuse_when_full))
             .wrap(cors(&origins))
             .wrap(from_fn(http::preflight::route_methods))
             .wrap(map_response(http::problem::ensure_problem_json))
@@ -228,6 +286,7 @@ pub async fn run(
             .wrap(from_fn(http::auth::take_query_token))
             .configure(http::configure)
     })
+    .on_connect(move |io, data| gate.on_connect(io, data))
     .disable_signals()
     // Long keep-alive: publishers reuse connections, and a short idle
     // timeout racing a client's next request shows up as resets under load.

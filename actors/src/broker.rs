@@ -7,7 +7,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -16,6 +16,7 @@ use actix::prelude::*;
 use crate::{
     messages::{EndReason, SessionClosed, SessionOpened, SessionPort, ToSession},
     metrics::metrics,
+    registry::{Inbound, Registry},
     store::SharedStore,
     subscription::{Health, SessionInfo, Subscription},
     topic::{TopicActor, TopicConfig},
@@ -47,7 +48,7 @@ fn release_free_memory() {}
 /// Period of the stream health snapshot behind the state gauges.
 const HEALTH_SNAPSHOT: Duration = Duration::from_secs(5);
 
-pub(crate) type TopicMap = Arc<RwLock<HashMap<Arc<str>, Addr<TopicActor>>>>;
+pub(crate) type TopicMap = Arc<Registry<TopicActor>>;
 
 /// Handle → broker: the topic actor for a name, started if needed.
 #[derive(Message)]
@@ -131,20 +132,19 @@ impl BrokerActor {
     }
 
     fn start_topic(&mut self, name: Arc<str>) -> Addr<TopicActor> {
-        if let Some(addr) = self.topics.read().expect("poisoned").get(&name) {
-            if addr.connected() {
-                return addr.clone();
-            }
+        if let Some(addr) = self.topics.get(&name) {
+            return addr;
         }
         let arbiter = self.next_home();
         let store = self.store.clone();
         let cfg = self.topic_cfg.clone();
         let n = name.clone();
-        let addr = Supervisor::start_in_arbiter(&arbiter, move |_| TopicActor::new(n, store, &cfg));
-        self.topics
-            .write()
-            .expect("poisoned")
-            .insert(name, addr.clone());
+        let inbound = Inbound::default();
+        let home = (self.topics.clone(), inbound.clone());
+        let addr =
+            Supervisor::start_in_arbiter(&arbiter, move |_| TopicActor::new(n, store, &cfg, home));
+        self.topics.insert(name, addr.clone(), inbound);
+        metrics().active_topics.set(self.topics.len() as i64);
         addr
     }
 

@@ -102,6 +102,18 @@ impl Store for FaultyStore {
         self.inner.read(topic, after_seq, limit).await
     }
 
+    async fn read_bounded(
+        &self,
+        topic: &str,
+        after_seq: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner
+            .read_bounded(topic, after_seq, limit, max_bytes)
+            .await
+    }
+
     async fn topics(&self) -> Result<Vec<String>, StoreError> {
         self.inner.topics().await
     }

@@ -107,14 +107,34 @@ impl Broker {
         }
     }
 
-    /// The topic actor of `name` (a valid topic name), started if needed.
-    async fn topic(&self, name: &str) -> Result<Addr<TopicActor>, MailboxError> {
-        if let Some(addr) = self.topics.read().expect("poisoned").get(name) {
-            if addr.connected() {
-                return Ok(addr.clone());
+    /// Queues one message for the topic actor of `name` (a valid topic
+    /// name), started if needed: `send` queues it (or returns `None`
+    /// having queued nothing, e.g. a full mailbox). Through the registry,
+    /// so an idle actor cannot stop with the message on its way.
+    async fn to_topic<R>(
+        &self,
+        name: &str,
+        send: impl FnOnce(&Addr<TopicActor>, bool) -> Option<R>,
+    ) -> Result<Option<R>, MailboxError> {
+        let mut send = Some(send);
+        // An actor can leave between its start and the delivery (it found
+        // itself idle): a new one is started then. Twice is plenty.
+        for _ in 0..3 {
+            let sent = self.topics.deliver(name, |addr, started| {
+                (send.take().expect("called once"))(addr, started)
+            });
+            if let Some(sent) = sent {
+                return Ok(sent);
             }
+            self.addr.send(StartTopic(Arc::from(name))).await?;
         }
-        self.addr.send(StartTopic(Arc::from(name))).await
+        Err(MailboxError::Closed)
+    }
+
+    /// Whether a topic actor runs for `topic` on this instance (it is in
+    /// use, or was recently).
+    pub fn is_running(&self, topic: &str) -> bool {
+        self.topics.get(topic).is_some()
     }
 
     /// Stores `events` on `topic` (a valid name) and answers once they are
@@ -124,22 +144,36 @@ impl Broker {
         topic: &str,
         events: Vec<NewEvent>,
     ) -> Result<PublishReply, PublishError> {
-        let addr = self
-            .topic(topic)
+        let (tx, rx) = oneshot::channel();
+        let mut failed = None;
+        let msg = Publish { events, reply: tx };
+        let sent = self
+            .to_topic(topic, |addr, started| match addr.try_send(msg) {
+                Ok(()) => Some(None),
+                // Not started yet: its mailbox is still actix's default
+                // size, not the topic's; wait for room instead.
+                Err(SendError::Full(msg)) if !started => Some(Some(addr.send(msg))),
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            })
             .await
             .map_err(|_| PublishError::Restarting)?;
-        let (tx, rx) = oneshot::channel();
-        addr.try_send(Publish { events, reply: tx })
-            .map_err(|e| match e {
-                SendError::Full(_) => {
+        if let Some(Some(queued)) = sent {
+            queued.await.map_err(|_| PublishError::Restarting)?;
+        } else if sent.is_none() {
+            return Err(match failed {
+                Some(SendError::Full(_)) => {
                     metrics()
                         .publish_rejected
                         .with_label_values(&["overloaded"])
                         .inc();
                     PublishError::MailboxFull
                 }
-                SendError::Closed(_) => PublishError::Restarting,
-            })?;
+                _ => PublishError::Restarting,
+            });
+        }
         // A dropped reply: the topic restarted before storing.
         rx.await.map_err(|_| PublishError::Restarting)?
     }
@@ -164,10 +198,6 @@ impl Broker {
                 rewound = Some(*gap);
             }
         }
-        let addr = self
-            .topic(topic)
-            .await
-            .map_err(|_| SubscribeError::Restarting)?;
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let sub = Arc::new(Subscription::new(id, Arc::from(topic), self.watermarks));
         // The session's address exists before it runs, so the topic can
@@ -175,15 +205,18 @@ impl Broker {
         let mut ctx: Context<SessionActor> = Context::new();
         ctx.set_mailbox_capacity(self.session_cfg.mailbox_capacity);
         let port: SessionPort = Arc::new(ctx.address().recipient());
-        let subscribed = addr
-            .send(Subscribe {
-                sub: sub.clone(),
-                port: port.clone(),
-                start: req.start,
-                resume_on_gap: req.resume_on_gap,
-            })
+        let msg = Subscribe {
+            sub: sub.clone(),
+            port: port.clone(),
+            start: req.start,
+            resume_on_gap: req.resume_on_gap,
+        };
+        let (addr, request) = self
+            .to_topic(topic, |addr, _| Some((addr.clone(), addr.send(msg))))
             .await
-            .map_err(|_| SubscribeError::Restarting)??;
+            .map_err(|_| SubscribeError::Restarting)?
+            .expect("send queues");
+        let subscribed = request.await.map_err(|_| SubscribeError::Restarting)??;
         let mut subscribed = subscribed;
         if subscribed.gap.is_none() {
             subscribed.gap = rewound;
@@ -232,33 +265,24 @@ impl Broker {
     /// or subscription creates under a new epoch. Instances sharing the
     /// store end their streams of it when they next check its log.
     pub async fn delete_topic(&self, topic: &str) -> Result<(), DeleteError> {
-        let running = self
-            .topics
-            .read()
-            .expect("poisoned")
-            .get(topic)
-            .filter(|a| a.connected())
-            .cloned();
-        let addr = match running {
-            Some(addr) => addr,
-            None => {
-                // No actor follows it here: starting one for a name the
-                // store does not hold would only open (create) it.
-                match self.store.bounds(topic).await {
-                    Ok(_) => {}
-                    Err(StoreError::UnknownTopic) => return Err(DeleteError::Unknown),
-                    Err(e) => return Err(DeleteError::Store(e)),
-                }
-                self.topic(topic)
-                    .await
-                    .map_err(|_| DeleteError::Restarting)?
+        if !self.is_running(topic) {
+            // No actor follows it here: starting one for a name the
+            // store does not hold would only open (create) it.
+            match self.store.bounds(topic).await {
+                Ok(_) => {}
+                Err(StoreError::UnknownTopic) => return Err(DeleteError::Unknown),
+                Err(e) => return Err(DeleteError::Store(e)),
             }
-        };
+        }
         // Through the topic's actor, which orders it with the publishes and
         // subscriptions of the topic. `send` waits for room in a full
         // mailbox: a delete is not dropped like a publish would be.
         let (tx, rx) = oneshot::channel();
-        addr.send(Delete { reply: tx })
+        let msg = Delete { reply: tx };
+        self.to_topic(topic, |addr, _| Some(addr.send(msg)))
+            .await
+            .map_err(|_| DeleteError::Restarting)?
+            .expect("send queues")
             .await
             .map_err(|_| DeleteError::Restarting)?;
         rx.await.map_err(|_| DeleteError::Restarting)??;

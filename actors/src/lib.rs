@@ -15,8 +15,9 @@
 //!   retires its log when the topic is deleted.
 //! - `session`: `SessionActor`, one per SSE connection (heartbeats,
 //!   stall eviction, catch-ups from the store through `catch_up`).
-//! - `broker`: `BrokerActor`, the registry and supervisor of topic actors
-//!   and the list of open sessions.
+//! - `broker`: `BrokerActor`, the supervisor of topic actors and the list
+//!   of open sessions; `registry`: which actor serves a topic, and how an
+//!   idle one leaves without losing a message.
 //! - [`body`]: the response body of a stream.
 //! - `messages`: the messages between the actors (crate-private).
 //! - [`store`]: the [`store::Store`] trait; [`memory_store`] implements it in
@@ -40,6 +41,7 @@ pub mod handle;
 pub mod memory_store;
 mod messages;
 pub mod metrics;
+mod registry;
 mod session;
 pub mod sse;
 pub mod store;

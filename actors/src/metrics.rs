@@ -32,6 +32,7 @@ pub struct Metrics {
     pub publish_rejected: IntCounterVec,
     pub watched_topics: IntGauge,
     pub topics_deleted: IntCounter,
+    pub active_topics: IntGauge,
     pub build_info: IntGaugeVec,
     pub store_up: IntGauge,
     pub redis_nodes: IntGaugeVec,
@@ -169,6 +170,10 @@ fn build() -> Metrics {
         topics_deleted: reg!(counter(
             "topics_deleted_total",
             "Topics deleted through this instance (DELETE /v1/topics/{topic})."
+        )),
+        active_topics: reg!(IntGauge::new(
+            "sluice_topics_active",
+            "Topics with an actor on this instance (an idle topic releases its own)."
         )),
         store_up: reg!(IntGauge::new(
             "sluice_store_up",

@@ -273,6 +273,40 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
+    /// Like [`read`](Self::read), but ends once the events read hold
+    /// `max_bytes` of data (at least one event, however large), so a page
+    /// of large events is bounded in memory as well as in count. This
+    /// default reads small pages until then: at most
+    /// [`BOUNDED_READ_PAGE`] events past the bound.
+    async fn read_bounded(
+        &self,
+        topic: &str,
+        after_seq: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut out: Vec<StoredEvent> = Vec::new();
+        let mut bytes = 0usize;
+        let mut after = after_seq;
+        while out.len() < limit && (out.is_empty() || bytes < max_bytes) {
+            let want = (limit - out.len()).min(BOUNDED_READ_PAGE);
+            let page = self.read(topic, after, want).await?;
+            let got = page.len();
+            for e in page {
+                if !out.is_empty() && bytes + e.data.len() > max_bytes {
+                    return Ok(out);
+                }
+                bytes += e.data.len();
+                after = e.seq;
+                out.push(e);
+            }
+            if got < want {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Names of every topic the store holds.
     async fn topics(&self) -> Result<Vec<String>, StoreError>;
 
@@ -304,6 +338,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stops `watch`.
     fn unwatch(&self, _topic: &str) {}
 }
+
+/// Events per read of [`Store::read_bounded`]'s default.
+pub const BOUNDED_READ_PAGE: usize = 16;
 
 /// A shared store handle.
 pub type SharedStore = Arc<dyn Store>;

@@ -30,6 +30,7 @@ fn config(arbiters: usize) -> BrokerConfig {
             max_coalesce_events: 10,
             mailbox_capacity: 1024,
             max_pending_events: 100_000,
+            idle_release: None,
         },
         session: SessionConfig {
             heartbeat: Duration::from_secs(30),

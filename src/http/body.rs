@@ -6,7 +6,10 @@
 //! `413` as soon as its output passes the limit, having cost no more than
 //! the limit in memory.
 
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    time::Duration,
+};
 
 use actix_web::{error::PayloadError, http::header, web, HttpRequest};
 use bytes::{Bytes, BytesMut};
@@ -66,7 +69,27 @@ fn read_error(e: PayloadError) -> ApiError {
 
 /// Reads the body, refusing it past `limit` bytes (as sent, and once
 /// decompressed) without buffering more than that.
+///
+/// The whole body must arrive within `deadline` of the first read: a body
+/// trickled a byte at a time is a `408` (and its connection closes), not a
+/// connection and a buffer held for as long as the client likes.
 pub async fn read(
+    payload: web::Payload,
+    req: &HttpRequest,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Bytes, ApiError> {
+    tokio::time::timeout(deadline, read_within(payload, req, limit))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::RequestTimeout(format!(
+                "the request body did not arrive within {} s",
+                deadline.as_secs()
+            )))
+        })
+}
+
+async fn read_within(
     payload: web::Payload,
     req: &HttpRequest,
     limit: usize,

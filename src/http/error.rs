@@ -63,9 +63,33 @@ pub enum ApiError {
         /// Seconds until a request would be admitted.
         retry_after_secs: u64,
     },
+    /// A limit per client (open streams, topics created): `429` with
+    /// `Retry-After`; nothing was done.
+    #[error("{detail}")]
+    ClientLimit {
+        /// Which limit, in Sluice's words.
+        detail: String,
+        /// Seconds to wait before a retry.
+        retry_after_secs: u64,
+    },
     /// Full mailbox or store unavailable; nothing was stored.
     #[error("{0}")]
     Unavailable(String),
+    /// A limit of the broker as a whole (connections, streams, topics):
+    /// `503` with `Retry-After` of the given seconds; nothing was done.
+    #[error("{detail}")]
+    AtCapacity {
+        /// Which limit, in Sluice's words.
+        detail: String,
+        /// Seconds to wait before a retry.
+        retry_after_secs: u64,
+        /// Close the connection after the answer (a connection refused as
+        /// a whole).
+        close: bool,
+    },
+    /// The request body did not arrive in time; the connection closes.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// No token, or one that is malformed, expired or wrongly signed: `401`
     /// with `WWW-Authenticate` (RFC 6750). The detail never quotes the token.
     #[error("{detail}")]
@@ -107,8 +131,9 @@ impl ApiError {
             ApiError::UnsupportedEncoding(_) => "Unsupported Content-Encoding",
             ApiError::RangeNotSatisfiable { .. } => "Cursor cannot be resumed",
             ApiError::KeyConflict => "Idempotency key conflict",
-            ApiError::RateLimited { .. } => "Too Many Requests",
-            ApiError::Unavailable(_) => "Service Unavailable",
+            ApiError::RateLimited { .. } | ApiError::ClientLimit { .. } => "Too Many Requests",
+            ApiError::Unavailable(_) | ApiError::AtCapacity { .. } => "Service Unavailable",
+            ApiError::RequestTimeout(_) => "Request Timeout",
             ApiError::Unauthorized { .. } => "Unauthorized",
             ApiError::Forbidden(_) => "Forbidden",
         }
@@ -125,7 +150,10 @@ impl ApiError {
             ApiError::RangeNotSatisfiable { .. } => "cursor-not-resumable",
             ApiError::KeyConflict => "idempotency-key-conflict",
             ApiError::RateLimited { .. } => "rate-limited",
+            ApiError::ClientLimit { .. } => "client-limit",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::AtCapacity { .. } => "at-capacity",
+            ApiError::RequestTimeout(_) => "request-timeout",
             ApiError::Unauthorized { .. } => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
         }
@@ -203,8 +231,13 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::KeyConflict => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } | ApiError::ClientLimit { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::Unavailable(_) | ApiError::AtCapacity { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
         }
@@ -238,7 +271,26 @@ impl ResponseError for ApiError {
             ApiError::Unavailable(_) => {
                 resp.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
             }
-            ApiError::RateLimited { retry_after_secs } => {
+            ApiError::AtCapacity {
+                retry_after_secs,
+                close,
+                ..
+            } => {
+                resp.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
+                obj.insert("retry_after".into(), json!(retry_after_secs.max(&1)));
+                if *close {
+                    resp.force_close();
+                }
+            }
+            ApiError::RequestTimeout(_) => {
+                // The rest of the body may still come: nothing after it on
+                // this connection could be told from it.
+                resp.force_close();
+            }
+            ApiError::RateLimited { retry_after_secs }
+            | ApiError::ClientLimit {
+                retry_after_secs, ..
+            } => {
                 resp.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
                 obj.insert("retry_after".into(), json!(retry_after_secs.max(&1)));
             }

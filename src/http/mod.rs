@@ -2,10 +2,13 @@
 //!
 //! - `publish`: single and batch publish.
 //! - `ndjson`: the batch body, one event a line, parsed into events.
-//! - `subscribe`: the SSE stream and the JSON history poll.
+//! - `subscribe`: the SSE stream; `history`: the JSON history poll,
+//!   bounded in bytes and written as the client reads.
 //! - `topics`: topic listing, information and deletion.
 //! - `ops`: health, readiness, connections, metrics.
 //! - `rate_limit`: per-client limits (governor).
+//! - `gate`: open connections and free file descriptors, per connection;
+//!   `stream_slots`: open streams; `topic_limits`: new topics.
 //! - `error`: [`error::ApiError`], the problem+json responses.
 //! - `validate`: names and header values.
 //! - `problem`: the middleware that makes every error problem+json.
@@ -27,6 +30,8 @@ pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gate;
+mod history;
 pub mod malformed;
 pub mod metrics_listener;
 mod ndjson;
@@ -36,8 +41,10 @@ pub mod preflight;
 pub mod problem;
 mod publish;
 pub mod rate_limit;
+pub mod stream_slots;
 pub mod strict;
 mod subscribe;
+pub mod topic_limits;
 mod topics;
 pub mod validate;
 
@@ -61,6 +68,10 @@ pub struct AppState {
     pub limits: rate_limit::RateLimits,
     /// Authorization (off without keys).
     pub auth: auth::Auth,
+    /// Open streams, in all and per client.
+    pub streams: std::sync::Arc<stream_slots::StreamSlots>,
+    /// New topics, in all and per client.
+    pub topics: topic_limits::TopicLimits,
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

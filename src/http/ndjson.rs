@@ -224,11 +224,15 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
+        let defaults = crate::config::Settings::load_with_env(
+            &crate::config::Overrides::default(),
+            Some(Vec::new()),
+        );
         Limits {
             max_event_bytes: 100,
             max_batch_events: 4,
             max_batch_bytes: 1 << 20,
-            dedup_window_secs: 300,
+            ..defaults.expect("the defaults load").limits
         }
     }
 

@@ -7,6 +7,8 @@ use actix_web::{
     },
     mime, web, HttpRequest, HttpResponse,
 };
+use std::time::Duration;
+
 use bytes::Bytes;
 use sluice_actors::{
     cursor::{write_cursor, Epoch},
@@ -29,7 +31,11 @@ async fn topic_and_body(
     let topic = path.into_inner();
     validate::topic(&topic)?;
     state.limits.check(Kind::Publish, req)?;
-    let body = body::read(payload, req, limit).await?;
+    let deadline = Duration::from_secs(state.settings.request_body_timeout_secs);
+    let body = body::read(payload, req, limit, deadline).await?;
+    // After the body: a body the HTTP layer finds malformed is answered
+    // as such, and reading starts at once (no wait before it).
+    state.topics.admit(&state.broker, req, &topic).await?;
     Ok((topic, body))
 }
 

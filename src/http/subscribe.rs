@@ -2,22 +2,20 @@
 //! when the client does not ask for `text/event-stream`.
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
-use serde_json::json;
 use sluice_actors::{
-    cursor::{rfc3339_millis, Cursor},
-    cursor_check,
-    store::StoreError,
+    cursor::Cursor,
     topic::{Start, SubscribeError},
     Expiry, StreamRequest,
 };
 
 use sluice_actors::metrics::metrics;
 
-use super::{auth, error::ApiError, rate_limit::Kind, strict, validate, AppState};
+use futures_util::StreamExt;
 
-/// Default and largest `limit` of the history poll.
-const HISTORY_DEFAULT: usize = 100;
-const HISTORY_MAX: usize = 1000;
+use super::{
+    auth, error::ApiError, history, rate_limit::Kind, stream_slots::Slot, strict, validate,
+    AppState,
+};
 
 /// Query parameters of the events endpoint. Unknown ones are ignored (cache
 /// busters and client-library extras are common on SSE URLs); a known one
@@ -27,7 +25,7 @@ pub(super) struct EventsQuery {
     cursor: Option<String>,
     from: Option<String>,
     on_gap: Option<String>,
-    limit: Option<String>,
+    pub(super) limit: Option<String>,
 }
 
 impl EventsQuery {
@@ -147,10 +145,16 @@ pub async fn events(
     let on_gap = resume_on_gap(&q)?;
     if sse {
         state.limits.check(Kind::Stream, &req)?;
+        let slot = state.streams.take(&req)?;
+        state.topics.admit(&state.broker, &req, &topic).await?;
         // A stream opened with a token ends when the token does.
-        stream(state, topic, start, on_gap, auth::expiry(&req)).await
+        stream(state, topic, start, on_gap, auth::expiry(&req), slot).await
     } else {
-        history(state, topic, start, &q).await
+        if matches!(start, Start::After(_)) {
+            // A poll from a cursor opens (creates) the topic.
+            state.topics.admit(&state.broker, &req, &topic).await?;
+        }
+        history::page(state, topic, start, q.limit.as_deref(), count_resume).await
     }
 }
 
@@ -160,6 +164,7 @@ async fn stream(
     start: Start,
     on_gap: bool,
     expiry: Option<Expiry>,
+    slot: Slot,
 ) -> Result<HttpResponse, ApiError> {
     let req = StreamRequest {
         start: start.clone(),
@@ -186,79 +191,9 @@ async fn stream(
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header(("X-Accel-Buffering", "no"))
         .insert_header((header::CONTENT_ENCODING, "identity"))
-        .streaming(stream.body))
-}
-
-/// The `limit` of a history poll.
-pub(super) fn history_limit(q: &EventsQuery) -> Result<usize, ApiError> {
-    match &q.limit {
-        None => Ok(HISTORY_DEFAULT),
-        Some(l) => match strict::parse_u64(l) {
-            Some(n) if (1..=HISTORY_MAX as u64).contains(&n) => Ok(n as usize),
-            _ => Err(ApiError::bad(format!(
-                "limit must be an integer from 1 to {HISTORY_MAX} in decimal digits, \
-                 without sign, blanks or leading zeros"
-            ))),
-        },
-    }
-}
-
-async fn history(
-    state: web::Data<AppState>,
-    topic: String,
-    start: Start,
-    q: &EventsQuery,
-) -> Result<HttpResponse, ApiError> {
-    let limit = history_limit(q)?;
-    let store = state.broker.store();
-    let bounds = match &start {
-        // A poll from a cursor is a resume: like a stream's, it opens the
-        // topic (creating it if needed), so a cursor of a deleted or wiped
-        // log gets the same 416 as on the stream, not a 404.
-        Start::After(_) => store.open_topic(&topic).await?,
-        // Without one there is nothing to resume: a topic that does not
-        // exist (never used, or deleted) has no history, and a read does
-        // not create it.
-        Start::Earliest | Start::Latest => match store.bounds(&topic).await {
-            Err(StoreError::UnknownTopic) => return Err(ApiError::unknown_topic(&topic)),
-            b => b?,
-        },
-    };
-    let (after, after_cursor) = match start {
-        Start::Earliest => (bounds.first_seq - 1, bounds.boundary_cursor()),
-        Start::Latest => (bounds.latest_seq, bounds.latest_cursor()),
-        Start::After(c) => {
-            // A position that holds another event now (or that the log went
-            // back past) says more than the bounds alone.
-            let resumed = match cursor_check::mismatch(&**store, &topic, &c).await {
-                Some(gap) => Err(gap),
-                None => bounds.resume_point(&c),
-            };
-            count_resume(&Start::After(c.clone()), resumed.is_err());
-            (resumed.map_err(ApiError::from)?, c)
-        }
-    };
-    let mut events = store.read(&topic, after, limit).await?;
-    // A page ends before positions lost to damage: polling on from its
-    // next_cursor gets the 416 that names the loss, never a silent skip.
-    let run = 1 + events
-        .windows(2)
-        .take_while(|w| w[1].seq == w[0].seq + 1)
-        .count();
-    events.truncate(run);
-    let next_cursor = events
-        .last()
-        .map_or(after_cursor, |e| e.cursor(&bounds.epoch));
-    let rows: Vec<_> = events
-        .iter()
-        .map(|e| {
-            json!({
-                "cursor": e.cursor(&bounds.epoch).to_string(),
-                "type": e.event_type,
-                "data": e.data_str(),
-                "time": rfc3339_millis(e.time_ms),
-            })
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({"events": rows, "next_cursor": next_cursor.to_string()})))
+        // The slot is the body's: free once the body is dropped.
+        .streaming(stream.body.map(move |chunk| {
+            let _held = &slot;
+            chunk
+        })))
 }

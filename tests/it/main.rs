@@ -20,6 +20,7 @@ mod delete;
 mod deploy;
 mod flow_control;
 mod hostile;
+mod limits;
 mod openapi;
 mod overload;
 mod redis_cluster;

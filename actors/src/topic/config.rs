@@ -18,6 +18,9 @@ pub struct TopicConfig {
     pub mailbox_capacity: usize,
     /// Most events waiting for the store; past it a publish answers 503.
     pub max_pending_events: usize,
+    /// A topic unused this long releases its actor and memory; `None`:
+    /// never.
+    pub idle_release: Option<std::time::Duration>,
 }
 
 impl Default for TopicConfig {
@@ -34,6 +37,7 @@ impl Default for TopicConfig {
             max_coalesce_events: 10_000,
             mailbox_capacity: 1024,
             max_pending_events: 100_000,
+            idle_release: None,
         }
     }
 }

@@ -13,7 +13,9 @@
 //!
 //! The actor performs the store calls and the messages they ask for;
 //! [`retire`] holds what it does when its log goes away (a delete, or a log
-//! found gone or reset in the store).
+//! found gone or reset in the store); [`release`], how an idle topic (or
+//! one whose log cannot be opened, with nobody waiting) lets go of all it
+//! holds.
 
 pub(crate) mod append;
 mod config;
@@ -21,6 +23,7 @@ mod error;
 mod external;
 pub(crate) mod fanout;
 pub(crate) mod follow;
+mod release;
 mod retire;
 
 use std::{sync::Arc, time::Duration};
@@ -45,6 +48,8 @@ use crate::{
 use append::{AppendLimits, AppendPipeline, Finished};
 use fanout::{Fanout, FanoutLimits, Order};
 use follow::{Apply, BoundsReads, Follower};
+pub(crate) use release::Home;
+use release::Idle;
 pub(crate) use retire::Delete;
 
 /// Pause before reloading a topic whose store did not answer.
@@ -102,11 +107,16 @@ pub struct TopicActor {
     /// a store call made before (a bounds read, a fill) is not taken for
     /// one about the log that follows.
     incarnation: u64,
+    /// The log could not be opened and nobody waited: opened again by the
+    /// next publish or subscription.
+    unopened: bool,
+    /// When the topic was last used, and its release.
+    idle: Idle,
 }
 
 impl TopicActor {
     /// A topic actor for `name`; it loads its bounds from the store on start.
-    pub fn new(name: Arc<str>, store: SharedStore, cfg: &TopicConfig) -> Self {
+    pub(crate) fn new(name: Arc<str>, store: SharedStore, cfg: &TopicConfig, home: Home) -> Self {
         TopicActor {
             name,
             store,
@@ -128,6 +138,8 @@ impl TopicActor {
             deletes: Vec::new(),
             dormant: false,
             incarnation: 0,
+            unopened: false,
+            idle: Idle::new(home, cfg.idle_release),
         }
     }
 
@@ -174,14 +186,22 @@ impl TopicActor {
                         act.flush(ctx);
                     }
                     Err(e) => {
-                        // Store down: keep serving (publishes get 503,
-                        // streams keep their heartbeats) and try again soon.
-                        tracing::warn!(topic = %act.name, error = %e, "cannot open topic; retrying");
                         // Nothing of what waits was attempted: say so now
                         // rather than keep the publishers hanging.
                         for reply in act.appends.fail_pending() {
                             let _ = reply.send(Err(PublishError::Store(e.clone())));
                         }
+                        if act.fanout.is_empty() {
+                            // Nobody waits: no retry for nobody. The next
+                            // publish or subscription opens it again.
+                            tracing::warn!(topic = %act.name, error = %e, "cannot open topic");
+                            act.unopened = true;
+                            act.release(ctx, "cannot be opened");
+                            return;
+                        }
+                        // Store down: keep serving the streams (they keep
+                        // their heartbeats) and try again soon.
+                        tracing::warn!(topic = %act.name, error = %e, "cannot open topic; retrying");
                         ctx.run_later(RELOAD_BACKOFF, |act, ctx| {
                             // A delete may have retired the log meanwhile.
                             if !act.dormant {
@@ -223,6 +243,7 @@ impl TopicActor {
                 act.finish_append(f, ctx);
             }
             act.delete_when_idle(ctx);
+            act.idle.touch();
         }));
     }
 
@@ -303,6 +324,11 @@ impl Actor for TopicActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.mailbox_capacity);
+        self.idle.started();
+        if self.idle.released {
+            self.stop_released(ctx);
+            return;
+        }
         // A delete that waited (for appends, one of which failed and
         // restarted the actor) runs now; it retires the log, so loading it
         // first would be for nothing. A dormant topic opens nothing.
@@ -317,6 +343,9 @@ impl Actor for TopicActor {
             // Unsubscribe behind.
             act.unwatch_if_idle();
         });
+        if let Some(every) = self.idle.check_every() {
+            ctx.run_interval(every, |act, ctx| act.release_if_idle(ctx));
+        }
     }
 }
 
@@ -340,10 +369,15 @@ impl Handler<Publish> for TopicActor {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
+        self.idle.arrived();
         // The mailbox bound alone is not enough: publishes leave it at once
         // for the pipeline's queue, so that is bounded too.
         match self.appends.admit(msg.events, msg.reply) {
             Ok(()) if self.dormant => self.wake(ctx),
+            Ok(()) if self.unopened => {
+                self.unopened = false;
+                self.load_bounds(ctx);
+            }
             Ok(()) => self.schedule_flush(ctx),
             Err((full, reply)) => {
                 metrics()
@@ -360,9 +394,13 @@ impl Handler<Subscribe> for TopicActor {
     type Result = ResponseActFuture<Self, Result<Subscribed, SubscribeError>>;
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
+        self.idle.arrived();
         // A subscription creates a topic whose log is gone, as a publish does.
         if self.dormant {
             self.wake(ctx);
+        } else if self.unopened {
+            self.unopened = false;
+            self.load_bounds(ctx);
         }
         let incarnation = self.incarnation;
         // A live start needs nothing from the store while this actor follows
@@ -432,6 +470,8 @@ impl Handler<ToTopic> for TopicActor {
             ToTopic::Unsubscribe(id) => {
                 self.fanout.remove(id);
                 self.unwatch_if_idle();
+                // Idle from the last subscriber's leaving on.
+                self.idle.touch();
             }
         }
     }

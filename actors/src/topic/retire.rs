@@ -50,6 +50,7 @@ impl Handler<Delete> for TopicActor {
     type Result = ();
 
     fn handle(&mut self, msg: Delete, ctx: &mut Context<Self>) {
+        self.idle.arrived();
         self.deletes.push(msg.reply);
         self.delete_when_idle(ctx);
     }

@@ -20,18 +20,20 @@ fn small_limits() -> Limits {
         max_event_bytes: 64,
         max_batch_events: 8,
         max_batch_bytes: 1 << 20,
-        dedup_window_secs: 300,
+        ..default_limits()
     }
 }
 
-/// The batch limits of the default configuration.
+/// The limits of the default configuration, read once.
 fn default_limits() -> Limits {
-    Limits {
-        max_event_bytes: 1 << 20,
-        max_batch_events: 1000,
-        max_batch_bytes: 1 << 24,
-        dedup_window_secs: 300,
-    }
+    static DEFAULTS: std::sync::OnceLock<Limits> = std::sync::OnceLock::new();
+    DEFAULTS
+        .get_or_init(|| {
+            crate::config::Settings::load_with_env(&Default::default(), Some(Vec::new()))
+                .expect("the default configuration loads")
+                .limits
+        })
+        .clone()
 }
 
 /// Reads `data` as a fuzz input: a raw body, or events written as lines.

@@ -19,9 +19,10 @@ use sluice_actors::{cursor::Cursor, topic::Start};
 
 use super::super::{
     body::{coding, Coding},
+    history,
     publish::event_from_headers,
     strict::{self, SINGLE_VALUE_HEADERS},
-    subscribe::{history_limit, resume_on_gap, start_position, wants_sse, EventsQuery},
+    subscribe::{resume_on_gap, start_position, wants_sse, EventsQuery},
 };
 use crate::fuzzing::Choices;
 
@@ -309,7 +310,7 @@ fn position(req: &HttpRequest, sent: &[(&str, Vec<u8>)], query: &str) {
         }
     );
     assert_eq!(
-        history_limit(&q).ok(),
+        history::limit_of(q.limit.as_deref()).ok(),
         match value("limit") {
             None => Some(100),
             Some(l) => canonical_u64(l)

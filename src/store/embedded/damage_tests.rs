@@ -20,6 +20,8 @@ fn cfg(segment_bytes: u64) -> EmbeddedConfig {
         max_bytes: 1 << 30,
         max_age_ms: None,
         dedup_window_ms: 300_000,
+        max_open_files: 0,
+        idle_release: Duration::from_secs(60),
     }
 }
 

@@ -31,7 +31,7 @@ impl Inner {
             // Under the map's lock nobody opens or creates the topic
             // meanwhile; under the log's, no write of it is under way.
             let mut topics = self.topics.lock().expect("poisoned");
-            let loaded = topics.get(topic).cloned();
+            let loaded = topics.get(topic).map(|l| l.log.clone());
             let _writes = loaded.as_ref().map(|log| log.lock().expect("poisoned"));
             if !layout::has_log(&dir) {
                 return Err(StoreError::UnknownTopic);
@@ -97,6 +97,8 @@ mod tests {
             max_bytes: 1 << 30,
             max_age_ms: None,
             dedup_window_ms: 300_000,
+            max_open_files: 0,
+            idle_release: Duration::from_secs(60),
         }
     }
 

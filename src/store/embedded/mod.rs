@@ -18,6 +18,7 @@
 
 pub mod check;
 mod delete;
+mod open_files;
 // Not part of the API: the fuzz targets' and property tests' scenarios.
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -40,6 +41,7 @@ use std::{
 
 use async_trait::async_trait;
 use journal::Journal;
+use open_files::Loaded;
 use sluice_actors::{
     event::{AppendOutcome, NewEvent, StoredEvent},
     store::{AppendFuture, Store, StoreError, TopicBounds},
@@ -80,6 +82,12 @@ pub struct EmbeddedConfig {
     pub max_age_ms: Option<i64>,
     /// How long idempotency keys are remembered.
     pub dedup_window_ms: i64,
+    /// Most segment files kept open at once (0: a quarter of the process's
+    /// open-file limit); see [`open_files`].
+    pub max_open_files: usize,
+    /// A log nobody used for this long is closed (its files and memory);
+    /// the next use opens it again.
+    pub idle_release: Duration,
 }
 
 type Shared = Arc<Mutex<TopicLog>>;
@@ -87,7 +95,9 @@ type Shared = Arc<Mutex<TopicLog>>;
 struct Inner {
     root: PathBuf,
     cfg: EmbeddedConfig,
-    topics: Mutex<HashMap<String, Shared>>,
+    topics: Mutex<HashMap<String, Loaded>>,
+    /// The file budget of the loaded logs.
+    max_open_files: usize,
     /// With `fsync = "always"`: where small appends are made durable.
     journal: Option<Journal>,
 }
@@ -130,10 +140,12 @@ impl EmbeddedStore {
             // Not topics, whatever is left of them: no reason not to start.
             tracing::warn!(error = %e, "cannot remove the files of topics deleted before a crash");
         }
+        let max_open_files = open_files::budget(&cfg);
         let inner = Arc::new(Inner {
             root,
             cfg,
             topics: Mutex::new(HashMap::new()),
+            max_open_files,
             journal,
         });
         // Open every topic now: a torn tail is cut and logged at start, not
@@ -146,8 +158,10 @@ impl EmbeddedStore {
             if name.starts_with('.') || !layout::has_log(&entry.path()) {
                 continue;
             }
-            if let Err(e) = inner.log(&name, false) {
-                tracing::error!(topic = name, error = %e, "cannot open topic log");
+            // Checked, then closed: files stay open only for topics in use.
+            match inner.log(&name, false) {
+                Ok(log) => inner.release(&name, log),
+                Err(e) => tracing::error!(topic = name, error = %e, "cannot open topic log"),
             }
         }
         let weak = Arc::downgrade(&inner);
@@ -156,6 +170,13 @@ impl EmbeddedStore {
             .spawn(move || maintenance(weak))?;
         Ok(EmbeddedStore { inner })
     }
+
+    /// How many more files the store may open within its budget (it may
+    /// need them at any time: the front door keeps them free).
+    pub fn file_headroom(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let inner = self.inner.clone();
+        move || inner.file_headroom()
+    }
 }
 
 impl Inner {
@@ -163,11 +184,17 @@ impl Inner {
     /// `create`) if needed.
     fn log(&self, topic: &str, create: bool) -> Result<Shared, StoreError> {
         let mut topics = self.topics.lock().expect("poisoned");
-        if let Some(t) = topics.get(topic) {
-            return Ok(t.clone());
+        if let Some(t) = topics.get_mut(topic) {
+            return Ok(t.touch());
         }
         let dir = self.root.join(topic);
-        let log = if layout::has_log(&dir) {
+        let exists = layout::has_log(&dir);
+        if exists || create {
+            // Room for this log's files first: the least recently used
+            // logs nobody holds are closed.
+            self.make_room(&mut topics)?;
+        }
+        let log = if exists {
             let (mut log, report) = TopicLog::open(&dir, &self.cfg)?;
             if report.forked() {
                 sluice_actors::metrics::metrics().store_recoveries.inc();
@@ -198,8 +225,9 @@ impl Inner {
         } else {
             return Err(StoreError::UnknownTopic);
         };
+        let files = log.open_files();
         let shared = Arc::new(Mutex::new(log));
-        topics.insert(topic.to_owned(), shared.clone());
+        topics.insert(topic.to_owned(), Loaded::new(shared.clone(), files));
         Ok(shared)
     }
 
@@ -253,7 +281,7 @@ impl Inner {
             let mut topics = self.topics.lock().expect("poisoned");
             if topics
                 .get(topic)
-                .is_some_and(|log| u.belongs_to(&log.lock().expect("poisoned")))
+                .is_some_and(|l| u.belongs_to(&l.log.lock().expect("poisoned")))
             {
                 topics.remove(topic);
             }
@@ -326,8 +354,33 @@ impl Store for EmbeddedStore {
                 .log(&topic, false)?
                 .lock()
                 .expect("poisoned")
-                .plan_read(after_seq, limit);
+                .plan_read(after_seq, limit, u64::MAX);
             let mut out = Vec::with_capacity(limit.min(1024));
+            for p in plans {
+                out.extend(p.read()?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn read_bounded(
+        &self,
+        topic: &str,
+        after_seq: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let (inner, topic) = (self.inner.clone(), topic.to_owned());
+        blocking(move || {
+            // Planned from the offset index: what is read is bounded before
+            // a byte of it is in memory.
+            let plans = inner
+                .log(&topic, false)?
+                .lock()
+                .expect("poisoned")
+                .plan_read(after_seq, limit, max_bytes as u64);
+            let mut out = Vec::new();
             for p in plans {
                 out.extend(p.read()?);
             }
@@ -392,7 +445,7 @@ fn sync_all(inner: &Inner) {
         .lock()
         .expect("poisoned")
         .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.clone(), v.log.clone()))
         .collect();
     for (topic, log) in logs {
         // The fsync runs without the log's lock: appends go on meanwhile.
@@ -425,12 +478,13 @@ fn maintenance(inner: Weak<Inner>) {
         since_retention += tick;
         if since_retention >= Duration::from_secs(1) {
             since_retention = Duration::ZERO;
+            inner.release_idle();
             let logs: Vec<Shared> = inner
                 .topics
                 .lock()
                 .expect("poisoned")
                 .values()
-                .cloned()
+                .map(|l| l.log.clone())
                 .collect();
             for log in logs {
                 if let Err(e) = log.lock().expect("poisoned").enforce_retention(&inner.cfg) {

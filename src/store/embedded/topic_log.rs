@@ -441,9 +441,10 @@ impl TopicLog {
         Ok(())
     }
 
-    /// Plans a read of up to `limit` events after `after_seq`; the plan runs
+    /// Plans a read of up to `limit` events after `after_seq`, and of at
+    /// most `max_bytes` of records (but at least one record); the plan runs
     /// without the lock.
-    pub fn plan_read(&self, after_seq: u64, limit: usize) -> Vec<ReadPlan> {
+    pub fn plan_read(&self, after_seq: u64, limit: usize, max_bytes: u64) -> Vec<ReadPlan> {
         let mut seq = (after_seq + 1).max(self.first_seq);
         // `limit` counts events: lost positions hold none.
         let mut end = seq + limit as u64;
@@ -454,18 +455,57 @@ impl TopicLog {
         }
         let end = end.min(self.latest_seq + 1);
         let mut plans = Vec::new();
+        let mut budget = max_bytes;
         while seq < end {
             let (s, i) = self.locate(seq);
             let seg = &self.segments[s];
             let upto = end.min(seg.end_seq());
-            plans.push(ReadPlan {
-                file: seg.file.clone(),
-                start: seg.offset_of(i),
-                end: seg.offset_of((upto - seg.base) as usize),
-            });
+            let start = seg.offset_of(i);
+            let mut stop = (upto - seg.base) as usize;
+            let whole = seg.offset_of(stop) - start;
+            let over = whole > budget;
+            if over {
+                // The most records from `i` that fit: offsets only grow.
+                let (mut lo, mut hi) = (i, stop);
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    if seg.offset_of(mid) - start <= budget {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                // At least one record per page, however large.
+                stop = if lo == i && plans.is_empty() {
+                    i + 1
+                } else {
+                    lo
+                };
+            }
+            if stop > i {
+                plans.push(ReadPlan {
+                    file: seg.file.clone(),
+                    start,
+                    end: seg.offset_of(stop),
+                });
+            }
+            if over {
+                break;
+            }
+            budget -= whole;
             seq = upto;
         }
         plans
+    }
+
+    /// Files the log holds open (one per segment).
+    pub fn open_files(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// The active segment's file.
+    pub fn active_file(&self) -> Option<Arc<fs::File>> {
+        self.segments.last().map(|s| s.file.clone())
     }
 
     /// The active segment's file if anything was appended since the last

@@ -95,6 +95,7 @@ pub struct Setup {
     dir: Option<PathBuf>,
     config: Option<PathBuf>,
     listen: Option<u16>,
+    open_files: Option<u64>,
 }
 
 impl Setup {
@@ -106,6 +107,7 @@ impl Setup {
             dir: None,
             config: None,
             listen: None,
+            open_files: None,
         }
     }
 
@@ -128,6 +130,13 @@ impl Setup {
     /// another process fails the start: see [`BrokerProcess::restart`].
     pub fn listen(mut self, port: u16) -> Setup {
         self.listen = Some(port);
+        self
+    }
+
+    /// A process runs with this open-file limit (soft and hard), set by
+    /// `prlimit` before it starts.
+    pub fn open_files(mut self, n: u64) -> Setup {
+        self.open_files = Some(n);
         self
     }
 

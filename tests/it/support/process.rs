@@ -47,7 +47,15 @@ impl Deref for BrokerProcess {
 /// The command line of a start: `--listen 127.0.0.1:0`, the data directory,
 /// `--config` if any, and only the setup's `SLUICE*` variables.
 async fn command(setup: &Setup, data_dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = match setup.open_files {
+        Some(n) => {
+            // prlimit sets the limit and execs the broker (same pid).
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}")).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
     let port = setup.listen.unwrap_or(0);
     cmd.arg("--listen")
         .arg(format!("127.0.0.1:{port}"))

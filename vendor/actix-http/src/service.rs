@@ -233,30 +233,49 @@ where
     ) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = DispatchError, InitError = ()>
     {
         let tcp_nodelay = self.cfg.tcp_nodelay();
+        // PATCH(sluice): the peek below waits for the connection's first bytes.
+        let cfg = self.cfg.clone();
 
-        fn_service(move |io: TcpStream| async move {
-            // subset of HTTP/2 preface defined by RFC 9113 §3.4
-            // this subset was chosen to maximize likelihood that peeking only once will allow us to
-            // reliably determine version or else it should fallback to h1 and fail quickly if data
-            // on the wire is junk
-            const H2_PREFACE: &[u8] = b"PRI * HTTP/2";
+        fn_service(move |io: TcpStream| {
+            let deadline = cfg.client_request_deadline();
+            async move {
+                // subset of HTTP/2 preface defined by RFC 9113 §3.4
+                // this subset was chosen to maximize likelihood that peeking only once will allow us to
+                // reliably determine version or else it should fallback to h1 and fail quickly if data
+                // on the wire is junk
+                const H2_PREFACE: &[u8] = b"PRI * HTTP/2";
 
-            let mut buf = [0; 12];
+                let mut buf = [0; 12];
 
-            io.peek(&mut buf).await?;
+                // PATCH(sluice): not for ever. A connection that sends nothing
+                // by the request-head deadline is served as HTTP/1, whose head
+                // timer then answers it `408`.
+                match deadline {
+                    Some(deadline) => {
+                        if let Ok(peeked) =
+                            tokio::time::timeout_at(deadline.into(), io.peek(&mut buf)).await
+                        {
+                            peeked?;
+                        }
+                    }
+                    None => {
+                        io.peek(&mut buf).await?;
+                    }
+                }
 
-            let proto = if buf == H2_PREFACE {
-                Protocol::Http2
-            } else {
-                Protocol::Http1
-            };
+                let proto = if buf == H2_PREFACE {
+                    Protocol::Http2
+                } else {
+                    Protocol::Http1
+                };
 
-            if let Some(nodelay) = desired_nodelay(tcp_nodelay) {
-                set_nodelay(&io, nodelay);
+                if let Some(nodelay) = desired_nodelay(tcp_nodelay) {
+                    set_nodelay(&io, nodelay);
+                }
+
+                let peer_addr = io.peer_addr().ok();
+                Ok((io, proto, peer_addr))
             }
-
-            let peer_addr = io.peer_addr().ok();
-            Ok((io, proto, peer_addr))
         })
         .and_then(self)
     }

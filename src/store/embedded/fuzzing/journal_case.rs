@@ -85,6 +85,8 @@ pub fn journal(input: &[u8], dir: &Path) {
         max_bytes: u64::MAX,
         max_age_ms: None,
         dedup_window_ms: 300_000,
+        max_open_files: 0,
+        idle_release: Duration::from_secs(60),
     };
     for (name, _) in TOPICS {
         TopicLog::open(&root.join(name), &cfg).expect("a log opens after replay");

@@ -30,6 +30,8 @@ pub fn topic_dir(input: &[u8], dir: &Path) {
         max_bytes: u64::MAX,
         max_age_ms: None,
         dedup_window_ms: 300_000,
+        max_open_files: 0,
+        idle_release: Duration::from_secs(60),
     };
     let first_seq = if c.flag() { 1 } else { 1 + c.below(500) as u64 };
     let n = 1 + c.below(60);
@@ -145,7 +147,7 @@ fn seqs(lost: &[LostRange]) -> Vec<(u64, u64)> {
 /// at its sequence, in strictly increasing order. Returns the sequences.
 fn read_all(log: &TopicLog, b: &TopicBounds, expected: &BTreeMap<u64, Written>) -> Vec<u64> {
     let events: Vec<_> = log
-        .plan_read(0, 1 << 20)
+        .plan_read(0, 1 << 20, u64::MAX)
         .iter()
         .flat_map(|p| p.read().expect("read"))
         .collect();
@@ -238,7 +240,7 @@ fn check_pages(c: &mut Choices, log: &TopicLog, held: &[u64]) {
         };
         loop {
             let page: Vec<u64> = log
-                .plan_read(after, limit)
+                .plan_read(after, limit, u64::MAX)
                 .iter()
                 .flat_map(|p| p.read().expect("read"))
                 .map(|e| e.seq)

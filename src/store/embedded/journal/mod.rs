@@ -255,6 +255,21 @@ impl Journal {
     }
 
     /// Why appends cannot be made durable, if they cannot.
+    /// A segment's log is being closed: makes the segment durable and
+    /// forgets it, so its file is not held open until the next checkpoint.
+    /// (A round still queued for it takes it back until then; its bytes
+    /// are in the segment already, so the checkpoint's fdatasync is then
+    /// only a formality.)
+    pub fn release(&self, file: &Arc<File>) -> io::Result<()> {
+        let key = Arc::as_ptr(file) as usize;
+        if !self.shared.lock().dirty.contains_key(&key) {
+            return Ok(());
+        }
+        file.sync_data()?;
+        self.shared.lock().dirty.remove(&key);
+        Ok(())
+    }
+
     pub fn failure(&self) -> Option<String> {
         self.shared
             .failed

@@ -14,6 +14,26 @@ use crate::{error::ParseError, header::HeaderMap, ConnectionType, Request, Respo
 pub(crate) const MAX_BUFFER_SIZE: usize = 131_072;
 const MAX_HEADERS: usize = 96;
 
+// PATCH(sluice): request head limits set once per process with
+// `set_head_limits`; without it they stay at the constants above.
+static HEAD_MAX_BYTES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(MAX_BUFFER_SIZE);
+static HEAD_MAX_HEADERS: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(MAX_HEADERS);
+
+/// PATCH(sluice): the largest request head (bytes, at most 131,072) and
+/// the most header lines (at most 96) an HTTP/1 server takes; past either
+/// the dispatcher answers `431` and closes the connection.
+pub fn set_head_limits(max_bytes: usize, max_headers: usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    HEAD_MAX_BYTES.store(max_bytes.clamp(64, MAX_BUFFER_SIZE), Relaxed);
+    HEAD_MAX_HEADERS.store(max_headers.clamp(1, MAX_HEADERS), Relaxed);
+}
+
+fn head_max_bytes() -> usize {
+    HEAD_MAX_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Incoming message decoder
 pub(crate) struct MessageDecoder<T: MessageType>(PhantomData<T>);
 
@@ -282,13 +302,20 @@ impl MessageType for Request {
                     } else {
                         Version::HTTP_10
                     };
+                    // PATCH(sluice): the configured head limits.
+                    if len > head_max_bytes()
+                        || req.headers.len()
+                            > HEAD_MAX_HEADERS.load(std::sync::atomic::Ordering::Relaxed)
+                    {
+                        return Err(ParseError::TooLarge);
+                    }
                     HeaderIndex::record(src, req.headers, &mut headers);
 
                     (len, method, uri, version, req.headers.len())
                 }
 
                 httparse::Status::Partial => {
-                    return if src.len() >= MAX_BUFFER_SIZE {
+                    return if src.len() >= head_max_bytes() {
                         trace!("MAX_BUFFER_SIZE unprocessed data reached, closing");
                         Err(ParseError::TooLarge)
                     } else {

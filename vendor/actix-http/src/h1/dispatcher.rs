@@ -954,7 +954,8 @@ where
 
                     match msg {
                         Message::Item(mut req) => {
-                            // head timer only applies to first request on connection
+                            // PATCH(sluice): the head timer runs for every head
+                            // (restarted when a kept-alive connection reads again).
                             this.head_timer.clear(line!());
 
                             req.head_mut().peer_addr = *this.peer_addr;
@@ -1391,6 +1392,23 @@ where
                         let inner = inner.as_mut().project();
                         inner.flags.remove(Flags::KEEP_ALIVE);
                         inner.ka_timer.clear(line!());
+                        // PATCH(sluice): the next request head on a kept-alive
+                        // connection has the same deadline as the first one, so
+                        // a head trickled a byte at a time is answered `408`.
+                        // Not while a response is still being written (bytes
+                        // sent early, during an SSE stream): its head is read
+                        // once that response ends, and timed from there. And
+                        // not again while it runs: the dispatcher marks an idle
+                        // connection keep-alive anew on each poll, so each
+                        // byte of a trickled head comes through here.
+                        let running = matches!(inner.head_timer, TimerState::Active { .. });
+                        if inner.state.is_none() && !running {
+                            if let Some(deadline) = inner.config.client_request_deadline() {
+                                inner
+                                    .head_timer
+                                    .set_and_init(cx, sleep_until(deadline.into()), line!());
+                            }
+                        }
                     }
 
                     if !inner.flags.contains(Flags::STARTED) {

@@ -18,6 +18,8 @@ mod utils;
 pub use self::{
     client::{ClientCodec, ClientPayloadCodec},
     codec::Codec,
+    // PATCH(sluice): `set_head_limits`.
+    decoder::set_head_limits,
     // PATCH(sluice): `set_error_body`, `ErrorBody`.
     dispatcher::{set_error_body, Dispatcher, ErrorBody},
     expect::ExpectHandler,
