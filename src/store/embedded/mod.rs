@@ -348,20 +348,7 @@ impl Store for EmbeddedStore {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let (inner, topic) = (self.inner.clone(), topic.to_owned());
-        blocking(move || {
-            let plans = inner
-                .log(&topic, false)?
-                .lock()
-                .expect("poisoned")
-                .plan_read(after_seq, limit, u64::MAX);
-            let mut out = Vec::with_capacity(limit.min(1024));
-            for p in plans {
-                out.extend(p.read()?);
-            }
-            Ok(out)
-        })
-        .await
+        self.read_bounded(topic, after_seq, limit, usize::MAX).await
     }
 
     async fn read_bounded(
