@@ -168,7 +168,7 @@ async function subscribe() {
   });
   sub.addEventListener('gap', ({ detail: g }) => {
     const lost = g.lost == null ? 'an unknown number of' : g.lost;
-    $('notice').textContent = `gap of ${lost} events: ${g.requested} is out of retention, resumed after ${g.resumed_after}`;
+    $('notice').textContent = `gap of ${lost} events: events after ${g.requested} are no longer stored, resumed after ${g.resumed_after}`;
     addRow((row) => {
       row.dataset.gap = g.lost == null ? '' : String(g.lost);
       const td = cell(row, `gap: ${lost} events lost, resumed after ${g.resumed_after}`);

@@ -368,11 +368,16 @@ export class Subscription extends EventTarget {
           ? { cursor: before, limit: HISTORY_PAGE }
           : { from: 'earliest', limit: HISTORY_PAGE });
       } catch (err) {
-        // Positions lost to damage follow: the 416 names the last of them,
-        // and reading goes on after it (nothing there to deliver).
+        // Positions lost (to damage, or trimmed by retention since the
+        // stream passed them): the 416 names the last of them, and reading
+        // goes on after it. The page hears of the loss as a `gap`, as the
+        // stream would have told it: never a silent skip.
         const next = err.problem && err.problem.next_cursor;
         if (err.status === 416 && this.ahead(next, upTo)) {
           this.lastId = next;
+          this.dispatchEvent(new CustomEvent('gap', {
+            detail: { requested: before, resumed_after: next, lost: err.problem.lost ?? null },
+          }));
           continue;
         }
         // The broker or the network failed: try again, the frames wait.
