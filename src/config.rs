@@ -13,8 +13,10 @@ use crate::store::{
 
 mod auth;
 mod limits;
+mod redis;
 pub use auth::AuthSettings;
 pub use limits::Limits;
+pub use redis::RedisSettings;
 
 /// The defaults, also the documented reference.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -184,22 +186,6 @@ pub struct EmbeddedSettings {
     pub fsync_interval_ms: u64,
     pub segment_bytes: u64,
     pub max_open_files: usize,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct RedisSettings {
-    pub url: String,
-    pub sentinels: Vec<String>,
-    pub sentinel_master: String,
-    pub master_password: String,
-    pub cluster_nodes: Vec<String>,
-    pub wait_replicas: u32,
-    pub wait_timeout_ms: u64,
-    pub pool_size: usize,
-    pub timeout_ms: u64,
-    pub key_prefix: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -392,55 +378,7 @@ impl Settings {
             );
         }
         if self.store.get() == StoreKind::Redis {
-            let r = &self.redis;
-            let url_ok = |u: &str| {
-                ["redis://", "rediss://", "redis+unix://"]
-                    .iter()
-                    .any(|p| u.starts_with(p))
-            };
-            if !url_ok(&r.url) {
-                return fail("redis.url", "a redis://, rediss:// or redis+unix:// URL");
-            }
-            if !r.sentinels.iter().all(|u| url_ok(u)) {
-                return fail(
-                    "redis.sentinels",
-                    "a list of redis:// or rediss:// URLs of sentinels",
-                );
-            }
-            if !r
-                .cluster_nodes
-                .iter()
-                .all(|u| url_ok(u) && !u.starts_with("redis+unix://"))
-            {
-                return fail(
-                    "redis.cluster_nodes",
-                    "a list of redis:// or rediss:// URLs of cluster nodes",
-                );
-            }
-            if !r.cluster_nodes.is_empty() && !r.sentinels.is_empty() {
-                return fail(
-                    "redis.cluster_nodes and redis.sentinels",
-                    "one of them (a Redis Cluster fails over by itself)",
-                );
-            }
-            if r.wait_replicas > 0 && r.wait_timeout_ms == 0 {
-                return fail(
-                    "redis.wait_timeout_ms",
-                    "at least 1 when wait_replicas is set",
-                );
-            }
-            if !r.sentinels.is_empty() && r.sentinel_master.is_empty() {
-                return fail(
-                    "redis.sentinel_master",
-                    "the service name Sentinel monitors",
-                );
-            }
-            if r.pool_size == 0 || r.timeout_ms == 0 {
-                return fail("redis.pool_size and redis.timeout_ms", "at least 1");
-            }
-            if r.key_prefix.is_empty() || r.key_prefix.contains(['{', '}']) {
-                return fail("redis.key_prefix", "a non-empty prefix without braces");
-            }
+            self.redis.validate()?;
         }
         if self.tls.cert_file.as_os_str().is_empty() != self.tls.key_file.as_os_str().is_empty() {
             return fail(

@@ -45,6 +45,11 @@ impl<'a> Choices<'a> {
         b
     }
 
+    /// The next two bytes as a number.
+    pub fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.byte(), self.byte()])
+    }
+
     /// The next eight bytes as a number.
     pub fn u64(&mut self) -> u64 {
         let mut b = [0u8; 8];
@@ -64,7 +69,7 @@ impl<'a> Choices<'a> {
         if n == 0 {
             0
         } else {
-            u16::from_le_bytes([self.byte(), self.byte()]) as usize % n
+            self.u16() as usize % n
         }
     }
 
@@ -83,6 +88,11 @@ impl<'a> Choices<'a> {
     pub fn word(&mut self, alphabet: &[u8], max: usize) -> String {
         let n = 1 + self.below(max);
         (0..n).map(|_| *self.pick(alphabet) as char).collect()
+    }
+
+    /// What is left of the input.
+    pub fn rest(&self) -> &'a [u8] {
+        self.bytes.get(self.at..).unwrap_or_default()
     }
 
     /// Whether input is left.

@@ -18,6 +18,7 @@
 
 pub mod check;
 mod delete;
+mod durability;
 mod open_files;
 // Not part of the API: the fuzz targets' and property tests' scenarios.
 #[cfg(any(test, feature = "fuzzing"))]
@@ -40,13 +41,14 @@ use std::{
 };
 
 use async_trait::async_trait;
+use durability::{SegmentWrite, Unsynced};
 use journal::Journal;
 use open_files::Loaded;
 use sluice_actors::{
     event::{AppendOutcome, NewEvent, StoredEvent},
     store::{AppendFuture, Store, StoreError, TopicBounds},
 };
-use topic_log::{SegmentWrite, TopicLog, Unsynced};
+use topic_log::TopicLog;
 
 /// Appends to one topic whose fsyncs may run at once (`fsync = "always"`):
 /// a disk answers concurrent fsyncs far faster than the same ones in a row,
@@ -281,7 +283,7 @@ impl Inner {
             let mut topics = self.topics.lock().expect("poisoned");
             if topics
                 .get(topic)
-                .is_some_and(|l| u.belongs_to(&l.log.lock().expect("poisoned")))
+                .is_some_and(|l| l.log.lock().expect("poisoned").wrote(u))
             {
                 topics.remove(topic);
             }

@@ -2,10 +2,10 @@
 //! state and epoch. Every method is blocking and runs under the topic's lock.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     fs, io,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
 };
 
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,8 @@ use sluice_actors::{
 };
 
 use super::{
-    journal::{self, Durable, Journal},
+    durability::{SegmentWrite, Unsynced, Writes},
+    journal::{self, Journal},
     layout::{self, read_meta, write_durably, Meta},
     record::{self, Next},
     recovery::{self, OpenReport},
@@ -57,87 +58,15 @@ pub struct TopicLog {
     /// Appended since the last fsync (for `fsync = "interval"`).
     pub dirty: bool,
     /// Writes of the active segment waiting for their fsync.
-    durability: Arc<Mutex<Durability>>,
-}
-
-/// The writes of a log whose fsync has not returned yet, shared between the
-/// log and those fsyncs (which run without the log's lock).
-#[derive(Default)]
-struct Durability {
-    /// Start offsets in the active segment, with how many writes start
-    /// there (a write that stores nothing new starts where the next one does).
-    pending: BTreeMap<u64, usize>,
-    /// An fsync failed: nothing written to this log since its last good
-    /// fsync can be acknowledged, and it takes no more writes.
-    failed: bool,
-}
-
-/// A write that is not durable yet.
-pub enum Unsynced {
-    /// Submitted to the shared journal: durable once this answers.
-    Journaled(Durable),
-    /// Durable once its segment is fdatasynced ([`SegmentWrite::sync`]).
-    Segment(SegmentWrite),
-}
-
-/// A write made durable by an fdatasync of its own segment.
-pub struct SegmentWrite {
-    file: Arc<fs::File>,
-    start: u64,
-    durability: Arc<Mutex<Durability>>,
-}
-
-impl SegmentWrite {
-    /// fsyncs the write (blocking). Several may run at once for one log:
-    /// the disk serves concurrent fsyncs much better than one after another.
-    ///
-    /// A failed fsync leaves the page cache in an unknown state, so the
-    /// first failure cuts the segment back to the oldest write still
-    /// waiting for its fsync (none of those was acknowledged: publishers
-    /// are answered in log order) and fails every later sync of this log;
-    /// the caller drops the log, which is reopened from what is on disk.
-    pub fn sync(&self) -> io::Result<()> {
-        let res = self.file.sync_data();
-        let mut d = self.durability.lock().expect("poisoned");
-        // Gone from `pending` means a segment roll fsynced it already.
-        let was_pending = match d.pending.get_mut(&self.start) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                true
-            }
-            Some(_) => {
-                d.pending.remove(&self.start);
-                true
-            }
-            None => false,
-        };
-        if d.failed {
-            return Err(io::Error::other("an earlier fsync of this log failed"));
-        }
-        match res {
-            Err(e) if was_pending => {
-                d.failed = true;
-                let cut = d
-                    .pending
-                    .keys()
-                    .next()
-                    .map_or(self.start, |&p| p.min(self.start));
-                if let Err(t) = self.file.set_len(cut) {
-                    tracing::error!(error = %t, "cannot cut a write whose fsync failed");
-                }
-                Err(e)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Whether `log` is the log this write went to.
-    pub fn belongs_to(&self, log: &TopicLog) -> bool {
-        Arc::ptr_eq(&self.durability, &log.durability)
-    }
+    durability: Writes,
 }
 
 impl TopicLog {
+    /// Whether `w` is a write to this log.
+    pub fn wrote(&self, w: &SegmentWrite) -> bool {
+        w.of(&self.durability)
+    }
+
     /// Creates a new, empty log with a fresh epoch at `dir`.
     pub fn create(dir: &Path, cfg: &EmbeddedConfig) -> io::Result<TopicLog> {
         let parent = dir.parent().expect("topic dir has a parent");
@@ -184,7 +113,7 @@ impl TopicLog {
             dedup: DedupIndex::new(cfg.dedup_window_ms),
             first_time: None,
             dirty: false,
-            durability: Arc::default(),
+            durability: Writes::default(),
         };
         log.rebuild_dedup(cfg)?;
         log.enforce_retention(cfg)?;
@@ -283,7 +212,7 @@ impl TopicLog {
         cfg: &EmbeddedConfig,
         journal: Option<&Journal>,
     ) -> io::Result<(Vec<AppendOutcome>, Option<Unsynced>)> {
-        if self.durability.lock().expect("poisoned").failed {
+        if self.durability.failed() {
             return Err(io::Error::other("an fsync of this log failed; reopen it"));
         }
         let time_ms = time_ms.max(self.latest_time);
@@ -352,20 +281,16 @@ impl TopicLog {
                 file: seg.file.clone(),
             })))
         } else {
-            let mut d = self.durability.lock().expect("poisoned");
-            *d.pending.entry(old_len).or_default() += 1;
-            Some(Unsynced::Segment(SegmentWrite {
-                file: seg.file.clone(),
-                start: old_len,
-                durability: self.durability.clone(),
-            }))
+            Some(Unsynced::Segment(
+                self.durability.start(seg.file.clone(), old_len),
+            ))
         };
         self.latest_seq = seq;
         self.latest_time = time_ms;
         if seg.len >= cfg.segment_bytes {
             self.roll()?;
             // Sealing fsynced the segment: every write to it is durable.
-            self.durability.lock().expect("poisoned").pending.clear();
+            self.durability.all_synced();
         }
         self.enforce_retention(cfg)?;
         Ok((out, unsynced))

@@ -8,12 +8,7 @@
 //! killed and the replica resumed: what the master took meanwhile exists
 //! nowhere else. With `redis.wait_replicas = 1` none of it was acknowledged.
 
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Arc,
-};
-
-use super::{assert_exact, instance, keyed_publisher, spread_topics, until_more, Progress, T};
+use super::{instance, spread_topics, until_more, Load, T};
 use crate::support::{redis_cluster::RedisCluster, *};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,24 +24,7 @@ async fn a_killed_master_fails_over_without_losing_an_acknowledged_event() {
         let victim = cluster.master_of(&key);
         let replica = cluster.replica_of(victim);
 
-        let mut streams = Vec::new();
-        for t in &topics {
-            let s = b.sse(t, "from=earliest", &[]).await;
-            s.assert_ok();
-            streams.push(s);
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let progress: Vec<Arc<Progress>> = topics.iter().map(|_| Arc::default()).collect();
-        // Idempotency keys on some topics, producer sequences on another.
-        let publishers: Vec<_> = topics
-            .iter()
-            .zip(&progress)
-            .enumerate()
-            .map(|(i, (t, n))| {
-                keyed_publisher(a.base_url(), t.clone(), i == 1, stop.clone(), n.clone())
-            })
-            .collect();
-        until_more(&progress[0].acked, 100, "publishing before the kill").await;
+        let load = Load::start(&a, &b, &topics).await;
 
         // The replica falls behind: stopped, and its link cut.
         cluster.signal(replica, "STOP");
@@ -56,7 +34,7 @@ async fn a_killed_master_fails_over_without_losing_an_acknowledged_event() {
         )
         .expect("CLIENT KILL TYPE replica");
         until_more(
-            &progress[0].tries,
+            &load.progress[0].tries,
             20,
             "publishing while the replica is cut off",
         )
@@ -94,16 +72,9 @@ async fn a_killed_master_fails_over_without_losing_an_acknowledged_event() {
             a.get("/readyz").await.status == 200
         })
         .await;
-        for (i, n) in progress.iter().enumerate() {
-            let what = format!("publishing on {} after the failover", topics[i]);
-            until_more(&n.acked, 100, &what).await;
-        }
-        stop.store(true, Ordering::SeqCst);
-        let mut refused = 0;
-        for ((p, t), s) in publishers.into_iter().zip(&topics).zip(&mut streams) {
-            let (cursors, r) = p.await.expect("publisher");
-            refused += r;
-            assert_exact(&b, t, s, 0, &cursors).await;
+        load.each_goes_on("the failover").await;
+        let (acked, refused) = load.finish(&b).await;
+        for (t, cursors) in topics.iter().zip(&acked) {
             // The publishing instance reads the same.
             let on_a: Vec<String> = a
                 .all_events(t)
@@ -111,7 +82,7 @@ async fn a_killed_master_fails_over_without_losing_an_acknowledged_event() {
                 .iter()
                 .map(|e| e["cursor"].as_str().unwrap().to_owned())
                 .collect();
-            assert_eq!(on_a, cursors, "{t}: history on A");
+            assert_eq!(&on_a, cursors, "{t}: history on A");
         }
         eprintln!("failover: {refused} publishes refused with 503 while it lasted");
     })

@@ -90,6 +90,83 @@ fn keyed_publisher(
     })
 }
 
+/// Publishing load on busy topics: a [`keyed_publisher`] per topic through
+/// one instance (producer sequences on the second topic, idempotency keys
+/// on the others) and a live stream of each topic on another.
+struct Load {
+    topics: Vec<String>,
+    streams: Vec<SseStream>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    progress: Vec<std::sync::Arc<Progress>>,
+    publishers: Vec<tokio::task::JoinHandle<(Vec<String>, usize)>>,
+}
+
+impl Load {
+    /// Opens `reader`'s streams of `topics` from the start, then starts
+    /// publishing through `writer` and waits for 100 acknowledgements.
+    async fn start(writer: &Api, reader: &Api, topics: &[String]) -> Load {
+        let mut streams = Vec::new();
+        for t in topics {
+            let s = reader.sse(t, "from=earliest", &[]).await;
+            s.assert_ok();
+            streams.push(s);
+        }
+        let stop = std::sync::Arc::default();
+        let progress: Vec<std::sync::Arc<Progress>> =
+            topics.iter().map(|_| Default::default()).collect();
+        let publishers = topics
+            .iter()
+            .zip(&progress)
+            .enumerate()
+            .map(|(i, (t, n))| {
+                keyed_publisher(
+                    writer.base_url(),
+                    t.clone(),
+                    i == 1,
+                    std::sync::Arc::clone(&stop),
+                    n.clone(),
+                )
+            })
+            .collect();
+        let load = Load {
+            topics: topics.to_vec(),
+            streams,
+            stop,
+            progress,
+            publishers,
+        };
+        until_more(&load.progress[0].acked, 100, "publishing before the fault").await;
+        load
+    }
+
+    /// Waits until every topic has 100 more events acknowledged.
+    async fn each_goes_on(&self, after: &str) {
+        for (t, n) in self.topics.iter().zip(&self.progress) {
+            until_more(&n.acked, 100, &format!("publishing on {t} after {after}")).await;
+        }
+    }
+
+    /// Stops publishing and checks that `reader`'s streams deliver, and its
+    /// history holds, exactly what was acknowledged. Returns each topic's
+    /// acknowledged cursors and how many publishes got a `503`.
+    async fn finish(mut self, reader: &Api) -> (Vec<Vec<String>>, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (mut acked, mut refused) = (Vec::new(), 0);
+        for ((p, t), s) in self
+            .publishers
+            .into_iter()
+            .zip(&self.topics)
+            .zip(&mut self.streams)
+        {
+            let (cursors, r) = p.await.expect("publisher");
+            refused += r;
+            assert_exact(reader, t, s, 0, &cursors).await;
+            acked.push(cursors);
+        }
+        (acked, refused)
+    }
+}
+
 /// How far a [`keyed_publisher`] got.
 #[derive(Default)]
 struct Progress {

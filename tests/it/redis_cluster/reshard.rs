@@ -1,15 +1,9 @@
 //! A slot migration (`redis-cli --cluster reshard`) of busy topics under
 //! publishing load: nothing lost, nothing duplicated, live streams go on.
 
-use std::{
-    process::Command,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-};
+use std::process::Command;
 
-use super::{assert_exact, instance, keyed_publisher, until_more, Progress};
+use super::{instance, Load};
 use crate::support::{redis_cluster::RedisCluster, *};
 
 /// How many slots the reshard moves (from slot 0 up).
@@ -37,24 +31,7 @@ async fn busy_topics_move_to_another_master_without_loss_or_duplicate() {
             .find(|&m| m != source)
             .expect("another master");
 
-        let mut streams = Vec::new();
-        for t in &topics {
-            let s = b.sse(t, "from=earliest", &[]).await;
-            s.assert_ok();
-            streams.push(s);
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked: Vec<Arc<Progress>> = topics.iter().map(|_| Arc::default()).collect();
-        // Idempotency keys on some topics, producer sequences on another.
-        let publishers: Vec<_> = topics
-            .iter()
-            .zip(&acked)
-            .enumerate()
-            .map(|(i, (t, n))| {
-                keyed_publisher(a.base_url(), t.clone(), i == 1, stop.clone(), n.clone())
-            })
-            .collect();
-        until_more(&acked[0].acked, 100, "publishing before the reshard").await;
+        let load = Load::start(&a, &b, &topics).await;
 
         let out = Command::new("redis-cli")
             .args(["--cluster", "reshard"])
@@ -79,21 +56,8 @@ async fn busy_topics_move_to_another_master_without_loss_or_duplicate() {
                 "{t} moved to the target master"
             );
         }
-        for (i, n) in acked.iter().enumerate() {
-            until_more(
-                &n.acked,
-                100,
-                &format!("publishing on {} after the move", topics[i]),
-            )
-            .await;
-        }
-        stop.store(true, Ordering::SeqCst);
-        let mut refused = 0;
-        for ((p, t), s) in publishers.into_iter().zip(&topics).zip(&mut streams) {
-            let (cursors, r) = p.await.expect("publisher");
-            refused += r;
-            assert_exact(&b, t, s, 0, &cursors).await;
-        }
+        load.each_goes_on("the move").await;
+        let (_, refused) = load.finish(&b).await;
         eprintln!("reshard: {refused} publishes refused with 503 while it lasted");
     })
     .await;

@@ -43,47 +43,7 @@ use sluice_actors::event::{NewEvent, StoredEvent};
 
 use super::record;
 
-/// A fuzz input read front to back as choices. Past its end every choice
-/// is 0, so every input is a scenario.
-pub struct Choices<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Choices<'a> {
-    /// Choices read from `bytes`.
-    pub fn new(bytes: &'a [u8]) -> Self {
-        Choices { bytes, at: 0 }
-    }
-
-    fn byte(&mut self) -> u8 {
-        let b = self.bytes.get(self.at).copied().unwrap_or(0);
-        self.at += 1;
-        b
-    }
-
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.byte(), self.byte()])
-    }
-
-    fn flag(&mut self) -> bool {
-        self.byte() & 1 == 1
-    }
-
-    /// A number below `n` (0 when `n` is 0).
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            self.u16() as usize % n
-        }
-    }
-
-    /// What is left of the input.
-    fn rest(&self) -> &'a [u8] {
-        self.bytes.get(self.at..).unwrap_or_default()
-    }
-}
+pub use crate::fuzzing::Choices;
 
 /// splitmix64: garbage and payloads come from a generator seeded by a
 /// choice, not from the input itself, so the fuzzer cannot forge a frame

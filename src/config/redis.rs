@@ -1,0 +1,80 @@
+//! `[redis]`: where the Redis store is (one server, Sentinel or a Redis
+//! Cluster) and how appends wait for replicas.
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// The `[redis]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RedisSettings {
+    pub url: String,
+    pub sentinels: Vec<String>,
+    pub sentinel_master: String,
+    pub master_password: String,
+    pub cluster_nodes: Vec<String>,
+    pub wait_replicas: u32,
+    pub wait_timeout_ms: u64,
+    pub pool_size: usize,
+    pub timeout_ms: u64,
+    pub key_prefix: String,
+}
+
+impl RedisSettings {
+    /// Checks the table; only called when the Redis store is chosen.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let fail =
+            |key: &str, accepted: &str| Err(ConfigError(format!("{key}: must be {accepted}")));
+        let url_ok = |u: &str| {
+            ["redis://", "rediss://", "redis+unix://"]
+                .iter()
+                .any(|p| u.starts_with(p))
+        };
+        if !url_ok(&self.url) {
+            return fail("redis.url", "a redis://, rediss:// or redis+unix:// URL");
+        }
+        if !self.sentinels.iter().all(|u| url_ok(u)) {
+            return fail(
+                "redis.sentinels",
+                "a list of redis:// or rediss:// URLs of sentinels",
+            );
+        }
+        if !self
+            .cluster_nodes
+            .iter()
+            .all(|u| url_ok(u) && !u.starts_with("redis+unix://"))
+        {
+            return fail(
+                "redis.cluster_nodes",
+                "a list of redis:// or rediss:// URLs of cluster nodes",
+            );
+        }
+        if !self.cluster_nodes.is_empty() && !self.sentinels.is_empty() {
+            return fail(
+                "redis.cluster_nodes and redis.sentinels",
+                "one of them (a Redis Cluster fails over by itself)",
+            );
+        }
+        if self.wait_replicas > 0 && self.wait_timeout_ms == 0 {
+            return fail(
+                "redis.wait_timeout_ms",
+                "at least 1 when wait_replicas is set",
+            );
+        }
+        if !self.sentinels.is_empty() && self.sentinel_master.is_empty() {
+            return fail(
+                "redis.sentinel_master",
+                "the service name Sentinel monitors",
+            );
+        }
+        if self.pool_size == 0 || self.timeout_ms == 0 {
+            return fail("redis.pool_size and redis.timeout_ms", "at least 1");
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
+            return fail("redis.key_prefix", "a non-empty prefix without braces");
+        }
+        Ok(())
+    }
+}
