@@ -8,7 +8,7 @@ use sluice_actors::{
     store::StoreError,
 };
 
-use super::{entries::reply_field, unavailable, Inner};
+use super::{unavailable, Inner};
 
 impl Inner {
     /// Appends `batch` to `topic`'s log of `epoch`, atomically with its
@@ -43,6 +43,9 @@ impl Inner {
         if producers {
             keys.push(format!("{prefix}p"));
         }
+        // Two values per event unless some event has a key or a producer
+        // sequence (see append.lua).
+        let per = if keys.len() > 2 { 6 } else { 2 };
         let mut eval = redis::cmd("EVALSHA");
         eval.arg(self.append.get_hash())
             .arg(keys.len())
@@ -54,18 +57,28 @@ impl Inner {
             .arg(batch.len())
             .arg(&prefix)
             .arg(cfg.max_bytes)
-            .arg(&notify);
+            .arg(&notify)
+            .arg(per);
         for ev in &batch {
+            eval.arg(&ev.data[..])
+                .arg(ev.event_type.as_deref().unwrap_or(""));
+            if per == 2 {
+                continue;
+            }
+            // The fingerprint tells a retry from a reuse of the key; without
+            // a key nothing compares it.
+            let fingerprint = ev
+                .idempotency_key
+                .as_ref()
+                .map_or(String::new(), |_| format!("{:032x}", ev.fingerprint()));
             let (producer, pseq) = ev
                 .producer
                 .as_ref()
                 .map_or((String::new(), String::new()), |(p, s)| {
                     (p.clone(), s.to_string())
                 });
-            eval.arg(&ev.data[..])
-                .arg(ev.event_type.as_deref().unwrap_or(""))
-                .arg(ev.idempotency_key.as_deref().unwrap_or(""))
-                .arg(format!("{:032x}", ev.fingerprint()))
+            eval.arg(ev.idempotency_key.as_deref().unwrap_or(""))
+                .arg(fingerprint)
                 .arg(producer)
                 .arg(pseq);
         }
@@ -115,36 +128,62 @@ impl Inner {
                     self.epochs.lock().expect("poisoned").remove(topic);
                 }
             })?;
-        if replies.len() != batch.len() {
-            return Err(unavailable(
-                "append script answered the wrong number of results",
-            ));
-        }
-        let bad = || unavailable("unexpected append reply");
-        let mut out = Vec::with_capacity(batch.len());
-        for (ev, r) in batch.into_iter().zip(&replies) {
-            let num = |i| reply_field(r, i).and_then(|s| s.parse::<i64>().ok());
-            out.push(match reply_field(r, 0).as_deref() {
-                Some("ok") => AppendOutcome::Stored(StoredEvent {
-                    seq: num(1).ok_or_else(bad)? as u64,
-                    time_ms: num(2).ok_or_else(bad)?,
+        verdicts(batch, epoch, &replies)
+    }
+}
+
+/// The outcome of each event of `batch` from the script's reply (see
+/// append.lua): `{time, seq before, verdicts, details...}`.
+fn verdicts(
+    batch: Vec<NewEvent>,
+    epoch: &Epoch,
+    reply: &[Value],
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    let bad = || unavailable("unexpected append reply");
+    let field = |i: usize| match reply.get(i) {
+        Some(Value::BulkString(b)) => std::str::from_utf8(b).ok(),
+        Some(Value::SimpleString(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let num = |i: usize| field(i).and_then(|s| s.parse::<i64>().ok());
+    let (time_ms, mut seq) = num(0).zip(num(1)).ok_or_else(bad)?;
+    let codes = field(2).ok_or_else(bad)?.as_bytes();
+    if codes.len() != batch.len() {
+        return Err(unavailable(
+            "append script answered the wrong number of results",
+        ));
+    }
+    let mut detail = 3;
+    // The details, in order, of the events not stored.
+    let mut next = || {
+        detail += 1;
+        field(detail - 1)
+    };
+    let mut out = Vec::with_capacity(batch.len());
+    for (ev, code) in batch.into_iter().zip(codes) {
+        out.push(match code {
+            b'.' => {
+                seq += 1;
+                AppendOutcome::Stored(StoredEvent {
+                    seq: seq as u64,
+                    time_ms,
                     event_type: ev.event_type,
                     data: ev.data,
-                }),
-                Some("dup") => AppendOutcome::Duplicate(
-                    num(1)
-                        .zip(num(2))
-                        .map(|(seq, t)| Cursor::new(t, seq as u64, epoch.clone())),
-                ),
-                Some("conflict") => AppendOutcome::KeyConflict,
-                Some("gap") => AppendOutcome::SequenceGap {
-                    expected: reply_field(r, 1)
-                        .and_then(|s| s.parse().ok())
-                        .ok_or_else(bad)?,
-                },
-                _ => return Err(bad()),
-            });
-        }
-        Ok(out)
+                })
+            }
+            b'd' => {
+                let s = next().and_then(|s| s.parse().ok());
+                let t = next().and_then(|t| t.parse().ok());
+                let (s, t) = s.zip(t).ok_or_else(bad)?;
+                AppendOutcome::Duplicate(Some(Cursor::new(t, s, epoch.clone())))
+            }
+            b'u' => AppendOutcome::Duplicate(None),
+            b'c' => AppendOutcome::KeyConflict,
+            b'g' => AppendOutcome::SequenceGap {
+                expected: next().and_then(|s| s.parse().ok()).ok_or_else(bad)?,
+            },
+            _ => return Err(bad()),
+        });
     }
+    Ok(out)
 }

@@ -60,10 +60,3 @@ pub(super) fn text(v: &Value) -> Option<String> {
         _ => None,
     }
 }
-
-pub(super) fn reply_field(v: &Value, i: usize) -> Option<String> {
-    match v {
-        Value::Array(a) => a.get(i).and_then(text),
-        _ => None,
-    }
-}
