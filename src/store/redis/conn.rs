@@ -10,6 +10,13 @@
 //! multiplexed connection per master and pipelines every caller's commands
 //! on it), not a pool of them: a pool would multiply the connections per
 //! master by its size for no gain.
+//!
+//! One server (by URL or Sentinel) is reached through connections taken
+//! from the pool once and then held ([`Lanes`]): deadpool-redis checks a
+//! connection with a `PING` every time it hands one out, a round trip per
+//! call, while a multiplexed connection can carry every caller's commands
+//! at once. A held connection that fails is given up and the next call
+//! takes a fresh one from the pool (with Sentinel: from the current master).
 
 use deadpool_redis::{
     redis::{
@@ -29,7 +36,38 @@ use super::RedisConfig;
 /// connections for the tailer's blocking reads.
 pub struct Connector {
     pool: Pools,
+    lanes: Lanes,
     dedicated: Dedicated,
+}
+
+/// Connections held out of the pool, used in turn by every call.
+struct Lanes {
+    held: Vec<std::sync::Mutex<Option<Held>>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+/// A connection taken from a pool and kept.
+enum Held {
+    Direct(deadpool_redis::Connection),
+    Sentinel(sentinel::Connection),
+}
+
+impl Held {
+    fn handle(&self) -> MultiplexedConnection {
+        match self {
+            Held::Direct(c) => (**c).clone(),
+            Held::Sentinel(c) => (**c).clone(),
+        }
+    }
+
+    /// Takes the connection out of its pool for good (it is dropped, and
+    /// the pool makes a new one when asked).
+    fn discard(self) {
+        match self {
+            Held::Direct(c) => drop(deadpool_redis::Connection::take(c)),
+            Held::Sentinel(c) => drop(sentinel::Connection::take(c)),
+        }
+    }
 }
 
 enum Pools {
@@ -53,22 +91,18 @@ enum Dedicated {
     Cluster,
 }
 
-/// A pooled connection; it goes back to its pool when dropped.
-pub enum Pooled {
-    Direct(deadpool_redis::Connection),
-    Sentinel(sentinel::Connection),
-    Cluster(ClusterConnection),
+/// A connection for one call: a handle on a held connection (and which
+/// lane holds it), or on the cluster connection.
+pub struct Pooled {
+    handle: Handle,
+    lane: Option<usize>,
 }
 
 impl Pooled {
     /// A handle on the connection (multiplexed connections are cheap
-    /// handles); valid while `self` is held.
+    /// handles).
     pub fn handle(&self) -> Handle {
-        match self {
-            Pooled::Direct(c) => Handle::Single((**c).clone()),
-            Pooled::Sentinel(c) => Handle::Single((**c).clone()),
-            Pooled::Cluster(c) => Handle::Cluster(c.clone()),
-        }
+        self.handle.clone()
     }
 }
 
@@ -110,6 +144,42 @@ impl ConnectionLike for Handle {
     }
 }
 
+impl Lanes {
+    fn new(n: usize) -> Self {
+        Lanes {
+            held: (0..n).map(|_| std::sync::Mutex::new(None)).collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// The lane of the next call, in turn.
+    fn pick(&self) -> usize {
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.held.len()
+    }
+
+    fn held(&self, lane: usize) -> Option<MultiplexedConnection> {
+        self.held[lane]
+            .lock()
+            .expect("poisoned")
+            .as_ref()
+            .map(Held::handle)
+    }
+
+    /// Keeps `fresh` in `lane` unless another call filled it meanwhile
+    /// (then `fresh` goes back to its pool); the lane's connection.
+    fn keep(&self, lane: usize, fresh: Held) -> MultiplexedConnection {
+        let mut slot = self.held[lane].lock().expect("poisoned");
+        slot.get_or_insert(fresh).handle()
+    }
+
+    fn discard(&self, lane: usize) {
+        let gone = self.held[lane].lock().expect("poisoned").take();
+        if let Some(held) = gone {
+            held.discard();
+        }
+    }
+}
+
 /// Whether a URL asks for TLS.
 fn is_tls(url: &str) -> bool {
     url.starts_with("rediss://")
@@ -144,6 +214,7 @@ impl Connector {
                     client,
                     conn: tokio::sync::OnceCell::new(),
                 })),
+                lanes: Lanes::new(0),
                 dedicated: Dedicated::Cluster,
             });
         }
@@ -157,6 +228,7 @@ impl Connector {
                 .map_err(|e| format!("redis pool: {e}"))?;
             return Ok(Connector {
                 pool: Pools::Direct(pool),
+                lanes: Lanes::new(cfg.pool_size),
                 dedicated: Dedicated::Direct(client),
             });
         }
@@ -194,6 +266,7 @@ impl Connector {
         .map_err(|e| format!("redis.sentinels: {e}"))?;
         Ok(Connector {
             pool: Pools::Sentinel(pool),
+            lanes: Lanes::new(cfg.pool_size),
             dedicated: Dedicated::Sentinel(tokio::sync::Mutex::new(client)),
         })
     }
@@ -203,9 +276,11 @@ impl Connector {
         matches!(self.pool, Pools::Cluster(_))
     }
 
-    /// A pooled connection (waits at most the pool's wait timeout).
+    /// A connection for one call: the next lane's held connection, taken
+    /// from the pool first if the lane has none (waits at most the pool's
+    /// wait timeout).
     pub async fn get(&self) -> Result<Pooled, String> {
-        match &self.pool {
+        let pool = match &self.pool {
             Pools::Cluster(s) => {
                 // A failed first connection leaves the cell empty: the next
                 // call tries again.
@@ -214,14 +289,44 @@ impl Connector {
                     .get_or_try_init(|| s.client.get_async_connection())
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok(Pooled::Cluster(conn.clone()))
+                return Ok(Pooled {
+                    handle: Handle::Cluster(conn.clone()),
+                    lane: None,
+                });
             }
-            Pools::Direct(p) => p.get().await.map(Pooled::Direct).map_err(|e| e.to_string()),
-            Pools::Sentinel(p) => p
-                .get()
-                .await
-                .map(Pooled::Sentinel)
-                .map_err(|e| e.to_string()),
+            pool => pool,
+        };
+        let lane = self.lanes.pick();
+        if let Some(held) = self.lanes.held(lane) {
+            return Ok(Pooled {
+                handle: Handle::Single(held),
+                lane: Some(lane),
+            });
+        }
+        let fresh = match pool {
+            Pools::Direct(p) => Held::Direct(p.get().await.map_err(|e| e.to_string())?),
+            Pools::Sentinel(p) => Held::Sentinel(p.get().await.map_err(|e| e.to_string())?),
+            Pools::Cluster(_) => unreachable!("answered above"),
+        };
+        Ok(Pooled {
+            handle: Handle::Single(self.lanes.keep(lane, fresh)),
+            lane: Some(lane),
+        })
+    }
+
+    /// Gives up the connection `used` was on after `error`, when the error
+    /// says the connection itself is gone or unusable (closed, timed out,
+    /// or now a read-only replica after a failover), so the next call on
+    /// its lane takes a fresh one. `None` stands for no answer in time.
+    pub fn failed(&self, used: &Pooled, error: Option<&redis::RedisError>) {
+        let gone = error.is_none_or(|e| {
+            e.is_unrecoverable_error()
+                || e.is_io_error()
+                || e.is_connection_dropped()
+                || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+        });
+        if let (true, Some(lane)) = (gone, used.lane) {
+            self.lanes.discard(lane);
         }
     }
 

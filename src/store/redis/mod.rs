@@ -165,28 +165,32 @@ impl Inner {
         format!("{}:topics", self.cfg.key_prefix)
     }
 
-    /// Runs `f` with a pooled connection under the call deadline.
+    /// Runs `f` with a connection under the call deadline.
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(conn::Handle) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let work = async {
-            let pooled = self.conn.get().await.map_err(unavailable)?;
-            f(pooled.handle()).await.map_err(|e| {
-                if e.code() == Some("EPOCH") {
+        let deadline = tokio::time::Instant::now() + self.cfg.timeout;
+        let late = || unavailable(format!("no answer within {:?}", self.cfg.timeout));
+        let pooled = tokio::time::timeout_at(deadline, self.conn.get())
+            .await
+            .map_err(|_| late())?
+            .map_err(unavailable)?;
+        match tokio::time::timeout_at(deadline, f(pooled.handle())).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                self.conn.failed(&pooled, Some(&e));
+                Err(if e.code() == Some("EPOCH") {
                     StoreError::EpochChanged
                 } else {
                     unavailable(e)
-                }
-            })
-        };
-        match tokio::time::timeout(self.cfg.timeout, work).await {
-            Ok(r) => r,
-            Err(_) => Err(unavailable(format!(
-                "no answer within {:?}",
-                self.cfg.timeout
-            ))),
+                })
+            }
+            Err(_) => {
+                self.conn.failed(&pooled, None);
+                Err(late())
+            }
         }
     }
 
