@@ -23,6 +23,7 @@ use deadpool_redis::redis::{
     self, cluster_async::ClusterConnection, ProtocolVersion, PushInfo, PushKind, Value,
 };
 use futures_util::{stream, StreamExt};
+
 use sluice_actors::{
     cursor::Epoch,
     metrics::metrics,
@@ -100,6 +101,7 @@ pub async fn run(inner: Weak<Inner>) {
     // Channel name → topic, of the subscribed channels.
     let mut channels: HashMap<String, String> = HashMap::new();
     let mut sweep = tokio::time::interval(SWEEP);
+    let mut reads = Reads::default();
     loop {
         let Some(strong) = inner.upgrade() else {
             return;
@@ -115,8 +117,9 @@ pub async fn run(inner: Weak<Inner>) {
             _ = sweep.tick() => {
                 let all: Vec<String> = strong.watched.lock().expect("poisoned").keys().cloned().collect();
                 metrics().watched_topics.set(all.len() as i64);
-                strong.follow.add(|t| t.read.extend(all));
+                reads.sweep(all);
             }
+            Some(topic) = reads.running.next() => reads.done(topic),
         }
         while let Ok(p) = pushes.try_recv() {
             on_push(&strong, &channels, p);
@@ -150,12 +153,82 @@ pub async fn run(inner: Weak<Inner>) {
         let todo = std::mem::take(&mut *strong.follow.todo.lock().expect("poisoned"));
         let c = sub.as_ref().expect("connected");
         subscriptions(&strong, c, &mut channels, todo.subscribe, todo.unsubscribe).await;
-        stream::iter(todo.read)
-            .for_each_concurrent(PARALLEL, |topic| {
-                let strong = &strong;
-                async move { read(strong, &topic).await }
-            })
-            .await;
+        reads.wanted(todo.read);
+        reads.start(&strong);
+    }
+}
+
+/// The reads of the follower. A wake-up's read starts at once, beside
+/// the reads in flight, instead of waiting for a round of them to end: a
+/// sweep of thousands of topics would otherwise hold every wake-up behind
+/// it (p99 delivery of hundreds of ms). Sweep reads fill what room the
+/// wake-ups leave. One read per topic at a time; a topic woken while its
+/// read is in flight is read once more after it.
+#[derive(Default)]
+struct Reads {
+    running: futures_util::stream::FuturesUnordered<
+        std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>,
+    >,
+    in_flight: HashSet<String>,
+    /// Topics to read again once their read in flight ends.
+    again: HashSet<String>,
+    /// Woken topics waiting for room, first come first read.
+    urgent: std::collections::VecDeque<String>,
+    /// Swept topics waiting for room.
+    swept: std::collections::VecDeque<String>,
+}
+
+impl Reads {
+    fn wanted(&mut self, topics: HashSet<String>) {
+        for topic in topics {
+            if self.in_flight.contains(&topic) {
+                self.again.insert(topic);
+            } else {
+                self.urgent.push_back(topic);
+            }
+        }
+    }
+
+    /// Queues every watched topic, unless the last sweep is still going.
+    fn sweep(&mut self, all: Vec<String>) {
+        if self.swept.is_empty() {
+            self.swept.extend(all);
+        }
+    }
+
+    fn done(&mut self, topic: String) {
+        self.in_flight.remove(&topic);
+        if self.again.remove(&topic) {
+            self.urgent.push_back(topic);
+        }
+    }
+
+    /// Starts queued reads while there is room: woken topics first, then
+    /// swept ones up to half the room.
+    fn start(&mut self, inner: &Arc<Inner>) {
+        loop {
+            let next = if self.running.len() >= PARALLEL {
+                None
+            } else if let Some(t) = self.urgent.pop_front() {
+                Some(t)
+            } else if self.running.len() < PARALLEL / 2 {
+                self.swept.pop_front()
+            } else {
+                None
+            };
+            let Some(topic) = next else { return };
+            if !self.in_flight.insert(topic.clone()) {
+                // Already being read (a swept topic also woken): once more
+                // after it.
+                self.again.insert(topic);
+                continue;
+            }
+            let inner = inner.clone();
+            self.running.push(Box::pin(async move {
+                read(&inner, &topic).await;
+                topic
+            }));
+        }
     }
 }
 
