@@ -2,7 +2,9 @@
 # Cluster-mode figures of issue 3, in one run on this machine:
 #  1. publish events/s through the Redis store next to redis-benchmark
 #     driving XADD at the same payload size (single events, and batches of
-#     100 next to XADD pipelined by 100): the ratios;
+#     100 next to XADD pipelined by 100): the ratios; and the transport's
+#     ceiling for single events, a trivial actix-web handler with no store
+#     driven by the same client;
 #  2. cross-instance delivery latency: publishers on instance A, subscribers
 #     on instance B (and A -> A in the same run for comparison);
 #  3. (issue 17) the same ratios on a Redis Cluster of 3 masters (topics and
@@ -56,6 +58,17 @@ log "== publish through the Redis store, single events"
 log "== redis-benchmark XADD, one per request"
 redis-cli -p "$port" flushall >/dev/null
 redis-benchmark -p "$port" -c 16 -n 200000 -q XADD bench:s '*' d "$payload" | tr '\r' '\n' | grep -a 'requests per second' | tail -1 >"$work/xadd.txt"
+log "== the transport's ceiling: a trivial actix-web publish handler (no store), single events"
+"$bench" trivial --listen 127.0.0.1:0 >"$work/trivial.log" 2>&1 &
+t_pid=$!
+pids+=("$t_pid")
+for _ in $(seq 200); do
+  t_addr=$(sed -n 's/^trivial listening on //p' "$work/trivial.log" | head -1)
+  [ -n "$t_addr" ] && break
+  sleep 0.05
+done
+"$bench" publish --url "http://$t_addr" --target trivial --pid "$t_pid" --publishers 16 --duration-secs 10 --payload-bytes 256 | tail -1 >"$work/trivial.json"
+kill "$t_pid"
 log "== publish through the Redis store, NDJSON batches of 100"
 "$bench" publish --url "$url_a" --target sluice --pid "$pid_a" --topic-prefix c2 --publishers 16 --duration-secs 10 --payload-bytes 256 --batch 100 | tail -1 >"$work/batch.json"
 log "== redis-benchmark XADD, pipelined by 100"
@@ -81,6 +94,8 @@ print("| --- | --- |")
 print(f"| Sluice publish through Redis, single events, 16 publishers | {s['events_per_sec']:,.0f} (request p50 {s['latency']['p50_us']/1000:.2f} ms, p99 {s['latency']['p99_us']/1000:.2f} ms) |")
 print(f"| redis-benchmark XADD, 16 clients, one per request | {x1:,.0f} |")
 print(f"| ratio, single | **{s['events_per_sec']/x1:.2f}** |")
+t = j("trivial.json")
+print(f"| transport ceiling: trivial actix-web handler, no store, 16 publishers | {t['events_per_sec']:,.0f} ({t['events_per_sec']/x1:.2f} of XADD; Sluice single is {s['events_per_sec']/t['events_per_sec']:.2f} of it) |")
 print(f"| Sluice through Redis, NDJSON batches of 100 | {b['events_per_sec']:,.0f} (request p50 {b['latency']['p50_us']/1000:.2f} ms) |")
 print(f"| redis-benchmark XADD pipelined by 100 | {x100:,.0f} |")
 print(f"| ratio, batched | **{b['events_per_sec']/x100:.2f}** |")

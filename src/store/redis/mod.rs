@@ -74,7 +74,8 @@ pub struct RedisConfig {
     pub wait_replicas: u32,
     /// How long an append waits for `wait_replicas`.
     pub wait_timeout_ms: u64,
-    /// Pooled connections for commands (the tailer has its own).
+    /// Connections for commands, each multiplexed, used in turn (the
+    /// tailer has its own).
     pub pool_size: usize,
     /// Deadline of every Redis call.
     pub timeout: Duration,
