@@ -406,6 +406,7 @@ impl Settings {
             pool_size: self.redis.pool_size,
             timeout: Duration::from_millis(self.redis.timeout_ms),
             key_prefix: self.redis.key_prefix.clone(),
+            follow_sweep: Duration::from_millis(self.redis.follow_sweep_ms),
             max_events: self.retention.max_events,
             max_bytes: self.retention.max_bytes,
             max_age_ms: (self.retention.max_age_secs > 0)
@@ -464,5 +465,20 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("embedded.fsync"), "{e}");
+    }
+
+    #[test]
+    fn the_follow_sweep_is_a_setting_of_at_least_one_ms() {
+        let redis = |sweep: Option<&str>| {
+            let mut v = vec![("SLUICE__STORE", "redis")];
+            v.extend(sweep.map(|s| ("SLUICE__REDIS__FOLLOW_SWEEP_MS", s)));
+            Settings::load_with_env(&Overrides::default(), vars(&v))
+        };
+        let default = redis(None).unwrap().redis_config();
+        assert_eq!(default.follow_sweep, Duration::from_secs(1));
+        let long = redis(Some("3600000")).unwrap().redis_config();
+        assert_eq!(long.follow_sweep, Duration::from_secs(3600));
+        let e = redis(Some("0")).unwrap_err();
+        assert!(e.0.contains("redis.follow_sweep_ms"), "{e}");
     }
 }

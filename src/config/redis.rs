@@ -20,6 +20,7 @@ pub struct RedisSettings {
     pub pool_size: usize,
     pub timeout_ms: u64,
     pub key_prefix: String,
+    pub follow_sweep_ms: u64,
 }
 
 impl RedisSettings {
@@ -71,6 +72,9 @@ impl RedisSettings {
         }
         if self.pool_size == 0 || self.timeout_ms == 0 {
             return fail("redis.pool_size and redis.timeout_ms", "at least 1");
+        }
+        if self.follow_sweep_ms == 0 {
+            return fail("redis.follow_sweep_ms", "at least 1");
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
             return fail("redis.key_prefix", "a non-empty prefix without braces");

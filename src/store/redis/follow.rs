@@ -9,9 +9,9 @@
 //! wake-up is followed by an `XRANGE` from the last seq handed on.
 //!
 //! Pub/sub is at most once (a message is lost while a node fails over or a
-//! slot moves), so every watched topic is also read once per [`SWEEP`]; a
-//! new watch is read at once, since an append may come before its
-//! subscription does.
+//! slot moves), so every watched topic is also read once per sweep
+//! (`redis.follow_sweep_ms`); a new watch is read at once, since an append
+//! may come before its subscription does.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -32,8 +32,6 @@ use sluice_actors::{
 
 use super::{conn, parse_entries, tailer, text, Inner};
 
-/// How often every watched topic is read even without a wake-up.
-const SWEEP: Duration = Duration::from_secs(1);
 /// Entries read per topic per read.
 const COUNT: usize = 1000;
 /// Reads or subscriptions in flight at once.
@@ -84,12 +82,14 @@ pub fn unwatch(inner: &Arc<Inner>, topic: &str) {
 /// The follower loop; ends when the store is dropped.
 pub async fn run(inner: Weak<Inner>) {
     let (tx, mut pushes) = tokio::sync::mpsc::unbounded_channel::<PushInfo>();
-    let client = match inner.upgrade().map(|i| {
-        conn::cluster_builder(&i.cfg)
+    let built = inner.upgrade().map(|i| {
+        let client = conn::cluster_builder(&i.cfg)
             .use_protocol(ProtocolVersion::RESP3)
             .push_sender(tx)
-            .build()
-    }) {
+            .build();
+        client.map(|c| (c, i.cfg.follow_sweep))
+    });
+    let (client, every) = match built {
         Some(Ok(c)) => c,
         Some(Err(e)) => {
             tracing::error!(error = %e, "cluster follower cannot be built");
@@ -100,7 +100,7 @@ pub async fn run(inner: Weak<Inner>) {
     let mut sub: Option<ClusterConnection> = None;
     // Channel name → topic, of the subscribed channels.
     let mut channels: HashMap<String, String> = HashMap::new();
-    let mut sweep = tokio::time::interval(SWEEP);
+    let mut sweep = tokio::time::interval(every);
     let mut reads = Reads::default();
     loop {
         let Some(strong) = inner.upgrade() else {

@@ -81,6 +81,10 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// First part of every key.
     pub key_prefix: String,
+    /// Cluster mode: how often every followed topic is read even without a
+    /// wake-up (a sharded pub/sub message is lost in a failover or a slot
+    /// move).
+    pub follow_sweep: Duration,
     /// Retention: most events per topic.
     pub max_events: u64,
     /// Retention: most bytes of event data and type per topic.

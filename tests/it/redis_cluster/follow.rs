@@ -1,14 +1,78 @@
-//! Following other instances' appends on a cluster: an instance with 2,000
-//! watched topics on every master holds a bounded number of connections
-//! per node (sharded pub/sub wake-ups on one cluster connection, reads on
-//! another), and delivers what another instance publishes.
+//! Following other instances' appends on a cluster: with the sweep an hour
+//! long, the sharded pub/sub wake-ups alone carry every append to the other
+//! instance; and an instance with 2,000 watched topics on every master
+//! holds a bounded number of connections per node (wake-ups on one cluster
+//! connection, reads on another), and delivers what another instance
+//! publishes.
 
 use futures_util::future::join_all;
 
-use super::{instance, T};
+use super::{instance, spread_topics, T};
 use crate::support::{redis_cluster::RedisCluster, *};
 
 const TOPICS: usize = 2000;
+
+/// Checks that `s` delivers exactly `cursors`, numbered from `first` on,
+/// and nothing more.
+async fn delivers_exactly(s: &mut SseStream, t: &str, first: u64, cursors: &[String]) {
+    let got = s.expect_events(cursors.len(), T).await;
+    let ids: Vec<String> = got.iter().map(msg_id).collect();
+    assert_eq!(ids, cursors, "{t}: every event once, in order");
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(seq_of(&m.data), first + i as u64, "{t}: order");
+    }
+    s.expect_no_event(std::time::Duration::from_millis(300))
+        .await;
+}
+
+/// The sweep (`redis.follow_sweep_ms`) is an hour here, so within the test
+/// only the append script's `SPUBLISH` can tell B that A appended: B's live
+/// streams of topics on every master get A's events exactly once, in
+/// order, and so does a stream that reconnects with `Last-Event-ID` (the
+/// missed ones from the log, the later ones woken up again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_ups_alone_carry_appends_to_another_instance() {
+    bounded(120, async {
+        let cluster = RedisCluster::start().await;
+        let hour = [("SLUICE__REDIS__FOLLOW_SWEEP_MS", "3600000")];
+        let a = instance(&cluster, &hour).await;
+        let b = instance(&cluster, &hour).await;
+        let topics = spread_topics(&cluster, "rcw", 6);
+        let mut live = Vec::new();
+        for t in &topics {
+            let s = b.sse(t, "from=latest", &[]).await;
+            s.assert_ok();
+            live.push(s);
+        }
+        let mut cursors = Vec::new();
+        for t in &topics {
+            cursors.push(a.publish_numbered(t, 0..10).await);
+        }
+        for ((s, t), c) in live.iter_mut().zip(&topics).zip(&cursors) {
+            delivers_exactly(s, t, 0, c).await;
+        }
+
+        // B's subscribers go away; A publishes meanwhile and after they
+        // are back from their last event's cursor.
+        drop(live);
+        for (t, c) in topics.iter().zip(&mut cursors) {
+            c.extend(a.publish_numbered(t, 10..15).await);
+        }
+        let mut back = Vec::new();
+        for (t, c) in topics.iter().zip(&cursors) {
+            let s = b.sse(t, "", &[("last-event-id", &c[9])]).await;
+            s.assert_ok();
+            back.push(s);
+        }
+        for (t, c) in topics.iter().zip(&mut cursors) {
+            c.extend(a.publish_numbered(t, 15..20).await);
+        }
+        for ((s, t), c) in back.iter_mut().zip(&topics).zip(&cursors) {
+            delivers_exactly(s, t, 10, &c[10..]).await;
+        }
+    })
+    .await;
+}
 
 /// Clients of node `i` that are not replication links.
 fn app_clients(cluster: &RedisCluster, i: usize) -> usize {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::support::{redis_cluster::RedisCluster, *};
 
+mod auth;
 mod basics;
 mod failover;
 mod follow;

@@ -22,6 +22,7 @@
 #![allow(dead_code)]
 
 mod api;
+pub mod certs;
 mod cursor;
 mod in_process;
 mod process;

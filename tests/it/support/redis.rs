@@ -3,6 +3,9 @@
 //! directory (so the AOF comes back). The cluster tests start their own;
 //! brokers on `Store::Redis` share one ([`shared`]).
 //!
+//! A server may require a password and speak TLS only ([`Access`]); the
+//! helpers here (`PING`, `redis-cli`, URLs) then do the same.
+//!
 //! The server runs under `sh -c '... & echo $!; read _; kill -9 $!'` with a
 //! piped stdin: whenever the test process goes away (panic, abort, SIGKILL)
 //! the pipe closes and the shell kills the server, so none outlives a run.
@@ -31,6 +34,85 @@ pub struct RedisServer {
     pub pid: Option<u32>,
     /// What to run: a server with these extra arguments, or a sentinel.
     kind: Kind,
+    /// How clients get in.
+    access: Access,
+}
+
+/// How clients reach a server: with a password, over TLS. The default is
+/// neither (plain TCP, no password).
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// `requirepass`, and `masterauth` so that its replicas get in too.
+    pub password: Option<String>,
+    /// TLS only (the plain port off; replication over TLS too) with the
+    /// certificates [`super::certs::make_certs`] made in this directory.
+    pub tls: Option<PathBuf>,
+}
+
+impl Access {
+    /// `redis-server` arguments: the port (TLS or plain), the password.
+    fn server_args(&self, port: u16) -> Vec<String> {
+        let mut args = Vec::new();
+        match &self.tls {
+            Some(dir) => {
+                let file = |f: &str| dir.join(f).to_str().expect("utf-8 path").to_owned();
+                args.extend([
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port.to_string(),
+                ]);
+                args.extend(["--tls-cert-file".into(), file("srv.crt")]);
+                args.extend(["--tls-key-file".into(), file("srv.key")]);
+                args.extend(["--tls-ca-cert-file".into(), file("ca.crt")]);
+                args.extend(
+                    ["--tls-auth-clients", "no", "--tls-replication", "yes"].map(String::from),
+                );
+            }
+            None => args.extend(["--port".into(), port.to_string()]),
+        }
+        if let Some(p) = &self.password {
+            args.extend([
+                "--requirepass".into(),
+                p.clone(),
+                "--masterauth".into(),
+                p.clone(),
+            ]);
+        }
+        args
+    }
+
+    /// `redis-cli` arguments that get in.
+    pub fn cli_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(p) = &self.password {
+            args.extend(["-a".into(), p.clone(), "--no-auth-warning".into()]);
+        }
+        if let Some(dir) = &self.tls {
+            let ca = dir.join("ca.crt").to_str().expect("utf-8 path").to_owned();
+            args.extend(["--tls".into(), "--cacert".into(), ca]);
+        }
+        args
+    }
+
+    /// `redis[s]://[:password@]127.0.0.1:PORT`
+    pub fn url(&self, port: u16) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        let auth = self
+            .password
+            .as_ref()
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
+        format!("{scheme}://{auth}127.0.0.1:{port}")
+    }
+
+    fn is_plain(&self) -> bool {
+        self.password.is_none() && self.tls.is_none()
+    }
 }
 
 #[derive(Clone)]
@@ -86,20 +168,21 @@ impl RedisServer {
     }
 
     /// Starts a server on a free port whose port + 10000 (a cluster node's
-    /// bus) is free too, with extra arguments.
-    pub async fn start_cluster_node(args: &[&str]) -> RedisServer {
+    /// bus) is free too, with extra arguments, reached by `access`.
+    pub async fn start_cluster_node(args: &[&str], access: &Access) -> RedisServer {
         Self::start_kind_on(
             Kind::Server(args.iter().map(|a| a.to_string()).collect()),
             free_bus_port,
+            access,
         )
         .await
     }
 
     async fn start_kind(kind: Kind) -> RedisServer {
-        Self::start_kind_on(kind, free_port).await
+        Self::start_kind_on(kind, free_port, &Access::default()).await
     }
 
-    async fn start_kind_on(kind: Kind, port: fn() -> u16) -> RedisServer {
+    async fn start_kind_on(kind: Kind, port: fn() -> u16, access: &Access) -> RedisServer {
         let mut last_err = String::new();
         for _ in 0..5 {
             let mut s = RedisServer {
@@ -108,6 +191,7 @@ impl RedisServer {
                 proc: None,
                 pid: None,
                 kind: kind.clone(),
+                access: access.clone(),
             };
             match s.spawn_and_wait().await {
                 Ok(()) => return s,
@@ -117,9 +201,10 @@ impl RedisServer {
         panic!("redis-server did not start: {last_err}");
     }
 
-    /// `redis://127.0.0.1:PORT`
+    /// `redis://127.0.0.1:PORT` (`rediss://`, with the password, as its
+    /// [`Access`] needs).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.access.url(self.port)
     }
 
     /// Its working directory (AOF files live here).
@@ -168,9 +253,13 @@ impl RedisServer {
                     .arg("--sentinel");
             }
         }
+        let port_args = match self.kind {
+            Kind::Server(_) => self.access.server_args(self.port),
+            Kind::Sentinel { .. } => vec!["--port".to_owned(), port],
+        };
         let mut child = cmd
             .args(["--bind", "127.0.0.1"])
-            .args(["--port", &port])
+            .args(port_args)
             .args(["--dir", &dir])
             .args(["--logfile", &log])
             .args(["--daemonize", "no"])
@@ -215,6 +304,9 @@ impl RedisServer {
 
     /// True when the server answers `PING` with `+PONG` (not `-LOADING`).
     pub fn ping(&self) -> bool {
+        if !self.access.is_plain() {
+            return self.try_cli(&["PING"]).is_ok_and(|r| r == "PONG");
+        }
         let Ok(mut s) = TcpStream::connect_timeout(
             &([127, 0, 0, 1], self.port).into(),
             Duration::from_millis(200),
@@ -296,17 +388,13 @@ impl RedisServer {
 
     /// Runs `redis-cli -p PORT args...`; returns its stdout (panics on failure).
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("run redis-cli");
-        assert!(
-            out.status.success(),
-            "redis-cli {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.try_cli(args)
+            .unwrap_or_else(|e| panic!("redis-cli {args:?}: {e}"))
+    }
+
+    /// Like [`Self::cli`]; the error is redis-cli's stderr.
+    pub fn try_cli(&self, args: &[&str]) -> Result<String, String> {
+        cli_as(&self.access, self.port, args)
     }
 
     /// `FLUSHALL` (synchronous).
@@ -329,4 +417,18 @@ impl Drop for RedisServer {
         }
         self.kill_now();
     }
+}
+
+/// `redis-cli -p PORT args...` getting in by `access`: its stdout.
+pub fn cli_as(access: &Access, port: u16, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("redis-cli")
+        .args(access.cli_args())
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map_err(|e| format!("run redis-cli: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

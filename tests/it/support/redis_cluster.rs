@@ -2,14 +2,16 @@
 //! node a [`RedisServer`] of its own (loopback port with its bus port free,
 //! temporary directory, killed with the test), made a cluster by
 //! `redis-cli --cluster create` and awaited until every node reports
-//! `cluster_state:ok` and every replica is in sync.
+//! `cluster_state:ok` and every replica is in sync. Its nodes may require
+//! a password and speak TLS only, the cluster bus and replication included
+//! ([`Access`]).
 
 use std::{
     process::Command,
     time::{Duration, Instant},
 };
 
-use super::redis::RedisServer;
+use super::redis::{cli_as, Access, RedisServer};
 
 /// How long creating the cluster (or a failover) may take.
 const READY: Duration = Duration::from_secs(30);
@@ -18,13 +20,21 @@ const READY: Duration = Duration::from_secs(30);
 pub struct RedisCluster {
     /// The nodes, in creation order (the first three start as masters).
     pub nodes: Vec<RedisServer>,
+    /// How clients (and the nodes themselves) get in.
+    access: Access,
 }
 
 impl RedisCluster {
     /// Starts six nodes and makes them a cluster of 3 masters with one
     /// replica each.
     pub async fn start() -> RedisCluster {
-        let args = [
+        Self::start_with(Access::default()).await
+    }
+
+    /// Like [`Self::start`], every node reached by `access` (the cluster
+    /// bus over TLS too when it is TLS).
+    pub async fn start_with(access: Access) -> RedisCluster {
+        let mut args = vec![
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
@@ -41,15 +51,19 @@ impl RedisCluster {
             "--appendfsync",
             "everysec",
         ];
+        if access.tls.is_some() {
+            args.extend(["--tls-cluster", "yes"]);
+        }
         let mut nodes = Vec::new();
         for _ in 0..6 {
-            nodes.push(RedisServer::start_cluster_node(&args).await);
+            nodes.push(RedisServer::start_cluster_node(&args, &access).await);
         }
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
         let out = Command::new("redis-cli")
+            .args(access.cli_args())
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
@@ -61,7 +75,7 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let c = RedisCluster { nodes };
+        let c = RedisCluster { nodes, access };
         c.wait_healthy().await;
         c
     }
@@ -93,13 +107,13 @@ impl RedisCluster {
 
     fn health(&self) -> Result<(), String> {
         for n in self.running() {
-            let info = cli(n.port, &["CLUSTER", "INFO"])?;
+            let info = self.cli(n.port, &["CLUSTER", "INFO"])?;
             if !info.contains("cluster_state:ok") {
                 return Err(format!("node {}: {info}", n.port));
             }
-            let role = cli(n.port, &["ROLE"])?;
+            let role = self.cli(n.port, &["ROLE"])?;
             if role.starts_with("slave") {
-                let repl = cli(n.port, &["INFO", "replication"])?;
+                let repl = self.cli(n.port, &["INFO", "replication"])?;
                 if !repl.contains("master_link_status:up") {
                     return Err(format!("replica {} not in sync", n.port));
                 }
@@ -121,7 +135,9 @@ impl RedisCluster {
         (0..self.nodes.len())
             .filter(|&i| {
                 self.nodes[i].pid.is_some()
-                    && cli(self.nodes[i].port, &["ROLE"]).is_ok_and(|r| r.starts_with("master"))
+                    && self
+                        .cli(self.nodes[i].port, &["ROLE"])
+                        .is_ok_and(|r| r.starts_with("master"))
             })
             .collect()
     }
@@ -136,7 +152,7 @@ impl RedisCluster {
     pub fn try_master_of(&self, key: &str) -> Option<usize> {
         let n = self.running().next().expect("a running node");
         let slot = self.slot(key);
-        let nodes = cli(n.port, &["CLUSTER", "NODES"]).ok()?;
+        let nodes = self.cli(n.port, &["CLUSTER", "NODES"]).ok()?;
         for line in nodes.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
@@ -190,7 +206,7 @@ impl RedisCluster {
         (0..self.nodes.len())
             .find(|&r| {
                 self.nodes[r].pid.is_some()
-                    && cli(self.nodes[r].port, &["ROLE"]).is_ok_and(|role| {
+                    && self.cli(self.nodes[r].port, &["ROLE"]).is_ok_and(|role| {
                         let l: Vec<&str> = role.lines().collect();
                         l.first() == Some(&"slave") && l.get(2) == Some(&port.as_str())
                     })
@@ -210,26 +226,28 @@ impl RedisCluster {
 
     /// The node id of node `i`.
     pub fn node_id(&self, i: usize) -> String {
-        cli(self.nodes[i].port, &["CLUSTER", "MYID"]).expect("CLUSTER MYID")
+        self.cli(self.nodes[i].port, &["CLUSTER", "MYID"])
+            .expect("CLUSTER MYID")
+    }
+
+    /// `redis-cli -p PORT args...` getting in as the nodes' [`Access`]
+    /// asks: its stdout.
+    pub fn cli(&self, port: u16, args: &[&str]) -> Result<String, String> {
+        cli_as(&self.access, port, args)
     }
 
     /// Connected clients of node `i` (`CLIENT LIST`, this query's own
     /// connection excluded).
     pub fn clients(&self, i: usize) -> usize {
-        let list = cli(self.nodes[i].port, &["CLIENT", "LIST"]).expect("CLIENT LIST");
+        let list = self
+            .cli(self.nodes[i].port, &["CLIENT", "LIST"])
+            .expect("CLIENT LIST");
         list.lines().filter(|l| !l.contains("cmd=client")).count()
     }
 }
 
-/// `redis-cli -p PORT args...`, its stdout.
+/// `redis-cli -p PORT args...` of a node without password or TLS: its
+/// stdout.
 pub fn cli(port: u16, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .map_err(|e| format!("run redis-cli: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    cli_as(&Access::default(), port, args)
 }
