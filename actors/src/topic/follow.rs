@@ -15,7 +15,7 @@ use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
 use crate::{
     cursor::{Cursor, Epoch},
     event::StoredEvent,
-    store::{Gap, SharedStore, StoreError, TopicBounds},
+    store::{Gap, GapReason, SharedStore, StoreError, TopicBounds},
 };
 
 /// Where a subscription starts.
@@ -215,6 +215,17 @@ impl Follower {
             }
             Start::After(c) => match b.resume_point(c) {
                 Ok(after) => Ok(ok(after, c.time_ms, None)),
+                // Ahead of what this topic has applied, not of the store:
+                // another instance stored it and its events are still on
+                // their way here (the watch or the fill brings them, and
+                // the subscription gets those after the cursor).
+                Err(gap)
+                    if gap.reason == GapReason::Ahead
+                        && c.epoch == b.epoch
+                        && store_latest.is_some_and(|(seq, _)| c.seq <= seq) =>
+                {
+                    Ok(ok(c.seq, c.time_ms, None))
+                }
                 // From where the gap says everything still held follows.
                 Err(gap) if resume_on_gap => {
                     Ok(ok(gap.next_cursor.seq, gap.next_cursor.time_ms, Some(*gap)))

@@ -107,6 +107,19 @@ fn starts_subscriptions_where_asked_or_refuses_with_the_gap() {
         (resumed.after_seq, resumed.gap.map(|g| g.lost)),
         (3, Some(Some(2)))
     );
+    // Past what this topic applied (10) but stored (12): another
+    // instance's events, on their way here.
+    assert_eq!(start(&at(12), false).unwrap().after_seq, 12);
+    assert_eq!(
+        start(&at(13), false).unwrap_err().reason,
+        GapReason::Ahead,
+        "ahead of the store too"
+    );
+    assert_eq!(
+        f.check_start(&at(11), false, None).unwrap_err().reason,
+        GapReason::Ahead,
+        "the store's latest unknown"
+    );
     let other = Start::After(Cursor::new(5, 7, Epoch::generate()));
     assert_eq!(
         start(&other, false).unwrap_err().lost,

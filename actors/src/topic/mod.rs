@@ -438,11 +438,14 @@ impl Handler<Subscribe> for TopicActor {
                         return Err(SubscribeError::Restarting);
                     }
                     act.log.refresh_first(&fresh);
-                    let (latest, fill) = act.log.learn_latest(&fresh, act.appends.in_flight());
+                    let (_, fill) = act.log.learn_latest(&fresh, act.appends.in_flight());
                     if fill {
                         act.fill(ctx);
                     }
-                    store_latest = latest.map(|seq| (seq, fresh.latest_time_ms));
+                    // The store's latest in the log followed here, applied
+                    // or not yet (another instance's appends on their way).
+                    store_latest = (act.log.epoch() == Some(&fresh.epoch))
+                        .then_some((fresh.latest_seq, fresh.latest_time_ms));
                 }
                 let start = act
                     .log

@@ -61,7 +61,8 @@ async fn publish_on_a_is_delivered_by_b_in_order_with_the_same_cursors() {
 /// the topic (its one tailer reads just those). After its last subscriber
 /// left, what was published elsewhere meanwhile is still known exactly:
 /// the topic's latest cursor, a `from=latest` stream that starts after it,
-/// and a resume by cursor that delivers the missed events.
+/// and a resume by cursor that delivers the missed events, even from a
+/// cursor this instance never applied.
 #[tokio::test]
 async fn an_instance_without_subscribers_stops_tailing_and_catches_up_exactly() {
     bounded(120, async {
@@ -97,6 +98,18 @@ async fn an_instance_without_subscribers_stops_tailing_and_catches_up_exactly() 
 
         // Published on A while B has nobody on the topic.
         let missed = a.publish_numbered(&t, 3..8).await;
+        // A client that read up to missed[1] from A resumes on B, which
+        // has not applied any of them: the events after it, not a 416
+        // "ahead of the latest event".
+        let mut ahead = b.sse(&t, "", &[("last-event-id", &missed[1])]).await;
+        ahead.assert_ok();
+        let got: Vec<String> = ahead.expect_events(3, T).await.iter().map(msg_id).collect();
+        assert_eq!(got, missed[2..], "a resume from a cursor B had not seen");
+        drop(ahead);
+        wait_until(T, "B stops following the topic again", || async {
+            watched(&b).await == 0.0
+        })
+        .await;
         let info = b.get(&format!("/v1/topics/{t}")).await;
         assert_eq!(
             info.json["latest_cursor"].as_str(),
