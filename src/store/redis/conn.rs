@@ -157,6 +157,15 @@ impl Lanes {
         self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.held.len()
     }
 
+    /// The lane of `key`, always the same.
+    fn of(&self, key: &str) -> usize {
+        use std::hash::BuildHasher;
+        let h =
+            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                .hash_one(key);
+        (h % self.held.len() as u64) as usize
+    }
+
     fn held(&self, lane: usize) -> Option<MultiplexedConnection> {
         self.held[lane]
             .lock()
@@ -280,6 +289,14 @@ impl Connector {
     /// from the pool first if the lane has none (waits at most the pool's
     /// wait timeout).
     pub async fn get(&self) -> Result<Pooled, String> {
+        self.get_on(None).await
+    }
+
+    /// [`get`](Self::get), on the lane `pin` hashes to when given: a
+    /// topic's appends all go on one connection, so only as many
+    /// connections as topics being published to grow a write buffer the
+    /// size of a coalesced append (a connection keeps its buffers' size).
+    pub async fn get_on(&self, pin: Option<&str>) -> Result<Pooled, String> {
         let pool = match &self.pool {
             Pools::Cluster(s) => {
                 // A failed first connection leaves the cell empty: the next
@@ -296,7 +313,10 @@ impl Connector {
             }
             pool => pool,
         };
-        let lane = self.lanes.pick();
+        let lane = match pin {
+            Some(key) => self.lanes.of(key),
+            None => self.lanes.pick(),
+        };
         if let Some(held) = self.lanes.held(lane) {
             return Ok(Pooled {
                 handle: Handle::Single(held),

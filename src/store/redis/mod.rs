@@ -176,9 +176,18 @@ impl Inner {
         F: FnOnce(conn::Handle) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        self.call_on(None, f).await
+    }
+
+    /// [`call`](Self::call) on the connection `pin` hashes to, when given.
+    async fn call_on<T, F, Fut>(&self, pin: Option<&str>, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(conn::Handle) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         let deadline = tokio::time::Instant::now() + self.cfg.timeout;
         let late = || unavailable(format!("no answer within {:?}", self.cfg.timeout));
-        let pooled = tokio::time::timeout_at(deadline, self.conn.get())
+        let pooled = tokio::time::timeout_at(deadline, self.conn.get_on(pin))
             .await
             .map_err(|_| late())?
             .map_err(unavailable)?;
