@@ -74,6 +74,12 @@ local function incr(s)
 end
 
 local verdicts, details, clean = {}, {}, true -- verdicts: the non-stored only
+-- A duplicate whose original is known: its seq and time are its details.
+local function dup(rs, rt)
+  details[#details + 1] = rs
+  details[#details + 1] = rt
+  return 'd'
+end
 for i = 0, n - 1 do
   local b = 10 + i * per
   local data, ty = ARGV[b], ARGV[b + 1]
@@ -89,9 +95,7 @@ for i = 0, n - 1 do
       if rep ~= '' and rep ~= epoch then
         -- Another log's: absent.
       elseif rfp == fp then
-        verdict = 'd'
-        details[#details + 1] = rs
-        details[#details + 1] = rt
+        verdict = dup(rs, rt)
       else
         verdict = 'c'
       end
@@ -106,9 +110,7 @@ for i = 0, n - 1 do
         local rs, rt, rep
         if rec then rs, rt, rep = string.match(rec, '^(%d+):(%d+):?(%w*)$') end
         if rec and (rep == '' or rep == epoch) then
-          verdict = 'd'
-          details[#details + 1] = rs
-          details[#details + 1] = rt
+          verdict = dup(rs, rt)
         else
           verdict = 'u'
         end

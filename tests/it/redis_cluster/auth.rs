@@ -3,7 +3,7 @@
 //! the node URLs carry, follows other instances' appends and says it is
 //! ready; a broker that cannot get in says why and stores nothing.
 
-use super::{member, spread_topics, T};
+use super::{live_streams, member, spread_topics, T};
 use crate::support::{certs::make_certs, redis::Access, redis_cluster::RedisCluster, *};
 
 const PASSWORD: &str = "cluster-s3cret";
@@ -36,12 +36,7 @@ async fn serves_across_instances(cluster: &RedisCluster, a: &Api, b: &Api) -> Ve
         assert_eq!(r.status, 200, "/readyz of {name}: {}", r.text);
     }
     let topics = spread_topics(cluster, "rca", 3);
-    let mut live = Vec::new();
-    for t in &topics {
-        let s = b.sse(t, "from=latest", &[]).await;
-        s.assert_ok();
-        live.push(s);
-    }
+    let mut live = live_streams(b, &topics).await;
     for (t, s) in topics.iter().zip(&mut live) {
         let cursors = a.publish_numbered(t, 0..EVENTS).await;
         let got: Vec<String> = s

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use serde_json::json;
 
-use super::{instance, spread_topics, T};
+use super::{instance, live_streams, spread_topics, T};
 use crate::support::{redis_cluster::RedisCluster, *};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,12 +17,7 @@ async fn topics_on_every_master_deliver_resume_and_deduplicate_across_instances(
         let topics = spread_topics(&cluster, "rc", 6);
 
         // Live on B what A publishes, each topic on its own master's slot.
-        let mut live = Vec::new();
-        for t in &topics {
-            let s = b.sse(t, "from=latest", &[]).await;
-            s.assert_ok();
-            live.push(s);
-        }
+        let mut live = live_streams(&b, &topics).await;
         let mut cursors = Vec::new();
         for t in &topics {
             cursors.push(a.publish_numbered(t, 0..20).await);

@@ -7,7 +7,7 @@
 
 use futures_util::future::join_all;
 
-use super::{instance, spread_topics, T};
+use super::{instance, live_streams, spread_topics, T};
 use crate::support::{redis_cluster::RedisCluster, *};
 
 const TOPICS: usize = 2000;
@@ -38,12 +38,7 @@ async fn wake_ups_alone_carry_appends_to_another_instance() {
         let a = instance(&cluster, &hour).await;
         let b = instance(&cluster, &hour).await;
         let topics = spread_topics(&cluster, "rcw", 6);
-        let mut live = Vec::new();
-        for t in &topics {
-            let s = b.sse(t, "from=latest", &[]).await;
-            s.assert_ok();
-            live.push(s);
-        }
+        let mut live = live_streams(&b, &topics).await;
         let mut cursors = Vec::new();
         for t in &topics {
             cursors.push(a.publish_numbered(t, 0..10).await);

@@ -28,6 +28,17 @@ async fn instance(cluster: &RedisCluster, extra: &[(&str, &str)]) -> Broker {
     Broker::with(member(cluster, extra)).await
 }
 
+/// A `from=latest` stream on `on` for each of `topics`, each answered `200`.
+async fn live_streams(on: &Api, topics: &[String]) -> Vec<SseStream> {
+    let mut live = Vec::new();
+    for t in topics {
+        let s = on.sse(t, "from=latest", &[]).await;
+        s.assert_ok();
+        live.push(s);
+    }
+    live
+}
+
 /// Names of `n` topics whose slots are served by every master of
 /// `cluster` (at least one topic per master).
 fn spread_topics(cluster: &RedisCluster, prefix: &str, n: usize) -> Vec<String> {
