@@ -181,10 +181,12 @@ impl Lanes {
         slot.get_or_insert(fresh).handle()
     }
 
-    fn discard(&self, lane: usize) {
-        let gone = self.held[lane].lock().expect("poisoned").take();
-        if let Some(held) = gone {
-            held.discard();
+    fn discard_all(&self) {
+        for slot in &self.held {
+            let gone = slot.lock().expect("poisoned").take();
+            if let Some(held) = gone {
+                held.discard();
+            }
         }
     }
 }
@@ -338,16 +340,22 @@ impl Connector {
     /// says the connection itself is gone or unusable (closed, timed out,
     /// or now a read-only replica after a failover), so the next call on
     /// its lane takes a fresh one. `None` stands for no answer in time.
-    pub fn failed(&self, used: &Pooled, error: Option<&redis::RedisError>) {
+    ///
+    /// Every held connection is given up then, not only that one: they all
+    /// go to the same server, so when one finds it restarted or demoted
+    /// the others are as stale, and each would otherwise fail one call of
+    /// its own to find out. Whether they were given up is returned.
+    pub fn failed(&self, used: &Pooled, error: Option<&redis::RedisError>) -> bool {
         let gone = error.is_none_or(|e| {
             e.is_unrecoverable_error()
                 || e.is_io_error()
                 || e.is_connection_dropped()
                 || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
         });
-        if let (true, Some(lane)) = (gone, used.lane) {
-            self.lanes.discard(lane);
+        if gone && used.lane.is_some() {
+            self.lanes.discard_all();
         }
+        gone && used.lane.is_some()
     }
 
     /// A connection of its own (not pooled), for blocking reads.

@@ -35,6 +35,7 @@ mod delete;
 mod entries;
 mod follow;
 mod nodes;
+mod retention;
 mod tailer;
 
 use entries::{parse_entries, text};
@@ -49,7 +50,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_redis::redis::{self, Script, Value};
 use sluice_actors::{
-    cursor::{now_ms, Epoch},
+    cursor::Epoch,
     event::{AppendOutcome, NewEvent, StoredEvent},
     store::{AppendSink, Store, StoreError, TopicBounds},
 };
@@ -142,7 +143,7 @@ impl RedisStore {
         } else {
             actix_web::rt::spawn(tailer::run(Arc::downgrade(&inner)));
         }
-        actix_web::rt::spawn(retention(Arc::downgrade(&inner)));
+        actix_web::rt::spawn(retention::run(Arc::downgrade(&inner)));
         Ok(RedisStore { inner })
     }
 }
@@ -185,25 +186,53 @@ impl Inner {
         F: FnOnce(conn::Handle) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        self.attempt(pin, f).await.map_err(|(e, _)| e)
+    }
+
+    /// [`call`](Self::call) for commands that only read: tried once more
+    /// on a fresh connection when the held one turned out to be gone (Redis
+    /// restarted, or failed over, while it sat idle). A read can be sent
+    /// twice without harm; an append cannot, so appends are not retried.
+    async fn read_call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: Fn(conn::Handle) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match self.attempt(None, &f).await {
+            Err((_, true)) => self.attempt(None, &f).await.map_err(|(e, _)| e),
+            r => r.map_err(|(e, _)| e),
+        }
+    }
+
+    /// One call under the deadline; on failure, also whether the held
+    /// connections were given up for it.
+    async fn attempt<T, F, Fut>(&self, pin: Option<&str>, f: F) -> Result<T, (StoreError, bool)>
+    where
+        F: FnOnce(conn::Handle) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         let deadline = tokio::time::Instant::now() + self.cfg.timeout;
         let late = || unavailable(format!("no answer within {:?}", self.cfg.timeout));
         let pooled = tokio::time::timeout_at(deadline, self.conn.get_on(pin))
             .await
-            .map_err(|_| late())?
-            .map_err(unavailable)?;
+            .map_err(|_| (late(), false))?
+            .map_err(|e| (unavailable(e), false))?;
         match tokio::time::timeout_at(deadline, f(pooled.handle())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                self.conn.failed(&pooled, Some(&e));
-                Err(if e.code() == Some("EPOCH") {
-                    StoreError::EpochChanged
-                } else {
-                    unavailable(e)
-                })
+                let gone = self.conn.failed(&pooled, Some(&e));
+                Err((
+                    if e.code() == Some("EPOCH") {
+                        StoreError::EpochChanged
+                    } else {
+                        unavailable(e)
+                    },
+                    gone,
+                ))
             }
             Err(_) => {
-                self.conn.failed(&pooled, None);
-                Err(late())
+                let gone = self.conn.failed(&pooled, None);
+                Err((late(), gone))
             }
         }
     }
@@ -238,11 +267,11 @@ impl Inner {
     }
 
     async fn bounds(&self, topic: &str) -> Result<TopicBounds, StoreError> {
-        let meta = self.key(topic, "meta");
+        let meta = &self.key(topic, "meta");
         let (epoch, seq, last_ms, first): (Option<String>, Option<u64>, Option<i64>, Option<u64>) =
-            self.call(|mut c| async move {
+            self.read_call(|mut c| async move {
                 redis::cmd("HMGET")
-                    .arg(&meta)
+                    .arg(meta)
                     .arg(&["epoch", "seq", "last_ms", "first"])
                     .query_async(&mut c)
                     .await
@@ -292,11 +321,11 @@ impl Inner {
         from_seq: u64,
         count: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let log = self.log_key(topic, epoch);
+        let log = &self.log_key(topic, epoch);
         let v: Value = self
-            .call(|mut c| async move {
+            .read_call(|mut c| async move {
                 redis::cmd("XRANGE")
-                    .arg(&log)
+                    .arg(log)
                     .arg(format!("{from_seq}-0"))
                     .arg("+")
                     .arg("COUNT")
@@ -350,15 +379,15 @@ impl Store for RedisStore {
         // knows; anything unusual (another epoch, a trimmed position) takes
         // the careful path below.
         if let Some(epoch) = inner.epoch_of(topic) {
-            let (meta, log) = (inner.key(topic, "meta"), inner.log_key(topic, &epoch));
+            let (meta, log) = (&inner.key(topic, "meta"), &inner.log_key(topic, &epoch));
             let ((cur, first), page): ((Option<String>, Option<u64>), Value) = inner
-                .call(|mut c| async move {
+                .read_call(|mut c| async move {
                     redis::pipe()
                         .cmd("HMGET")
-                        .arg(&meta)
+                        .arg(meta)
                         .arg(&["epoch", "first"])
                         .cmd("XRANGE")
-                        .arg(&log)
+                        .arg(log)
                         .arg(format!("{from}-0"))
                         .arg("+")
                         .arg("COUNT")
@@ -380,10 +409,12 @@ impl Store for RedisStore {
     }
 
     async fn topics(&self) -> Result<Vec<String>, StoreError> {
-        let key = self.inner.topics_key();
+        let key = &self.inner.topics_key();
         let mut names: Vec<String> = self
             .inner
-            .call(|mut c| async move { redis::cmd("SMEMBERS").arg(&key).query_async(&mut c).await })
+            .read_call(
+                |mut c| async move { redis::cmd("SMEMBERS").arg(key).query_async(&mut c).await },
+            )
             .await?;
         names.sort();
         Ok(names)
@@ -398,7 +429,7 @@ impl Store for RedisStore {
             return self.inner.cluster_ready().await;
         }
         self.inner
-            .call(|mut c| async move {
+            .read_call(|mut c| async move {
                 let _: String = redis::cmd("PING").query_async(&mut c).await?;
                 Ok(())
             })
@@ -423,66 +454,6 @@ impl Store for RedisStore {
         self.inner.watched.lock().expect("poisoned").remove(topic);
         if self.inner.conn.is_cluster() {
             follow::unwatch(&self.inner, topic);
-        }
-    }
-}
-
-/// Age retention for the topics this instance has opened (published to or
-/// read): moves each log's logical start past expired events (idempotent
-/// across instances, so several instances doing it is harmless).
-async fn retention(inner: std::sync::Weak<Inner>) {
-    const EVERY: Duration = Duration::from_secs(1);
-    const PAGE: usize = 1000;
-    loop {
-        tokio::time::sleep(EVERY).await;
-        let Some(inner) = inner.upgrade() else { return };
-        let Some(max_age) = inner.cfg.max_age_ms else {
-            continue;
-        };
-        let topics: Vec<String> = inner
-            .epochs
-            .lock()
-            .expect("poisoned")
-            .keys()
-            .cloned()
-            .collect();
-        for topic in topics {
-            let b = match inner.bounds(&topic).await {
-                Ok(b) => b,
-                // Deleted (through any instance): forgotten until reopened.
-                Err(StoreError::UnknownTopic) => {
-                    inner.epochs.lock().expect("poisoned").remove(&topic);
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            let cutoff = now_ms() - max_age;
-            let Ok(page) = inner.range(&topic, &b.epoch, b.first_seq, PAGE).await else {
-                continue;
-            };
-            let Some(last_old) = page.iter().take_while(|e| e.time_ms < cutoff).last() else {
-                continue;
-            };
-            let (meta, log, trim) = (
-                inner.key(&topic, "meta"),
-                inner.log_key(&topic, &b.epoch),
-                &inner.trim,
-            );
-            let want = last_old.seq + 1;
-            let epoch = b.epoch.to_string();
-            let res: Result<i64, _> = inner
-                .call(|mut c| async move {
-                    trim.key(&meta)
-                        .key(&log)
-                        .arg(&epoch)
-                        .arg(want)
-                        .invoke_async(&mut c)
-                        .await
-                })
-                .await;
-            if let Err(e) = res {
-                tracing::warn!(topic, error = %e, "age retention failed");
-            }
         }
     }
 }

@@ -35,3 +35,40 @@ async fn store_up_follows_redis_down_and_back() {
     })
     .await;
 }
+
+/// Redis restarted while the instance sat idle: every connection the
+/// instance holds is stale, and none of the first reads after the restart
+/// may fail for it (a held connection found gone is given up with the
+/// others, and a read is tried again on a fresh one).
+#[tokio::test]
+async fn reads_right_after_an_idle_redis_restart_succeed() {
+    bounded(60, async {
+        let mut redis = RedisServer::start().await;
+        let b = instance(&redis, &[]).await;
+        let t = topic("idle-restart");
+        let cursors = b.publish_numbered(&t, 0..3).await;
+        // Reads take the held connections in turn: all of them are made.
+        for _ in 0..8 {
+            assert_eq!(b.get("/readyz").await.status, 200);
+        }
+        redis.restart().await;
+        for i in 0..8 {
+            let r = b.get("/readyz").await;
+            assert_eq!(
+                r.status, 200,
+                "/readyz call {i} after the restart: {}",
+                r.text
+            );
+        }
+        let page = b.get(&format!("/v1/topics/{t}/events?from=earliest")).await;
+        assert_eq!(page.status, 200, "history after the restart: {}", page.text);
+        let got: Vec<&str> = page.json["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["cursor"].as_str().expect("cursor"))
+            .collect();
+        assert_eq!(got, cursors, "the log, reloaded from the AOF");
+    })
+    .await;
+}
