@@ -352,10 +352,11 @@ impl Connector {
                 || e.is_connection_dropped()
                 || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
         });
-        if gone && used.lane.is_some() {
+        let give_up = gone && used.lane.is_some();
+        if give_up {
             self.lanes.discard_all();
         }
-        gone && used.lane.is_some()
+        give_up
     }
 
     /// A connection of its own (not pooled), for blocking reads.

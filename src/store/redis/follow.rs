@@ -115,7 +115,7 @@ pub async fn run(inner: Weak<Inner>) {
             }
             () = wake => {}
             _ = sweep.tick() => {
-                let all: Vec<String> = strong.watched.lock().expect("poisoned").keys().cloned().collect();
+                let all = strong.watched_topics();
                 metrics().watched_topics.set(all.len() as i64);
                 reads.sweep(all);
             }
@@ -129,13 +129,7 @@ pub async fn run(inner: Weak<Inner>) {
                 Ok(c) => {
                     // A new connection has no subscriptions: all again.
                     channels.clear();
-                    let all: Vec<String> = strong
-                        .watched
-                        .lock()
-                        .expect("poisoned")
-                        .keys()
-                        .cloned()
-                        .collect();
+                    let all = strong.watched_topics();
                     strong.follow.add(|t| {
                         t.subscribe.extend(all.iter().cloned());
                         t.read.extend(all);
@@ -245,13 +239,7 @@ fn on_push(inner: &Inner, channels: &HashMap<String, String>, p: PushInfo) {
             }
         }
         PushKind::Disconnection | PushKind::SUnsubscribe => {
-            let all: Vec<String> = inner
-                .watched
-                .lock()
-                .expect("poisoned")
-                .keys()
-                .cloned()
-                .collect();
+            let all = inner.watched_topics();
             inner.follow.add(|t| {
                 if p.kind == PushKind::SUnsubscribe {
                     // The cluster client subscribes again on its own after a

@@ -337,6 +337,16 @@ impl Inner {
         parse_entries(&v)
     }
 
+    /// The topics this instance follows now.
+    fn watched_topics(&self) -> Vec<String> {
+        self.watched
+            .lock()
+            .expect("poisoned")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     fn epoch_of(&self, topic: &str) -> Option<Epoch> {
         self.epochs.lock().expect("poisoned").get(topic).cloned()
     }

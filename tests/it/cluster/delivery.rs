@@ -220,6 +220,16 @@ async fn one_idempotency_key_sent_concurrently_to_a_and_b_is_stored_once() {
             assert_eq!(evs[0]["cursor"], json!(cursor));
             assert_eq!(evs[0]["data"], json!("the one event"));
         }
+        // The same key with another body, on the instance that did not
+        // store it: refused, nothing stored (the append script's `c`).
+        let reused = b
+            .publish(&t, "another event", &[("idempotency-key", "same-key")])
+            .await;
+        assert_eq!(
+            reused.assert_problem(422)["type"],
+            json!("https://sluice.dev/problems/idempotency-key-conflict")
+        );
+        assert_eq!(a.all_events(&t).await.len(), 1, "nothing more stored");
 
         // 20 keys, each sent 10 times (5 to A, 5 to B), all at once.
         let t = topic("idem-many");
