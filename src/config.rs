@@ -404,6 +404,7 @@ impl Settings {
             wait_replicas: self.redis.wait_replicas,
             wait_timeout_ms: self.redis.wait_timeout_ms,
             pool_size: self.redis.pool_size,
+            appends_in_flight: self.redis.appends_in_flight,
             timeout: Duration::from_millis(self.redis.timeout_ms),
             key_prefix: self.redis.key_prefix.clone(),
             follow_sweep: Duration::from_millis(self.redis.follow_sweep_ms),

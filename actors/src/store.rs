@@ -246,9 +246,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// [`append`](Self::append), started now. A store whose
     /// [`max_appends_in_flight`](Self::max_appends_in_flight) is above 1
-    /// orders the batch in this call, before the future is first polled, so
-    /// appends started in turn are stored in that order while earlier ones
-    /// are still becoming durable.
+    /// orders the batch in this call, or at the latest when the future is
+    /// first polled, so appends started in turn are stored in that order
+    /// while earlier ones are still becoming durable; unless it
+    /// [may reorder](Self::appends_may_reorder) them.
     fn start_append(
         self: Arc<Self>,
         topic: Arc<str>,
@@ -262,6 +263,17 @@ pub trait Store: Send + Sync + 'static {
     /// (through [`start_append`](Self::start_append)).
     fn max_appends_in_flight(&self) -> usize {
         1
+    }
+
+    /// Whether appends in flight together may now and then be stored in
+    /// another order than they were started (a remote store whose
+    /// connection was remade under them, or that had to resend one). Each
+    /// append's outcomes still name the seqs it got, and the topic reads
+    /// what it missed; but a producer's next sequence must not overtake
+    /// the one before, so appends carrying producer sequences then go one
+    /// at a time.
+    fn appends_may_reorder(&self) -> bool {
+        false
     }
 
     /// Up to `limit` retained events with a sequence above `after_seq`, in

@@ -18,6 +18,7 @@ pub struct RedisSettings {
     pub wait_replicas: u32,
     pub wait_timeout_ms: u64,
     pub pool_size: usize,
+    pub appends_in_flight: usize,
     pub timeout_ms: u64,
     pub key_prefix: String,
     pub follow_sweep_ms: u64,
@@ -70,8 +71,11 @@ impl RedisSettings {
                 "the service name Sentinel monitors",
             );
         }
-        if self.pool_size == 0 || self.timeout_ms == 0 {
-            return fail("redis.pool_size and redis.timeout_ms", "at least 1");
+        if self.pool_size == 0 || self.timeout_ms == 0 || self.appends_in_flight == 0 {
+            return fail(
+                "redis.pool_size, redis.appends_in_flight and redis.timeout_ms",
+                "at least 1",
+            );
         }
         if self.follow_sweep_ms == 0 {
             return fail("redis.follow_sweep_ms", "at least 1");

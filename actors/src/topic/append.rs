@@ -41,6 +41,30 @@ pub(crate) type Outcome = Result<Vec<AppendOutcome>, StoreError>;
 /// A finished append, in ticket order: its outcome and its publishers.
 pub(crate) type Finished<R> = (Outcome, Waiters<R>);
 
+/// An append started and not yet finished.
+struct Slot<R> {
+    waiters: Waiters<R>,
+    /// It carries producer sequences.
+    sequenced: bool,
+    /// The store's answer, once it came.
+    outcome: Option<Outcome>,
+}
+
+/// Whether a publish carries producer sequences.
+fn sequenced(events: &[NewEvent]) -> bool {
+    events.iter().any(|e| e.producer.is_some())
+}
+
+/// How many appends [`AppendPipeline::start`] may have in flight.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InFlight {
+    /// Most appends in flight.
+    pub max: usize,
+    /// Appends carrying producer sequences go one at a time (the store may
+    /// reorder appends in flight together).
+    pub sequenced_alone: bool,
+}
+
 /// The queue of publishes and the appends in flight.
 pub(crate) struct AppendPipeline<R> {
     limits: AppendLimits,
@@ -49,9 +73,10 @@ pub(crate) struct AppendPipeline<R> {
     pending_events: usize,
     /// Appends started and not yet answered by the store.
     in_flight: usize,
-    /// One slot per append started and not yet finished, oldest first:
-    /// its publishers, and its outcome once the store answers.
-    slots: VecDeque<(Waiters<R>, Option<Outcome>)>,
+    /// Of those, the ones carrying producer sequences.
+    sequenced_in_flight: usize,
+    /// One slot per append started and not yet finished, oldest first.
+    slots: VecDeque<Slot<R>>,
     /// Ticket of `slots[0]`.
     base: u64,
 }
@@ -63,6 +88,7 @@ impl<R> AppendPipeline<R> {
             pending: VecDeque::new(),
             pending_events: 0,
             in_flight: 0,
+            sequenced_in_flight: 0,
             slots: VecDeque::new(),
             base: 0,
         }
@@ -92,25 +118,43 @@ impl<R> AppendPipeline<R> {
     }
 
     /// Takes everything waiting (up to the coalescing bound) as the next
-    /// append, unless `max_in_flight` appends are already in flight.
-    pub(crate) fn start(&mut self, max_in_flight: usize) -> Option<(u64, Vec<NewEvent>)> {
-        if self.in_flight >= max_in_flight || self.pending.is_empty() {
+    /// append, unless `limit` says no more may be in flight. With
+    /// `sequenced_alone`, publishes carrying producer sequences wait while
+    /// another such append is in flight, and so does everything queued
+    /// behind them (publishes are taken in order).
+    pub(crate) fn start(&mut self, limit: InFlight) -> Option<(u64, Vec<NewEvent>)> {
+        if self.in_flight >= limit.max || self.pending.is_empty() {
             return None;
         }
+        let hold_sequenced = limit.sequenced_alone && self.sequenced_in_flight > 0;
         let mut batch = Vec::new();
         let mut waiters = Vec::new();
+        let mut carries = false;
         while let Some((events, _)) = self.pending.front() {
             if !batch.is_empty() && batch.len() + events.len() > self.limits.max_coalesce {
                 break;
             }
+            let seq = sequenced(events);
+            if seq && hold_sequenced {
+                break;
+            }
+            carries |= seq;
             let (events, reply) = self.pending.pop_front().expect("front exists");
             self.pending_events -= events.len();
             waiters.push((events.len(), reply));
             batch.extend(events);
         }
+        if waiters.is_empty() {
+            return None;
+        }
         self.in_flight += 1;
+        self.sequenced_in_flight += usize::from(carries);
         let ticket = self.base + self.slots.len() as u64;
-        self.slots.push_back((waiters, None));
+        self.slots.push_back(Slot {
+            waiters,
+            sequenced: carries,
+            outcome: None,
+        });
         Some((ticket, batch))
     }
 
@@ -125,13 +169,19 @@ impl<R> AppendPipeline<R> {
         else {
             return Vec::new();
         };
-        slot.1 = Some(res);
+        if slot.outcome.is_some() {
+            return Vec::new();
+        }
+        slot.outcome = Some(res);
         self.in_flight -= 1;
+        self.sequenced_in_flight -= usize::from(slot.sequenced);
         let mut done = Vec::new();
-        while self.slots.front().is_some_and(|s| s.1.is_some()) {
-            let (waiters, res) = self.slots.pop_front().expect("front exists");
+        while self.slots.front().is_some_and(|s| s.outcome.is_some()) {
+            let Slot {
+                waiters, outcome, ..
+            } = self.slots.pop_front().expect("front exists");
             self.base += 1;
-            let res = res.expect("answered");
+            let res = outcome.expect("answered");
             let failed = res.is_err();
             done.push((res, waiters));
             if failed {
@@ -152,6 +202,7 @@ impl<R> AppendPipeline<R> {
     /// context (their publishers learn of it when their replies drop).
     pub(crate) fn restart(&mut self) {
         self.in_flight = 0;
+        self.sequenced_in_flight = 0;
         self.base += self.slots.len() as u64;
         self.slots.clear();
     }
@@ -191,10 +242,14 @@ mod tests {
         });
         p.admit(events(3), 'a').unwrap();
         p.admit(events(3), 'b').unwrap();
-        let (t0, b0) = p.start(2).unwrap();
+        let two = InFlight {
+            max: 2,
+            sequenced_alone: false,
+        };
+        let (t0, b0) = p.start(two).unwrap();
         assert_eq!(b0.len(), 3, "coalescing stops at max_coalesce");
-        let (t1, _) = p.start(2).unwrap();
-        assert!(p.start(2).is_none());
+        let (t1, _) = p.start(two).unwrap();
+        assert!(p.start(two).is_none());
         // The second append finishes first: nothing is answered yet.
         assert!(p.complete(t1, Ok(vec![])).is_empty());
         let done = p.complete(t0, Err(StoreError::UnknownTopic));
@@ -204,9 +259,54 @@ mod tests {
         assert_eq!(p.in_flight(), 0);
         // A late answer from before the restart is ignored.
         p.admit(events(1), 'c').unwrap();
-        let (t2, _) = p.start(1).unwrap();
+        let (t2, _) = p.start(InFlight { max: 1, ..two }).unwrap();
         assert!(t2 > t1);
         let done = p.complete(t2, Ok(vec![]));
         assert_eq!(done[0].1[0].1, 'c');
+    }
+
+    fn sequenced_events(producer: &str, seq: u64) -> Vec<NewEvent> {
+        let mut e = NewEvent::data("x".to_owned());
+        e.producer = Some((producer.to_owned(), seq));
+        vec![e]
+    }
+
+    #[test]
+    fn producer_sequences_go_one_append_at_a_time_when_the_store_may_reorder() {
+        let limits = AppendLimits {
+            max_requests: 10,
+            max_events: 10,
+            max_coalesce: 1,
+        };
+        let may_reorder = InFlight {
+            max: 4,
+            sequenced_alone: true,
+        };
+        let mut p = AppendPipeline::new(limits);
+        p.admit(sequenced_events("p", 1), 'a').unwrap();
+        p.admit(events(1), 'b').unwrap();
+        p.admit(sequenced_events("p", 2), 'c').unwrap();
+        p.admit(events(1), 'd').unwrap();
+        let (ta, _) = p.start(may_reorder).unwrap();
+        let (tb, _) = p.start(may_reorder).unwrap();
+        // 'c' waits for 'a', and 'd' (queued behind it) with it.
+        assert!(p.start(may_reorder).is_none());
+        assert_eq!(p.in_flight(), 2);
+        assert_eq!(p.complete(tb, Ok(vec![])).len(), 0);
+        assert!(p.start(may_reorder).is_none(), "'a' is still in flight");
+        assert_eq!(p.complete(ta, Ok(vec![])).len(), 2);
+        let (_, c) = p.start(may_reorder).unwrap();
+        assert_eq!(c[0].producer, Some(("p".to_owned(), 2)));
+        assert!(p.start(may_reorder).is_some(), "'d' carries none");
+        // A store that keeps the order lets them all go at once.
+        let mut p = AppendPipeline::new(limits);
+        p.admit(sequenced_events("p", 1), 'a').unwrap();
+        p.admit(sequenced_events("p", 2), 'c').unwrap();
+        let in_order = InFlight {
+            sequenced_alone: false,
+            ..may_reorder
+        };
+        assert!(p.start(in_order).is_some());
+        assert!(p.start(in_order).is_some());
     }
 }

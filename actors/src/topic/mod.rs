@@ -45,7 +45,7 @@ use crate::{
     store::SharedStore,
     subscription::Subscription,
 };
-use append::{AppendLimits, AppendPipeline, Finished};
+use append::{AppendLimits, AppendPipeline, Finished, InFlight};
 use fanout::{Fanout, FanoutLimits, Order};
 use follow::{Apply, BoundsReads, Follower};
 pub(crate) use release::Home;
@@ -222,7 +222,11 @@ impl TopicActor {
         }
         let Some(b) = self.log.bounds() else { return };
         let time_ms = monotonic_time(b.latest_time_ms);
-        let Some((ticket, batch)) = self.appends.start(self.store.max_appends_in_flight()) else {
+        let limit = InFlight {
+            max: self.store.max_appends_in_flight(),
+            sequenced_alone: self.store.appends_may_reorder(),
+        };
+        let Some((ticket, batch)) = self.appends.start(limit) else {
             return;
         };
         let append = self

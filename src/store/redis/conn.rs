@@ -17,6 +17,12 @@
 //! call, while a multiplexed connection can carry every caller's commands
 //! at once. A held connection that fails is given up and the next call
 //! takes a fresh one from the pool (with Sentinel: from the current master).
+//!
+//! Each thread that calls Redis has its own lane (up to `pool_size`), and
+//! the lane's connection is made on that thread, so its driver task runs
+//! there: a call is written, and its answer read, without waking another
+//! thread. A topic's appends all go on one connection as a result (the
+//! topic actor stays on its thread), and Redis runs them in that order.
 
 use deadpool_redis::{
     redis::{
@@ -40,10 +46,20 @@ pub struct Connector {
     dedicated: Dedicated,
 }
 
-/// Connections held out of the pool, used in turn by every call.
+/// Connections held out of the pool, one per lane.
 struct Lanes {
     held: Vec<std::sync::Mutex<Option<Held>>>,
-    next: std::sync::atomic::AtomicUsize,
+}
+
+/// The calling thread's lane among `n`: threads are numbered in the order
+/// they first call Redis, so the first `n` callers have a lane each.
+fn lane_here(n: usize) -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    INDEX.with(|i| *i) % n.max(1)
 }
 
 /// A connection taken from a pool and kept.
@@ -76,11 +92,12 @@ enum Pools {
     Cluster(Box<Shared>),
 }
 
-/// The one cluster connection of a store, made on first use (the cluster
-/// may be down at start) and kept: it reconnects to nodes by itself.
+/// The cluster connections of a store, one per lane (a thread's, as for
+/// one server), each made on first use (the cluster may be down at start)
+/// and kept: they reconnect to nodes by themselves.
 struct Shared {
     client: ClusterClient,
-    conn: tokio::sync::OnceCell<ClusterConnection>,
+    conns: Vec<tokio::sync::OnceCell<ClusterConnection>>,
 }
 
 enum Dedicated {
@@ -148,22 +165,7 @@ impl Lanes {
     fn new(n: usize) -> Self {
         Lanes {
             held: (0..n).map(|_| std::sync::Mutex::new(None)).collect(),
-            next: std::sync::atomic::AtomicUsize::new(0),
         }
-    }
-
-    /// The lane of the next call, in turn.
-    fn pick(&self) -> usize {
-        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.held.len()
-    }
-
-    /// The lane of `key`, always the same.
-    fn of(&self, key: &str) -> usize {
-        use std::hash::BuildHasher;
-        let h =
-            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-                .hash_one(key);
-        (h % self.held.len() as u64) as usize
     }
 
     fn held(&self, lane: usize) -> Option<MultiplexedConnection> {
@@ -223,7 +225,9 @@ impl Connector {
             return Ok(Connector {
                 pool: Pools::Cluster(Box::new(Shared {
                     client,
-                    conn: tokio::sync::OnceCell::new(),
+                    conns: (0..cfg.pool_size)
+                        .map(|_| tokio::sync::OnceCell::new())
+                        .collect(),
                 })),
                 lanes: Lanes::new(0),
                 dedicated: Dedicated::Cluster,
@@ -287,24 +291,15 @@ impl Connector {
         matches!(self.pool, Pools::Cluster(_))
     }
 
-    /// A connection for one call: the next lane's held connection, taken
-    /// from the pool first if the lane has none (waits at most the pool's
-    /// wait timeout).
+    /// A connection for one call: the calling thread's lane's held
+    /// connection, taken from the pool first if the lane has none (waits at
+    /// most the pool's wait timeout).
     pub async fn get(&self) -> Result<Pooled, String> {
-        self.get_on(None).await
-    }
-
-    /// [`get`](Self::get), on the lane `pin` hashes to when given: a
-    /// topic's appends all go on one connection, so only as many
-    /// connections as topics being published to grow a write buffer the
-    /// size of a coalesced append (a connection keeps its buffers' size).
-    pub async fn get_on(&self, pin: Option<&str>) -> Result<Pooled, String> {
         let pool = match &self.pool {
             Pools::Cluster(s) => {
                 // A failed first connection leaves the cell empty: the next
                 // call tries again.
-                let conn = s
-                    .conn
+                let conn = s.conns[lane_here(s.conns.len())]
                     .get_or_try_init(|| s.client.get_async_connection())
                     .await
                     .map_err(|e| e.to_string())?;
@@ -315,10 +310,7 @@ impl Connector {
             }
             pool => pool,
         };
-        let lane = match pin {
-            Some(key) => self.lanes.of(key),
-            None => self.lanes.pick(),
-        };
+        let lane = lane_here(self.lanes.held.len());
         if let Some(held) = self.lanes.held(lane) {
             return Ok(Pooled {
                 handle: Handle::Single(held),

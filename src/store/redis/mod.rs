@@ -78,6 +78,9 @@ pub struct RedisConfig {
     /// Connections for commands, each multiplexed, used in turn (the
     /// tailer has its own).
     pub pool_size: usize,
+    /// Appends to one topic in flight at once (see
+    /// [`Store::max_appends_in_flight`]).
+    pub appends_in_flight: usize,
     /// Deadline of every Redis call.
     pub timeout: Duration,
     /// First part of every key.
@@ -177,16 +180,7 @@ impl Inner {
         F: FnOnce(conn::Handle) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        self.call_on(None, f).await
-    }
-
-    /// [`call`](Self::call) on the connection `pin` hashes to, when given.
-    async fn call_on<T, F, Fut>(&self, pin: Option<&str>, f: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(conn::Handle) -> Fut,
-        Fut: std::future::Future<Output = redis::RedisResult<T>>,
-    {
-        self.attempt(pin, f).await.map_err(|(e, _)| e)
+        self.attempt(f).await.map_err(|(e, _)| e)
     }
 
     /// [`call`](Self::call) for commands that only read: tried once more
@@ -198,22 +192,22 @@ impl Inner {
         F: Fn(conn::Handle) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        match self.attempt(None, &f).await {
-            Err((_, true)) => self.attempt(None, &f).await.map_err(|(e, _)| e),
+        match self.attempt(&f).await {
+            Err((_, true)) => self.attempt(&f).await.map_err(|(e, _)| e),
             r => r.map_err(|(e, _)| e),
         }
     }
 
     /// One call under the deadline; on failure, also whether the held
     /// connections were given up for it.
-    async fn attempt<T, F, Fut>(&self, pin: Option<&str>, f: F) -> Result<T, (StoreError, bool)>
+    async fn attempt<T, F, Fut>(&self, f: F) -> Result<T, (StoreError, bool)>
     where
         F: FnOnce(conn::Handle) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let deadline = tokio::time::Instant::now() + self.cfg.timeout;
         let late = || unavailable(format!("no answer within {:?}", self.cfg.timeout));
-        let pooled = tokio::time::timeout_at(deadline, self.conn.get_on(pin))
+        let pooled = tokio::time::timeout_at(deadline, self.conn.get())
             .await
             .map_err(|_| (late(), false))?
             .map_err(|e| (unavailable(e), false))?;
@@ -374,6 +368,14 @@ impl Store for RedisStore {
             None => inner.open_topic(topic).await?.epoch,
         };
         inner.append_batch(topic, &epoch, batch, time_ms).await
+    }
+
+    fn max_appends_in_flight(&self) -> usize {
+        self.inner.cfg.appends_in_flight
+    }
+
+    fn appends_may_reorder(&self) -> bool {
+        true
     }
 
     async fn read(
