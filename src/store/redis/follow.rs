@@ -4,8 +4,8 @@
 //! seq on the topic's sharded pub/sub channel (`SPUBLISH` in the append
 //! script; the channel is hash-tagged like the topic's keys, so it lives
 //! on the topic's slot), and each instance subscribes (`SSUBSCRIBE`) to the
-//! channels of the topics it watches on one cluster connection, which
-//! holds one connection per master whatever the number of topics. A
+//! channels of the topics it watches on one cluster connection of its own,
+//! which holds one connection per master whatever the number of topics. A
 //! wake-up is followed by an `XRANGE` from the last seq handed on.
 //!
 //! Pub/sub is at most once (a message is lost while a node fails over or a

@@ -2,8 +2,8 @@
 //! long, the sharded pub/sub wake-ups alone carry every append to the other
 //! instance; and an instance with 2,000 watched topics on every master
 //! holds a bounded number of connections per node (wake-ups on one cluster
-//! connection, reads on another), and delivers what another instance
-//! publishes.
+//! connection, commands and reads on one per thread, up to
+//! `redis.pool_size`), and delivers what another instance publishes.
 
 use futures_util::future::join_all;
 
@@ -95,9 +95,11 @@ async fn two_thousand_watched_topics_take_a_few_connections_per_node() {
         }
         let per_node: Vec<usize> = (0..cluster.nodes.len()).map(|i| app_clients(&cluster, i)).collect();
         eprintln!("connections per node of one instance following {TOPICS} topics: {per_node:?}");
+        // One for the wake-ups, and one per thread that calls Redis, up to
+        // `redis.pool_size` (4 by default): however many topics.
         for (i, n) in per_node.iter().enumerate() {
             assert!(
-                *n <= 3,
+                *n <= 5,
                 "node {i} holds {n} connections of one instance following {TOPICS} topics: {per_node:?}"
             );
         }
