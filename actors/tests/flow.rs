@@ -3,85 +3,12 @@
 //! when it reads again it gets every event once, in order, via the tail and
 //! the store.
 
-use std::{sync::Arc, time::Duration};
+mod common;
 
-use futures_util::StreamExt;
-use sluice_actors::{
-    body::Body,
-    event::NewEvent,
-    memory_store::MemoryStore,
-    store::SharedStore,
-    subscription::Watermarks,
-    topic::{Start, TopicConfig},
-    Broker, BrokerConfig, SessionConfig, StreamRequest,
-};
+use std::sync::Arc;
 
-fn config(arbiters: usize) -> BrokerConfig {
-    BrokerConfig {
-        topic: TopicConfig {
-            tail_events: 64,
-            tail_bytes: 1 << 20,
-            watermarks: Watermarks {
-                high_events: 32,
-                high_bytes: 1 << 20,
-                low_events: 8,
-                low_bytes: 1 << 19,
-            },
-            max_coalesce_events: 10,
-            mailbox_capacity: 1024,
-            max_pending_events: 100_000,
-            idle_release: None,
-        },
-        session: SessionConfig {
-            heartbeat: Duration::from_secs(30),
-            liveness_probe: None,
-            stall_timeout: Duration::from_secs(30),
-            mailbox_capacity: 48,
-        },
-        arbiters,
-    }
-}
-
-/// Opens a stream on `topic`; returns its response body.
-async fn subscribe(broker: &Broker, topic: &str, start: Start) -> Body {
-    let req = StreamRequest {
-        start,
-        resume_on_gap: false,
-        retry: Duration::from_secs(1),
-        expiry: None,
-    };
-    broker.open_stream(topic, req).await.unwrap().body
-}
-
-async fn publish(broker: &Broker, topic: &str, n: usize, from: usize) {
-    for i in from..from + n {
-        broker
-            .publish(topic, vec![NewEvent::data(format!("{i}"))])
-            .await
-            .unwrap();
-    }
-}
-
-/// Reads `data:` payloads from a body until `n` events arrived.
-async fn read_events(rx: &mut Body, n: usize) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut text = String::new();
-    while out.len() < n {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), rx.next())
-            .await
-            .expect("events arrive in time")
-            .expect("stream open")
-            .unwrap();
-        text.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = text.find("\n\n") {
-            let frame: String = text.drain(..end + 2).collect();
-            if let Some(d) = frame.lines().find_map(|l| l.strip_prefix("data: ")) {
-                out.push(d.parse().unwrap());
-            }
-        }
-    }
-    out
-}
+use common::{config, publish, read_events, subscribe};
+use sluice_actors::{memory_store::MemoryStore, store::SharedStore, topic::Start, Broker};
 
 #[actix::test]
 async fn slow_subscriber_is_paused_then_catches_up_without_gap_or_duplicate() {

@@ -213,8 +213,8 @@ impl TopicActor {
         );
     }
 
-    /// Starts one coalesced append of everything waiting, unless as many
-    /// as the store takes at once are in flight.
+    /// Starts coalesced appends of everything waiting, as many as the
+    /// store takes at once.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         // A delete waits for the appends in flight: none starts meanwhile.
         if !self.deletes.is_empty() {
@@ -226,9 +226,20 @@ impl TopicActor {
             max: self.store.max_appends_in_flight(),
             sequenced_alone: self.store.appends_may_reorder(),
         };
-        let Some((ticket, batch)) = self.appends.start(limit) else {
-            return;
-        };
+        while let Some((ticket, batch)) = self.appends.start(limit) {
+            self.start_append(ticket, batch, time_ms, ctx);
+        }
+    }
+
+    /// Hands one append to the store; its publishers are answered when it
+    /// and every append started before it are done.
+    fn start_append(
+        &mut self,
+        ticket: u64,
+        batch: Vec<NewEvent>,
+        time_ms: i64,
+        ctx: &mut Context<Self>,
+    ) {
         let append = self
             .store
             .clone()
