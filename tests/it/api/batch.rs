@@ -1,7 +1,5 @@
 //! NDJSON batches, idempotency keys and producer sequences.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
 use super::T;
@@ -24,8 +22,6 @@ on_both_stores! {
     producer_sequences,
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     concurrent_publishes_with_one_idempotency_key_store_once,
-    #[tokio::test]
-    idempotency_key_is_forgotten_after_the_window,
 }
 
 // ---------------------------------------------------------------------------
@@ -423,37 +419,6 @@ async fn concurrent_publishes_with_one_idempotency_key_store_once(store: Store) 
             }
         }
         assert_eq!(b.count(t).await, 5, "one event per key");
-    })
-    .await;
-}
-
-async fn idempotency_key_is_forgotten_after_the_window(store: Store) {
-    bounded(60, async {
-        let b = Broker::start(store, &[("SLUICE__LIMITS__DEDUP_WINDOW_SECS", "1")]).await;
-        let t = "window";
-        let r = b.publish(t, "A", &[("idempotency-key", "w")]).await;
-        assert_eq!(r.status, 201);
-        let first = r.cursor();
-        let r = b.publish(t, "A", &[("idempotency-key", "w")]).await;
-        assert_eq!(r.status, 200, "within the window: {}", r.text);
-        let bb = &b;
-        let second = wait_for(
-            Duration::from_secs(20),
-            "the key to expire",
-            || async move {
-                let r = bb.publish(t, "A", &[("idempotency-key", "w")]).await;
-                assert!(
-                    r.status == 200 || r.status == 201,
-                    "{} {}",
-                    r.status,
-                    r.text
-                );
-                (r.status == 201).then(|| r.cursor())
-            },
-        )
-        .await;
-        assert_ne!(second, first);
-        assert_eq!(b.count(t).await, 2);
     })
     .await;
 }

@@ -10,6 +10,7 @@ mod ops;
 mod positions;
 mod publish;
 mod subscribe;
+mod window;
 
 const T: Duration = Duration::from_secs(10);
 const HB: (&str, &str) = ("SLUICE__STREAM__HEARTBEAT_SECS", "1");
