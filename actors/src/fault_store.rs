@@ -126,6 +126,10 @@ impl Store for FaultyStore {
         self.inner.ready().await
     }
 
+    fn degraded(&self) -> Option<String> {
+        self.inner.degraded()
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush().await
     }

@@ -338,6 +338,13 @@ pub trait Store: Send + Sync + 'static {
     /// `Ok` when the store takes writes, else the reason.
     async fn ready(&self) -> Result<(), String>;
 
+    /// What works less well than it should while the store is ready, if
+    /// anything (for `/readyz`): e.g. other instances' appends reaching
+    /// this one late.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
+
     /// Makes everything appended so far durable (used at shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
 

@@ -34,14 +34,19 @@ pub async fn healthz(
     }
 }
 
-/// Readiness: the store takes writes.
+/// Readiness: the store takes writes. A store that does, but works less
+/// well than it should, is ready and says what is wrong.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let ready = state.broker.store().ready().await;
+    let store = state.broker.store();
+    let ready = store.ready().await;
     sluice_actors::metrics::metrics()
         .store_up
         .set(i64::from(ready.is_ok()));
     match ready {
-        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Ok(()) => HttpResponse::Ok().json(match store.degraded() {
+            Some(why) => json!({"status": "ready", "degraded": why}),
+            None => json!({"status": "ready"}),
+        }),
         Err(reason) => actix_web::ResponseError::error_response(&ApiError::Unavailable(reason)),
     }
 }

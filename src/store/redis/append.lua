@@ -168,8 +168,12 @@ if seq > base then
   end
   if notify ~= '' then
     -- Wakes the instances that follow this topic (cluster mode); the
-    -- channel hashes to this slot, so it is served where the log is.
-    redis.call('SPUBLISH', notify, seq)
+    -- channel hashes to this slot, so it is served where the log is. Best
+    -- effort (pcall): the events above are stored whatever happens here
+    -- (a script's writes are not undone by a later error), so a refused
+    -- announcement (an ACL user without channel permissions) must not turn
+    -- their acknowledgement into an error; followers' sweeps find them.
+    redis.pcall('SPUBLISH', notify, seq)
   end
 end
 local all = string.rep('.', n)

@@ -39,11 +39,23 @@ const PARALLEL: usize = 64;
 /// Pause after a failed connection attempt.
 const BACKOFF: Duration = Duration::from_millis(200);
 
-/// Work for the follower, filled by watches, unwatches and wake-ups.
+/// Work for the follower, filled by watches, unwatches and wake-ups; and
+/// what keeps it from being woken, if anything.
 #[derive(Default)]
 pub struct Inbox {
     todo: Mutex<Todo>,
     wake: tokio::sync::Notify,
+    trouble: Mutex<Option<Trouble>>,
+}
+
+/// Why wake-ups do not reach this instance.
+#[derive(Clone, Debug)]
+pub struct Trouble {
+    /// What failed.
+    pub why: String,
+    /// Redis refused this instance's user the channels (`NOPERM`): its own
+    /// appends' announcements on them are refused too.
+    pub denied: bool,
 }
 
 #[derive(Default)]
@@ -57,6 +69,30 @@ impl Inbox {
     fn add(&self, f: impl FnOnce(&mut Todo)) {
         f(&mut self.todo.lock().expect("poisoned"));
         self.wake.notify_one();
+    }
+
+    /// Why wake-ups do not reach this instance (it cannot connect for
+    /// them, or some watched topics' channels refuse it), if they do not:
+    /// those topics' appends then arrive only with the sweep.
+    pub fn trouble(&self) -> Option<Trouble> {
+        self.trouble.lock().expect("poisoned").clone()
+    }
+
+    /// Records the follower's state; a change is logged once (at WARN when
+    /// it goes wrong: deliveries slow down to the sweep, silently else).
+    fn set_trouble(&self, now: Option<Trouble>) {
+        let mut was = self.trouble.lock().expect("poisoned");
+        match (&*was, &now) {
+            (None, Some(t)) => {
+                tracing::warn!(
+                    reason = %t.why,
+                    "cluster follower: other instances' appends reach this one only with the sweep"
+                );
+            }
+            (Some(_), None) => tracing::info!("cluster follower: wake-ups work again"),
+            _ => {}
+        }
+        *was = now;
     }
 }
 
@@ -138,6 +174,10 @@ pub async fn run(inner: Weak<Inner>) {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "cluster follower cannot connect");
+                    strong.follow.set_trouble(Some(Trouble {
+                        why: format!("cannot connect for wake-ups: {e}"),
+                        denied: false,
+                    }));
                     drop(strong);
                     tokio::time::sleep(BACKOFF).await;
                     continue;
@@ -146,7 +186,23 @@ pub async fn run(inner: Weak<Inner>) {
         }
         let todo = std::mem::take(&mut *strong.follow.todo.lock().expect("poisoned"));
         let c = sub.as_ref().expect("connected");
-        subscriptions(&strong, c, &mut channels, todo.subscribe, todo.unsubscribe).await;
+        let refused =
+            subscriptions(&strong, c, &mut channels, todo.subscribe, todo.unsubscribe).await;
+        match refused {
+            Some(refused) => strong.follow.set_trouble(Some(refused)),
+            // Only a round that found every channel subscribed clears it.
+            None if strong
+                .follow
+                .todo
+                .lock()
+                .expect("poisoned")
+                .subscribe
+                .is_empty() =>
+            {
+                strong.follow.set_trouble(None)
+            }
+            None => {}
+        }
         reads.wanted(todo.read);
         reads.start(&strong);
     }
@@ -258,14 +314,17 @@ fn on_push(inner: &Inner, channels: &HashMap<String, String>, p: PushInfo) {
 }
 
 /// Subscribes and unsubscribes channels; a failed subscription is tried
-/// again at the next round (the sweep reads its topic meanwhile).
+/// again at the next round (the sweep reads its topic meanwhile). Says
+/// why, when some were refused.
 async fn subscriptions(
     inner: &Inner,
     c: &ClusterConnection,
     channels: &mut HashMap<String, String>,
     subscribe: HashSet<String>,
     unsubscribe: HashSet<String>,
-) {
+) -> Option<Trouble> {
+    let mut first_error = None;
+    let mut denied = false;
     let failed: Vec<String> = stream::iter(subscribe)
         .map(|topic| {
             let mut c = c.clone();
@@ -284,6 +343,8 @@ async fn subscriptions(
                 }
                 Err(e) => {
                     tracing::debug!(topic, error = %e, "cannot subscribe to a topic's channel");
+                    first_error.get_or_insert_with(|| e.to_string());
+                    denied |= e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm);
                     Some(topic)
                 }
             };
@@ -291,6 +352,14 @@ async fn subscriptions(
         })
         .collect()
         .await;
+    let refused = (!failed.is_empty()).then(|| Trouble {
+        why: format!(
+            "cannot subscribe to the channels of {} watched topics: {}",
+            failed.len(),
+            first_error.unwrap_or_default()
+        ),
+        denied,
+    });
     if !failed.is_empty() {
         inner
             .follow
@@ -305,6 +374,7 @@ async fn subscriptions(
         channels.remove(&channel);
         let _ = c.clone().sunsubscribe(&channel).await;
     }
+    refused
 }
 
 /// Reads a watched topic's new entries and hands them to its actor.

@@ -449,6 +449,18 @@ impl Store for RedisStore {
             .map_err(|e| e.to_string())
     }
 
+    fn degraded(&self) -> Option<String> {
+        self.inner.follow.trouble().map(|t| {
+            let also = if t.denied {
+                "; nor are this instance's appends announced on them: other \
+                 instances see them with their sweep"
+            } else {
+                ""
+            };
+            format!("cluster follower: {}{also}", t.why)
+        })
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         // Durability is Redis's own (AOF, replication); nothing is buffered here.
         Ok(())

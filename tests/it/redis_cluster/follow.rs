@@ -119,3 +119,93 @@ async fn two_thousand_watched_topics_take_a_few_connections_per_node() {
     })
     .await;
 }
+
+/// An instance whose Redis user may not use pub/sub channels (an ACL user
+/// made without `&*` or `allchannels`, Redis 7's default for new users)
+/// can neither subscribe to the wake-ups nor announce its own appends. It
+/// stays ready and says so in `/readyz`; its publishes are stored and
+/// acknowledged (the announcement is best effort: before, the script
+/// stored the event and then failed, and the publisher got a `503` for a
+/// stored event); and each way, the other instance's appends reach the
+/// streams with the sweep. Once the user may, it says nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_refused_its_channels_says_so_and_both_ways_deliver_with_the_sweep() {
+    bounded(120, async {
+        let cluster = RedisCluster::start().await;
+        for n in &cluster.nodes {
+            cluster
+                .cli(
+                    n.port,
+                    &[
+                        "ACL",
+                        "SETUSER",
+                        "nochan",
+                        "on",
+                        ">pw",
+                        "~*",
+                        "+@all",
+                        "resetchannels",
+                    ],
+                )
+                .expect("ACL SETUSER");
+        }
+        let sweep = ("SLUICE__REDIS__FOLLOW_SWEEP_MS", "200");
+        let a = instance(&cluster, &[sweep]).await;
+        let nodes = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("redis://nochan:pw@127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let b = instance(
+            &cluster,
+            &[("SLUICE__REDIS__CLUSTER_NODES", nodes.as_str()), sweep],
+        )
+        .await;
+        let topics = spread_topics(&cluster, "rcn", 3);
+        let mut on_b = live_streams(&b, &topics).await;
+        let mut on_a = live_streams(&a, &topics).await;
+        let bb = &b;
+        let why = wait_for(
+            T,
+            "B's /readyz to say its channels are refused",
+            || async move {
+                let r = bb.get("/readyz").await;
+                assert_eq!(r.status, 200, "B's store takes writes: {}", r.text);
+                r.json["degraded"].as_str().map(str::to_owned)
+            },
+        )
+        .await;
+        assert!(
+            why.contains("cluster follower") && why.contains("no permissions"),
+            "the reason names the refusal: {why}"
+        );
+        let ready = a.get("/readyz").await;
+        assert_eq!(
+            ready.json.get("degraded"),
+            None,
+            "A is fine: {}",
+            ready.text
+        );
+        for ((sb, sa), t) in on_b.iter_mut().zip(&mut on_a).zip(&topics) {
+            let from_a = a.publish_numbered(t, 0..5).await;
+            delivers_exactly(sb, t, 0, &from_a).await;
+            let from_b = b.publish_numbered(t, 5..10).await;
+            let mut all = from_a.clone();
+            all.extend(from_b);
+            delivers_exactly(sa, t, 0, &all).await;
+        }
+        // Once the user may, the follower subscribes, and says nothing more.
+        for n in &cluster.nodes {
+            cluster
+                .cli(n.port, &["ACL", "SETUSER", "nochan", "allchannels"])
+                .expect("ACL SETUSER");
+        }
+        wait_for(T, "B's /readyz to stop saying it", || async move {
+            let r = bb.get("/readyz").await;
+            r.json.get("degraded").is_none().then_some(())
+        })
+        .await;
+    })
+    .await;
+}
