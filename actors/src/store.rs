@@ -221,8 +221,9 @@ pub type AppendSink = actix::Recipient<ExternalAppends>;
 
 /// Durable storage of topic logs and their dedup state.
 ///
-/// Appends to one topic are issued one at a time by its topic actor; the store
-/// still must be safe for concurrent readers and other topics.
+/// Appends to one topic are issued by its topic actor alone, up to
+/// [`max_appends_in_flight`](Store::max_appends_in_flight) at a time; the
+/// store still must be safe for concurrent readers and other topics.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Opens a topic, creating its log (with a new epoch) if absent.
