@@ -30,7 +30,11 @@ use sluice_actors::{
     store::{AppendSink, ExternalAppends},
 };
 
-use super::{conn, parse_entries, tailer, text, Inner};
+use super::{
+    conn, parse_entries, tailer, text,
+    trouble::{Slot, Trouble},
+    Inner,
+};
 
 /// Entries read per topic per read.
 const COUNT: usize = 1000;
@@ -41,21 +45,11 @@ const BACKOFF: Duration = Duration::from_millis(200);
 
 /// Work for the follower, filled by watches, unwatches and wake-ups; and
 /// what keeps it from being woken, if anything.
-#[derive(Default)]
 pub struct Inbox {
     todo: Mutex<Todo>,
     wake: tokio::sync::Notify,
-    trouble: Mutex<Option<Trouble>>,
-}
-
-/// Why wake-ups do not reach this instance.
-#[derive(Clone, Debug)]
-pub struct Trouble {
-    /// What failed.
-    pub why: String,
-    /// Redis refused this instance's user the channels (`NOPERM`): its own
-    /// appends' announcements on them are refused too.
-    pub denied: bool,
+    /// What keeps wake-ups from reaching this instance, if anything.
+    pub trouble: Slot,
 }
 
 #[derive(Default)]
@@ -65,34 +59,23 @@ struct Todo {
     read: HashSet<String>,
 }
 
+impl Default for Inbox {
+    fn default() -> Self {
+        Inbox {
+            todo: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+            trouble: Slot::new(
+                "cluster follower",
+                "other instances' appends reach this one only with the sweep",
+            ),
+        }
+    }
+}
+
 impl Inbox {
     fn add(&self, f: impl FnOnce(&mut Todo)) {
         f(&mut self.todo.lock().expect("poisoned"));
         self.wake.notify_one();
-    }
-
-    /// Why wake-ups do not reach this instance (it cannot connect for
-    /// them, or some watched topics' channels refuse it), if they do not:
-    /// those topics' appends then arrive only with the sweep.
-    pub fn trouble(&self) -> Option<Trouble> {
-        self.trouble.lock().expect("poisoned").clone()
-    }
-
-    /// Records the follower's state; a change is logged once (at WARN when
-    /// it goes wrong: deliveries slow down to the sweep, silently else).
-    fn set_trouble(&self, now: Option<Trouble>) {
-        let mut was = self.trouble.lock().expect("poisoned");
-        match (&*was, &now) {
-            (None, Some(t)) => {
-                tracing::warn!(
-                    reason = %t.why,
-                    "cluster follower: other instances' appends reach this one only with the sweep"
-                );
-            }
-            (Some(_), None) => tracing::info!("cluster follower: wake-ups work again"),
-            _ => {}
-        }
-        *was = now;
     }
 }
 
@@ -174,7 +157,7 @@ pub async fn run(inner: Weak<Inner>) {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "cluster follower cannot connect");
-                    strong.follow.set_trouble(Some(Trouble {
+                    strong.follow.trouble.set(Some(Trouble {
                         why: format!("cannot connect for wake-ups: {e}"),
                         denied: false,
                     }));
@@ -189,7 +172,7 @@ pub async fn run(inner: Weak<Inner>) {
         let refused =
             subscriptions(&strong, c, &mut channels, todo.subscribe, todo.unsubscribe).await;
         match refused {
-            Some(refused) => strong.follow.set_trouble(Some(refused)),
+            Some(refused) => strong.follow.trouble.set(Some(refused)),
             // Only a round that found every channel subscribed clears it.
             None if strong
                 .follow
@@ -199,7 +182,7 @@ pub async fn run(inner: Weak<Inner>) {
                 .subscribe
                 .is_empty() =>
             {
-                strong.follow.set_trouble(None)
+                strong.follow.trouble.clear()
             }
             None => {}
         }

@@ -37,6 +37,7 @@ mod follow;
 mod nodes;
 mod retention;
 mod tailer;
+mod trouble;
 
 use entries::{parse_entries, text};
 
@@ -450,15 +451,11 @@ impl Store for RedisStore {
     }
 
     fn degraded(&self) -> Option<String> {
-        self.inner.follow.trouble().map(|t| {
-            let also = if t.denied {
-                "; nor are this instance's appends announced on them: other \
-                 instances see them with their sweep"
-            } else {
-                ""
-            };
-            format!("cluster follower: {}{also}", t.why)
-        })
+        if self.inner.conn.is_cluster() {
+            self.inner.follow.trouble.describe()
+        } else {
+            self.inner.wakeup.trouble.describe()
+        }
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

@@ -18,7 +18,11 @@ use sluice_actors::{
     store::{AppendSink, ExternalAppends},
 };
 
-use super::{parse_entries, text, Inner};
+use super::{
+    parse_entries, text,
+    trouble::{Slot, Trouble},
+    Inner,
+};
 
 /// How long one `XREAD` blocks. A new watch does not wait for it to end:
 /// the blocked read is interrupted (`CLIENT UNBLOCK`) so the next round
@@ -44,8 +48,8 @@ pub struct Watch {
     pub(super) sink: AppendSink,
 }
 
-/// How a new watch reaches the tailer without waiting out a blocked read.
-#[derive(Default)]
+/// How a new watch reaches the tailer without waiting out a blocked read;
+/// and what keeps the tailer from reading, if anything.
 pub struct Wakeup {
     /// Bumped after every change of the watched set.
     version: AtomicU64,
@@ -55,6 +59,24 @@ pub struct Wakeup {
     client_id: AtomicI64,
     /// Wakes a tailer that sleeps because nothing is watched.
     idle: tokio::sync::Notify,
+    /// Why it cannot read, if it cannot.
+    pub trouble: Slot,
+}
+
+impl Default for Wakeup {
+    fn default() -> Self {
+        Wakeup {
+            version: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            client_id: AtomicI64::new(0),
+            idle: tokio::sync::Notify::new(),
+            trouble: Slot::new(
+                "tailer",
+                "other instances' appends do not reach this instance's live streams \
+                 until it reads again (a stream that resumes from its cursor gets them)",
+            ),
+        }
+    }
 }
 
 /// Registers (or re-registers) a topic from `after_seq` on, and gets the
@@ -164,6 +186,10 @@ pub async fn run(inner: Weak<Inner>) {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     tracing::debug!(error = %e, "tailer cannot connect");
+                    inner.wakeup.trouble.set(Some(Trouble {
+                        why: format!("cannot connect: {e}"),
+                        denied: false,
+                    }));
                     drop(inner);
                     tokio::time::sleep(BACKOFF).await;
                     continue;
@@ -187,6 +213,10 @@ pub async fn run(inner: Weak<Inner>) {
             Ok(v) => v,
             Err(e) => {
                 tracing::debug!(error = %e, "tailer read failed");
+                inner.wakeup.trouble.set(Some(Trouble {
+                    why: format!("read failed: {e}"),
+                    denied: false,
+                }));
                 inner.wakeup.client_id.store(0, Ordering::Release);
                 conn = None;
                 drop(inner);
@@ -194,6 +224,7 @@ pub async fn run(inner: Weak<Inner>) {
                 continue;
             }
         };
+        inner.wakeup.trouble.clear();
         deliver(&inner, &round, &reply);
     }
 }

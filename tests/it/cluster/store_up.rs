@@ -72,3 +72,67 @@ async fn reads_right_after_an_idle_redis_restart_succeed() {
     })
     .await;
 }
+
+/// An instance whose tailer cannot read (here: its Redis user may not
+/// `XREAD`; as well a refused connection) while its commands work gets
+/// none of the other instance's appends on its live streams: its
+/// `/readyz` says so in `degraded` (still `200`: it stores and serves its
+/// own), its log warns once; once the tailer reads again the stream gets
+/// what it missed, and `/readyz` says nothing more.
+#[tokio::test]
+async fn a_tailer_that_cannot_read_is_reported_and_catches_up_when_it_can() {
+    bounded(120, async {
+        let redis = RedisServer::start().await;
+        redis.cli(&[
+            "ACL", "SETUSER", "noxread", "on", ">pw", "~*", "&*", "+@all", "-xread",
+        ]);
+        let a = instance(&redis, &[]).await;
+        let url = format!("redis://noxread:pw@127.0.0.1:{}", redis.port);
+        let b = BrokerProcess::with(Setup::new(Store::Redis).redis(&url, "sluicetest")).await;
+        let t = topic("tailer");
+        let first = a.publish_ok(&t, "{\"seq\":0}").await;
+        let mut live = b.sse(&t, "", &[("last-event-id", &first)]).await;
+        live.assert_ok();
+        let bb: &Api = &b;
+        let why = wait_for(
+            T,
+            "B's /readyz to say its tailer cannot read",
+            || async move {
+                let r = bb.get("/readyz").await;
+                assert_eq!(r.status, 200, "B stores and serves: {}", r.text);
+                r.json["degraded"].as_str().map(str::to_owned)
+            },
+        )
+        .await;
+        assert!(
+            why.starts_with("tailer: read failed") && why.contains("no permissions"),
+            "{why}"
+        );
+        assert_eq!(
+            a.get("/readyz").await.json.get("degraded"),
+            None,
+            "A follows nothing: nothing to say"
+        );
+        let missed = a.publish_ok(&t, "{\"seq\":1}").await;
+        redis.cli(&["ACL", "SETUSER", "noxread", "+xread"]);
+        let got = live.expect_events(1, T).await;
+        assert_eq!(msg_id(&got[0]), missed, "the event B's tailer missed");
+        wait_for(T, "B's /readyz to stop saying it", || async move {
+            bb.get("/readyz")
+                .await
+                .json
+                .get("degraded")
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        let warned: Vec<String> = b
+            .stderr_text()
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("tailer:"))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(warned.len(), 1, "one WARN, not one per retry: {warned:?}");
+    })
+    .await;
+}
