@@ -94,22 +94,16 @@ async fn a_tailer_that_cannot_read_is_reported_and_catches_up_when_it_can() {
         let mut live = b.sse(&t, "", &[("last-event-id", &first)]).await;
         live.assert_ok();
         let bb: &Api = &b;
-        let why = wait_for(
-            T,
-            "B's /readyz to say its tailer cannot read",
-            || async move {
-                let r = bb.get("/readyz").await;
-                assert_eq!(r.status, 200, "B stores and serves: {}", r.text);
-                r.json["degraded"].as_str().map(str::to_owned)
-            },
-        )
+        let why = wait_for(T, "B's /readyz to say its tailer cannot read", || {
+            bb.degraded()
+        })
         .await;
         assert!(
             why.starts_with("tailer: read failed") && why.contains("no permissions"),
             "{why}"
         );
         assert_eq!(
-            a.get("/readyz").await.json.get("degraded"),
+            a.degraded().await,
             None,
             "A follows nothing: nothing to say"
         );
@@ -118,12 +112,7 @@ async fn a_tailer_that_cannot_read_is_reported_and_catches_up_when_it_can() {
         let got = live.expect_events(1, T).await;
         assert_eq!(msg_id(&got[0]), missed, "the event B's tailer missed");
         wait_for(T, "B's /readyz to stop saying it", || async move {
-            bb.get("/readyz")
-                .await
-                .json
-                .get("degraded")
-                .is_none()
-                .then_some(())
+            bb.degraded().await.is_none().then_some(())
         })
         .await;
         let warned: Vec<String> = b

@@ -166,27 +166,15 @@ async fn a_follower_refused_its_channels_says_so_and_both_ways_deliver_with_the_
         let mut on_b = live_streams(&b, &topics).await;
         let mut on_a = live_streams(&a, &topics).await;
         let bb = &b;
-        let why = wait_for(
-            T,
-            "B's /readyz to say its channels are refused",
-            || async move {
-                let r = bb.get("/readyz").await;
-                assert_eq!(r.status, 200, "B's store takes writes: {}", r.text);
-                r.json["degraded"].as_str().map(str::to_owned)
-            },
-        )
+        let why = wait_for(T, "B's /readyz to say its channels are refused", || {
+            bb.degraded()
+        })
         .await;
         assert!(
             why.contains("cluster follower") && why.contains("no permissions"),
             "the reason names the refusal: {why}"
         );
-        let ready = a.get("/readyz").await;
-        assert_eq!(
-            ready.json.get("degraded"),
-            None,
-            "A is fine: {}",
-            ready.text
-        );
+        assert_eq!(a.degraded().await, None, "A is fine");
         for ((sb, sa), t) in on_b.iter_mut().zip(&mut on_a).zip(&topics) {
             let from_a = a.publish_numbered(t, 0..5).await;
             delivers_exactly(sb, t, 0, &from_a).await;
@@ -202,8 +190,7 @@ async fn a_follower_refused_its_channels_says_so_and_both_ways_deliver_with_the_
                 .expect("ACL SETUSER");
         }
         wait_for(T, "B's /readyz to stop saying it", || async move {
-            let r = bb.get("/readyz").await;
-            r.json.get("degraded").is_none().then_some(())
+            bb.degraded().await.is_none().then_some(())
         })
         .await;
     })

@@ -72,6 +72,17 @@ impl Api {
         self.request(Method::GET, path, &[], None).await
     }
 
+    /// `GET /readyz`, which must answer `200`: its `degraded`, if any.
+    pub async fn degraded(&self) -> Option<String> {
+        let r = self.get("/readyz").await;
+        assert_eq!(r.status, 200, "ready: {}", r.text);
+        r.json.get("degraded").map(|d| {
+            d.as_str()
+                .unwrap_or_else(|| panic!("degraded is a string: {}", r.text))
+                .to_owned()
+        })
+    }
+
     pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
         self.request(Method::GET, path, headers, None).await
     }
