@@ -59,6 +59,14 @@ impl RedisSettings {
                 "one of them (a Redis Cluster fails over by itself)",
             );
         }
+        if self.wait_replicas > 0 && self.wait_timeout_ms >= self.timeout_ms {
+            // Else a wait that runs out is a call that times out, and
+            // every held connection is given up for it.
+            return fail(
+                "redis.wait_timeout_ms",
+                "below redis.timeout_ms when wait_replicas is set",
+            );
+        }
         if self.wait_replicas > 0 && self.wait_timeout_ms == 0 {
             return fail(
                 "redis.wait_timeout_ms",

@@ -92,7 +92,7 @@ impl Inner {
         }
         let script = &self.append;
         let replies: Vec<Value> = self
-            .call(|mut c| async move {
+            .call_append(|mut c| async move {
                 let first: redis::RedisResult<Vec<Value>> = p.query_async(&mut c).await;
                 let mut reply = match first {
                     Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {

@@ -23,6 +23,8 @@
 //! there: a call is written, and its answer read, without waking another
 //! thread. A topic's appends all go on one connection as a result (the
 //! topic actor stays on its thread), and Redis runs them in that order.
+//! When appends wait for replicas (`WAIT`, which holds back every later
+//! call on its connection), they have lanes of their own.
 
 use deadpool_redis::{
     redis::{
@@ -44,6 +46,20 @@ pub struct Connector {
     pool: Pools,
     lanes: Lanes,
     dedicated: Dedicated,
+    /// Lanes per kind of call (`pool_size`).
+    per_kind: usize,
+    /// Appends have lanes of their own: they `WAIT` for replicas, which
+    /// holds back every later call on their connection meanwhile.
+    appends_apart: bool,
+}
+
+/// What a call does, for the lane it goes on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Reads and other commands.
+    Command,
+    /// An append (and its `WAIT`, when appends wait for replicas).
+    Append,
 }
 
 /// Connections held out of the pool, one per lane.
@@ -209,8 +225,10 @@ impl Connector {
             // install (another store in the same process) is harmless.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
+        let appends_apart = cfg.wait_replicas > 0;
+        let slots = cfg.pool_size * if appends_apart { 2 } else { 1 };
         let pool_cfg = PoolConfig {
-            max_size: cfg.pool_size,
+            max_size: slots,
             timeouts: Timeouts {
                 wait: Some(cfg.timeout),
                 create: Some(cfg.timeout),
@@ -225,26 +243,37 @@ impl Connector {
             return Ok(Connector {
                 pool: Pools::Cluster(Box::new(Shared {
                     client,
-                    conns: (0..cfg.pool_size)
-                        .map(|_| tokio::sync::OnceCell::new())
-                        .collect(),
+                    conns: (0..slots).map(|_| tokio::sync::OnceCell::new()).collect(),
                 })),
                 lanes: Lanes::new(0),
                 dedicated: Dedicated::Cluster,
+                per_kind: cfg.pool_size,
+                appends_apart,
             });
         }
         if cfg.sentinels.is_empty() {
             let client =
                 redis::Client::open(cfg.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
-            let mut c = deadpool_redis::Config::from_url(cfg.url.clone());
-            c.pool = Some(pool_cfg);
-            let pool = c
-                .create_pool(Some(Runtime::Tokio1))
+            // The store's own deadline, not redis-rs's default 500 ms
+            // response timeout, bounds a call (a `WAIT` may take longer).
+            let manager = deadpool_redis::Manager::new_with_config(
+                cfg.url.as_str(),
+                AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(cfg.timeout))
+                    .set_response_timeout(Some(cfg.timeout)),
+            )
+            .map_err(|e| format!("redis.url: {e}"))?;
+            let pool = Pool::builder(manager)
+                .config(pool_cfg)
+                .runtime(Runtime::Tokio1)
+                .build()
                 .map_err(|e| format!("redis pool: {e}"))?;
             return Ok(Connector {
                 pool: Pools::Direct(pool),
-                lanes: Lanes::new(cfg.pool_size),
+                lanes: Lanes::new(slots),
                 dedicated: Dedicated::Direct(client),
+                per_kind: cfg.pool_size,
+                appends_apart,
             });
         }
         // The servers are reached the way the sentinels are: over TLS when
@@ -281,8 +310,10 @@ impl Connector {
         .map_err(|e| format!("redis.sentinels: {e}"))?;
         Ok(Connector {
             pool: Pools::Sentinel(pool),
-            lanes: Lanes::new(cfg.pool_size),
+            lanes: Lanes::new(slots),
             dedicated: Dedicated::Sentinel(tokio::sync::Mutex::new(client)),
+            per_kind: cfg.pool_size,
+            appends_apart,
         })
     }
 
@@ -295,11 +326,19 @@ impl Connector {
     /// connection, taken from the pool first if the lane has none (waits at
     /// most the pool's wait timeout).
     pub async fn get(&self) -> Result<Pooled, String> {
+        self.get_for(Use::Command).await
+    }
+
+    /// [`get`](Self::get), for a call that does `what`: appends have lanes
+    /// of their own when they wait for replicas.
+    pub async fn get_for(&self, what: Use) -> Result<Pooled, String> {
+        let apart = self.appends_apart && what == Use::Append;
+        let slot = lane_here(self.per_kind) + if apart { self.per_kind } else { 0 };
         let pool = match &self.pool {
             Pools::Cluster(s) => {
                 // A failed first connection leaves the cell empty: the next
                 // call tries again.
-                let conn = s.conns[lane_here(s.conns.len())]
+                let conn = s.conns[slot]
                     .get_or_try_init(|| s.client.get_async_connection())
                     .await
                     .map_err(|e| e.to_string())?;
@@ -310,7 +349,7 @@ impl Connector {
             }
             pool => pool,
         };
-        let lane = lane_here(self.lanes.held.len());
+        let lane = slot;
         if let Some(held) = self.lanes.held(lane) {
             return Ok(Pooled {
                 handle: Handle::Single(held),

@@ -181,7 +181,19 @@ impl Inner {
         F: FnOnce(conn::Handle) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        self.attempt(f).await.map_err(|(e, _)| e)
+        self.attempt(conn::Use::Command, f)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// [`call`](Self::call) for an append: on a lane of its own when
+    /// appends wait for replicas.
+    async fn call_append<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(conn::Handle) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        self.attempt(conn::Use::Append, f).await.map_err(|(e, _)| e)
     }
 
     /// [`call`](Self::call) for commands that only read: tried once more
@@ -193,22 +205,25 @@ impl Inner {
         F: Fn(conn::Handle) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        match self.attempt(&f).await {
-            Err((_, true)) => self.attempt(&f).await.map_err(|(e, _)| e),
+        match self.attempt(conn::Use::Command, &f).await {
+            Err((_, true)) => self
+                .attempt(conn::Use::Command, &f)
+                .await
+                .map_err(|(e, _)| e),
             r => r.map_err(|(e, _)| e),
         }
     }
 
     /// One call under the deadline; on failure, also whether the held
     /// connections were given up for it.
-    async fn attempt<T, F, Fut>(&self, f: F) -> Result<T, (StoreError, bool)>
+    async fn attempt<T, F, Fut>(&self, what: conn::Use, f: F) -> Result<T, (StoreError, bool)>
     where
         F: FnOnce(conn::Handle) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let deadline = tokio::time::Instant::now() + self.cfg.timeout;
         let late = || unavailable(format!("no answer within {:?}", self.cfg.timeout));
-        let pooled = tokio::time::timeout_at(deadline, self.conn.get())
+        let pooled = tokio::time::timeout_at(deadline, self.conn.get_for(what))
             .await
             .map_err(|_| (late(), false))?
             .map_err(|e| (unavailable(e), false))?;

@@ -15,6 +15,7 @@ mod outage;
 mod rollback;
 mod store_up;
 mod tls_sentinel;
+mod wait;
 
 const T: Duration = Duration::from_secs(15);
 const S5: Duration = Duration::from_secs(5);
