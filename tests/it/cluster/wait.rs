@@ -19,18 +19,24 @@ fn signal(server: &RedisServer, signal: &str) {
     assert!(ok, "kill -{signal} {pid}");
 }
 
+/// A Redis server and its replica, in sync.
+async fn master_and_replica() -> (RedisServer, RedisServer) {
+    let master = RedisServer::start().await;
+    let port = master.port.to_string();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]).await;
+    wait_until(T, "the replica in sync", || async {
+        master
+            .cli(&["INFO", "replication"])
+            .contains("state=online")
+    })
+    .await;
+    (master, replica)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_waiting_for_a_replica_holds_back_no_read() {
     bounded(90, async {
-        let master = RedisServer::start().await;
-        let port = master.port.to_string();
-        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]).await;
-        wait_until(T, "the replica in sync", || async {
-            master
-                .cli(&["INFO", "replication"])
-                .contains("state=online")
-        })
-        .await;
+        let (master, replica) = master_and_replica().await;
         // One worker thread: the topic's appends and the reads of history
         // are made on the same thread. The wait is long enough that only
         // the replica's answer ends it within the test.
@@ -101,15 +107,7 @@ async fn an_append_waiting_for_a_replica_holds_back_no_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_longer_than_half_a_second_runs_its_course() {
     bounded(90, async {
-        let master = RedisServer::start().await;
-        let port = master.port.to_string();
-        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]).await;
-        wait_until(T, "the replica in sync", || async {
-            master
-                .cli(&["INFO", "replication"])
-                .contains("state=online")
-        })
-        .await;
+        let (master, replica) = master_and_replica().await;
         let b = instance(
             &master,
             &[
