@@ -16,7 +16,8 @@
 //! connection with a `PING` every time it hands one out, a round trip per
 //! call, while a multiplexed connection can carry every caller's commands
 //! at once. A held connection that fails is given up and the next call
-//! takes a fresh one from the pool (with Sentinel: from the current master).
+//! takes a fresh one from the pool (with Sentinel: a new one to the master
+//! the sentinels name then).
 //!
 //! Each thread that calls Redis has its own lane (up to `pool_size`), and
 //! the lane's connection is made on that thread, so its driver task runs
@@ -51,6 +52,8 @@ pub struct Connector {
     /// Appends have lanes of their own: they `WAIT` for replicas, which
     /// holds back every later call on their connection meanwhile.
     appends_apart: bool,
+    /// The settings of connections the store makes itself.
+    settings: AsyncConnectionConfig,
 }
 
 /// What a call does, for the lane it goes on.
@@ -78,17 +81,18 @@ fn lane_here(n: usize) -> usize {
     INDEX.with(|i| *i) % n.max(1)
 }
 
-/// A connection taken from a pool and kept.
+/// A connection kept by a lane: taken from the pool, or (with Sentinel)
+/// made from the master the sentinels name.
 enum Held {
     Direct(deadpool_redis::Connection),
-    Sentinel(sentinel::Connection),
+    Made(MultiplexedConnection),
 }
 
 impl Held {
     fn handle(&self) -> MultiplexedConnection {
         match self {
             Held::Direct(c) => (**c).clone(),
-            Held::Sentinel(c) => (**c).clone(),
+            Held::Made(c) => c.clone(),
         }
     }
 
@@ -97,14 +101,17 @@ impl Held {
     fn discard(self) {
         match self {
             Held::Direct(c) => drop(deadpool_redis::Connection::take(c)),
-            Held::Sentinel(c) => drop(sentinel::Connection::take(c)),
+            Held::Made(c) => drop(c),
         }
     }
 }
 
 enum Pools {
     Direct(Pool),
-    Sentinel(sentinel::Pool),
+    /// Lanes' connections are made through the sentinels (deadpool-redis's
+    /// Sentinel pool takes no connection settings: its connections kept
+    /// redis-rs's 500 ms response timeout whatever `redis.timeout_ms` said).
+    Sentinel,
     Cluster(Box<Shared>),
 }
 
@@ -226,6 +233,11 @@ impl Connector {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
         let appends_apart = cfg.wait_replicas > 0;
+        // The store's own deadline, not redis-rs's default 500 ms response
+        // timeout, bounds a call (a `WAIT` may take longer).
+        let settings = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(cfg.timeout))
+            .set_response_timeout(Some(cfg.timeout));
         let slots = cfg.pool_size * if appends_apart { 2 } else { 1 };
         let pool_cfg = PoolConfig {
             max_size: slots,
@@ -249,20 +261,15 @@ impl Connector {
                 dedicated: Dedicated::Cluster,
                 per_kind: cfg.pool_size,
                 appends_apart,
+                settings,
             });
         }
         if cfg.sentinels.is_empty() {
             let client =
                 redis::Client::open(cfg.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
-            // The store's own deadline, not redis-rs's default 500 ms
-            // response timeout, bounds a call (a `WAIT` may take longer).
-            let manager = deadpool_redis::Manager::new_with_config(
-                cfg.url.as_str(),
-                AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(cfg.timeout))
-                    .set_response_timeout(Some(cfg.timeout)),
-            )
-            .map_err(|e| format!("redis.url: {e}"))?;
+            let manager =
+                deadpool_redis::Manager::new_with_config(cfg.url.as_str(), settings.clone())
+                    .map_err(|e| format!("redis.url: {e}"))?;
             let pool = Pool::builder(manager)
                 .config(pool_cfg)
                 .runtime(Runtime::Tokio1)
@@ -274,6 +281,7 @@ impl Connector {
                 dedicated: Dedicated::Direct(client),
                 per_kind: cfg.pool_size,
                 appends_apart,
+                settings,
             });
         }
         // The servers are reached the way the sentinels are: over TLS when
@@ -291,16 +299,6 @@ impl Connector {
                 }
             }),
         };
-        let mut c = sentinel::Config::from_urls(
-            cfg.sentinels.clone(),
-            cfg.sentinel_master.clone(),
-            sentinel::SentinelServerType::Master,
-        )
-        .with_node_connection_info(Some(node.clone()));
-        c.pool = Some(pool_cfg);
-        let pool = c
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| format!("redis sentinel pool: {e}"))?;
         let client = SentinelClient::build(
             cfg.sentinels.clone(),
             cfg.sentinel_master.clone(),
@@ -309,11 +307,12 @@ impl Connector {
         )
         .map_err(|e| format!("redis.sentinels: {e}"))?;
         Ok(Connector {
-            pool: Pools::Sentinel(pool),
+            pool: Pools::Sentinel,
             lanes: Lanes::new(slots),
             dedicated: Dedicated::Sentinel(tokio::sync::Mutex::new(client)),
             per_kind: cfg.pool_size,
             appends_apart,
+            settings,
         })
     }
 
@@ -358,7 +357,11 @@ impl Connector {
         }
         let fresh = match pool {
             Pools::Direct(p) => Held::Direct(p.get().await.map_err(|e| e.to_string())?),
-            Pools::Sentinel(p) => Held::Sentinel(p.get().await.map_err(|e| e.to_string())?),
+            Pools::Sentinel => Held::Made(
+                self.dedicated(&self.settings)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
             Pools::Cluster(_) => unreachable!("answered above"),
         };
         Ok(Pooled {

@@ -103,20 +103,29 @@ async fn an_append_waiting_for_a_replica_holds_back_no_read() {
 /// configured one: with the replica stopped, the append answers that the
 /// replica did not acknowledge it in `wait_timeout_ms`, not that Redis
 /// "timed out" (the client library gave up at 500 ms whatever
-/// `redis.timeout_ms` said).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wait_longer_than_half_a_second_runs_its_course() {
+/// `redis.timeout_ms` said), whether the server is given by URL or found
+/// through Sentinel.
+async fn a_long_wait_runs_its_course(through_sentinel: bool) {
     bounded(90, async {
         let (master, replica) = master_and_replica().await;
-        let b = instance(
-            &master,
-            &[
-                ("SLUICE__REDIS__WAIT_REPLICAS", "1"),
-                ("SLUICE__REDIS__WAIT_TIMEOUT_MS", "1500"),
-                ("SLUICE__REDIS__TIMEOUT_MS", "5000"),
-            ],
-        )
-        .await;
+        let sentinel = match through_sentinel {
+            true => Some(RedisServer::start_sentinel(master.port).await),
+            false => None,
+        };
+        let sentinels = sentinel
+            .as_ref()
+            .map(|s| format!("redis://127.0.0.1:{}", s.port))
+            .unwrap_or_default();
+        let mut env = vec![
+            ("SLUICE__REDIS__WAIT_REPLICAS", "1"),
+            ("SLUICE__REDIS__WAIT_TIMEOUT_MS", "1500"),
+            ("SLUICE__REDIS__TIMEOUT_MS", "5000"),
+        ];
+        if through_sentinel {
+            env.push(("SLUICE__REDIS__SENTINELS", sentinels.as_str()));
+            env.push(("SLUICE__REDIS__SENTINEL_MASTER", "mymaster"));
+        }
+        let b = instance(&master, &env).await;
         let t = topic("long-wait");
         b.publish_ok(&t, "{\"seq\":0}").await;
         signal(&replica, "STOP");
@@ -132,4 +141,14 @@ async fn a_wait_longer_than_half_a_second_runs_its_course() {
         signal(&replica, "CONT");
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_longer_than_half_a_second_runs_its_course() {
+    a_long_wait_runs_its_course(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_longer_than_half_a_second_runs_its_course_through_sentinel() {
+    a_long_wait_runs_its_course(true).await;
 }
