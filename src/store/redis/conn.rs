@@ -41,7 +41,9 @@ use deadpool_redis::{
 
 use super::RedisConfig;
 
-/// Connections of one store: a pool for commands and a source of dedicated
+/// Connections of one store: the lanes' held connections for commands
+/// (from a pool by URL, made through the sentinels with Sentinel, one
+/// cluster connection each on a cluster), and a source of dedicated
 /// connections for the tailer's blocking reads.
 pub struct Connector {
     pool: Pools,
@@ -131,11 +133,12 @@ enum Dedicated {
     Cluster,
 }
 
-/// A connection for one call: a handle on a held connection (and which
-/// lane holds it), or on the cluster connection.
+/// A connection for one call: a handle on a lane's held connection, or on
+/// a cluster connection.
 pub struct Pooled {
     handle: Handle,
-    lane: Option<usize>,
+    /// A lane holds it (a cluster connection reconnects by itself instead).
+    held: bool,
 }
 
 impl Pooled {
@@ -343,16 +346,15 @@ impl Connector {
                     .map_err(|e| e.to_string())?;
                 return Ok(Pooled {
                     handle: Handle::Cluster(conn.clone()),
-                    lane: None,
+                    held: false,
                 });
             }
             pool => pool,
         };
-        let lane = slot;
-        if let Some(held) = self.lanes.held(lane) {
+        if let Some(held) = self.lanes.held(slot) {
             return Ok(Pooled {
                 handle: Handle::Single(held),
-                lane: Some(lane),
+                held: true,
             });
         }
         let fresh = match pool {
@@ -365,8 +367,8 @@ impl Connector {
             Pools::Cluster(_) => unreachable!("answered above"),
         };
         Ok(Pooled {
-            handle: Handle::Single(self.lanes.keep(lane, fresh)),
-            lane: Some(lane),
+            handle: Handle::Single(self.lanes.keep(slot, fresh)),
+            held: true,
         })
     }
 
@@ -386,7 +388,7 @@ impl Connector {
                 || e.is_connection_dropped()
                 || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
         });
-        let give_up = gone && used.lane.is_some();
+        let give_up = gone && used.held;
         if give_up {
             self.lanes.discard_all();
         }

@@ -30,11 +30,7 @@ use sluice_actors::{
     store::{AppendSink, ExternalAppends},
 };
 
-use super::{
-    conn, parse_entries, tailer, text,
-    trouble::{Slot, Trouble},
-    Inner,
-};
+use super::{conn, parse_entries, tailer, text, trouble::Slot, Inner};
 
 /// Entries read per topic per read.
 const COUNT: usize = 1000;
@@ -157,10 +153,10 @@ pub async fn run(inner: Weak<Inner>) {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "cluster follower cannot connect");
-                    strong.follow.trouble.set(Some(Trouble {
-                        why: format!("cannot connect for wake-ups: {e}"),
-                        denied: false,
-                    }));
+                    strong
+                        .follow
+                        .trouble
+                        .set(Some(format!("cannot connect for wake-ups: {e}")));
                     drop(strong);
                     tokio::time::sleep(BACKOFF).await;
                     continue;
@@ -305,7 +301,7 @@ async fn subscriptions(
     channels: &mut HashMap<String, String>,
     subscribe: HashSet<String>,
     unsubscribe: HashSet<String>,
-) -> Option<Trouble> {
+) -> Option<String> {
     let mut first_error = None;
     let mut denied = false;
     let failed: Vec<String> = stream::iter(subscribe)
@@ -335,13 +331,18 @@ async fn subscriptions(
         })
         .collect()
         .await;
-    let refused = (!failed.is_empty()).then(|| Trouble {
-        why: format!(
-            "cannot subscribe to the channels of {} watched topics: {}",
+    let refused = (!failed.is_empty()).then(|| {
+        // Channel permissions cover announcing as well as subscribing.
+        let also = if denied {
+            "; nor are this instance's appends announced on them"
+        } else {
+            ""
+        };
+        format!(
+            "cannot subscribe to the channels of {} watched topics: {}{also}",
             failed.len(),
             first_error.unwrap_or_default()
-        ),
-        denied,
+        )
     });
     if !failed.is_empty() {
         inner

@@ -76,8 +76,9 @@ pub struct RedisConfig {
     pub wait_replicas: u32,
     /// How long an append waits for `wait_replicas`.
     pub wait_timeout_ms: u64,
-    /// Connections for commands, each multiplexed, used in turn (the
-    /// tailer has its own).
+    /// Connections for commands, each multiplexed: one per thread that
+    /// calls Redis, up to this many (as many again for appends when they
+    /// wait for replicas; the tailer has its own).
     pub pool_size: usize,
     /// Appends to one topic in flight at once (see
     /// [`Store::max_appends_in_flight`]).

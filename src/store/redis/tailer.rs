@@ -18,11 +18,7 @@ use sluice_actors::{
     store::{AppendSink, ExternalAppends},
 };
 
-use super::{
-    parse_entries, text,
-    trouble::{Slot, Trouble},
-    Inner,
-};
+use super::{parse_entries, text, trouble::Slot, Inner};
 
 /// How long one `XREAD` blocks. A new watch does not wait for it to end:
 /// the blocked read is interrupted (`CLIENT UNBLOCK`) so the next round
@@ -186,10 +182,10 @@ pub async fn run(inner: Weak<Inner>) {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     tracing::debug!(error = %e, "tailer cannot connect");
-                    inner.wakeup.trouble.set(Some(Trouble {
-                        why: format!("cannot connect: {e}"),
-                        denied: false,
-                    }));
+                    inner
+                        .wakeup
+                        .trouble
+                        .set(Some(format!("cannot connect: {e}")));
                     drop(inner);
                     tokio::time::sleep(BACKOFF).await;
                     continue;
@@ -213,10 +209,7 @@ pub async fn run(inner: Weak<Inner>) {
             Ok(v) => v,
             Err(e) => {
                 tracing::debug!(error = %e, "tailer read failed");
-                inner.wakeup.trouble.set(Some(Trouble {
-                    why: format!("read failed: {e}"),
-                    denied: false,
-                }));
+                inner.wakeup.trouble.set(Some(format!("read failed: {e}")));
                 inner.wakeup.client_id.store(0, Ordering::Release);
                 conn = None;
                 drop(inner);

@@ -6,22 +6,13 @@
 
 use std::sync::Mutex;
 
-/// Why other instances' appends do not reach this one promptly.
-#[derive(Clone, Debug)]
-pub struct Trouble {
-    /// What failed.
-    pub why: String,
-    /// Redis refused this instance's user the topics' channels (`NOPERM`):
-    /// its own appends' announcements on them are refused too.
-    pub denied: bool,
-}
-
 /// The current trouble of one part (the tailer, or the follower).
 pub struct Slot {
     part: &'static str,
     /// What its trouble means for the streams.
     meaning: &'static str,
-    now: Mutex<Option<Trouble>>,
+    /// Why it fails, while it does.
+    now: Mutex<Option<String>>,
 }
 
 impl Slot {
@@ -37,23 +28,17 @@ impl Slot {
     /// The trouble as `/readyz` says it, if any.
     pub fn describe(&self) -> Option<String> {
         let now = self.now.lock().expect("poisoned");
-        now.as_ref().map(|t| {
-            let also = if t.denied {
-                "; nor are this instance's appends announced on them"
-            } else {
-                ""
-            };
-            format!("{}: {}{also}: {}", self.part, t.why, self.meaning)
-        })
+        now.as_ref()
+            .map(|why| format!("{}: {why}: {}", self.part, self.meaning))
     }
 
-    /// Records the part's state; a change is logged once (at WARN when it
+    /// Records why the part fails (`None`: it works); a change is logged once (at WARN when it
     /// goes wrong: deliveries slow down or stop, silently else).
-    pub fn set(&self, now: Option<Trouble>) {
+    pub fn set(&self, now: Option<String>) {
         let mut was = self.now.lock().expect("poisoned");
         match (&*was, &now) {
-            (None, Some(t)) => {
-                tracing::warn!(reason = %t.why, "{}: {}", self.part, self.meaning);
+            (None, Some(why)) => {
+                tracing::warn!(reason = %why, "{}: {}", self.part, self.meaning);
             }
             (Some(_), None) => tracing::info!("{}: works again", self.part),
             _ => {}
