@@ -11,6 +11,10 @@
 #     redis-benchmark keys spread over the slots), and cross-instance
 #     delivery on the cluster with B following 2,000 topics, with the
 #     Redis connections B holds per master.
+# For every publish comparison it also prints the CPU each event cost, in
+# microseconds, to each process taking part (the broker or the trivial
+# server, Redis, the load generator), read from /proc and /usr/bin/time:
+# with every process on the same cores, those sums bound the rates.
 # Starts a private redis-server and cluster (no persistence, as
 # redis-benchmark runs it) and the brokers on free loopback ports; stops all
 # of them on exit. CLUSTER=0 skips part 3.
@@ -28,9 +32,28 @@ cleanup() {
 trap cleanup EXIT
 log() { echo "cluster.sh: $*" >&2; }
 
+# CPU clock ticks used so far by the given processes (user + system).
+ticks() {
+  local t=0 p
+  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  echo "$t"
+}
+# measured NAME "SERVER PIDS" "REDIS PIDS" COMMAND...: runs COMMAND (its
+# output goes on) and writes to $work/NAME.cpu the CPU seconds the servers,
+# the Redis servers and COMMAND itself used meanwhile.
+measured() {
+  local name=$1 servers=$2 redis=$3 s0 r0
+  shift 3
+  s0=$(ticks $servers) r0=$(ticks $redis)
+  /usr/bin/time -f '%U %S' -o "$work/$name.time" "$@"
+  echo "$(($(ticks $servers) - s0)) $(($(ticks $redis) - r0)) $(tail -1 "$work/$name.time")" \
+    | awk -v hz="$(getconf CLK_TCK)" '{print $1 / hz, $2 / hz, $3 + $4}' >"$work/$name.cpu"
+}
+
 port=$("$bench" free-port)
 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
 pids+=($!)
+redis_pid=$!
 for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
 redis_url="redis://127.0.0.1:$port"
 
@@ -54,10 +77,10 @@ start_sluice a
 url_a=$S_URL pid_a=$S_PID
 
 log "== publish through the Redis store, single events"
-"$bench" publish --url "$url_a" --target sluice --pid "$pid_a" --topic-prefix c1 --publishers 16 --duration-secs 10 --payload-bytes 256 | tail -1 >"$work/single.json"
+measured single "$pid_a" "$redis_pid" "$bench" publish --url "$url_a" --target sluice --pid "$pid_a" --topic-prefix c1 --publishers 16 --duration-secs 10 --payload-bytes 256 | tail -1 >"$work/single.json"
 log "== redis-benchmark XADD, one per request"
 redis-cli -p "$port" flushall >/dev/null
-redis-benchmark -p "$port" -c 16 -n 200000 -q XADD bench:s '*' d "$payload" | tr '\r' '\n' | grep -a 'requests per second' | tail -1 >"$work/xadd.txt"
+measured xadd "" "$redis_pid" redis-benchmark -p "$port" -c 16 -n 200000 -q XADD bench:s '*' d "$payload" | tr '\r' '\n' | grep -a 'requests per second' | tail -1 >"$work/xadd.txt"
 log "== the transport's ceiling: a trivial actix-web publish handler (no store), single events"
 "$bench" trivial --listen 127.0.0.1:0 >"$work/trivial.log" 2>&1 &
 t_pid=$!
@@ -67,13 +90,13 @@ for _ in $(seq 200); do
   [ -n "$t_addr" ] && break
   sleep 0.05
 done
-"$bench" publish --url "http://$t_addr" --target trivial --pid "$t_pid" --publishers 16 --duration-secs 10 --payload-bytes 256 | tail -1 >"$work/trivial.json"
+measured trivial "$t_pid" "" "$bench" publish --url "http://$t_addr" --target trivial --pid "$t_pid" --publishers 16 --duration-secs 10 --payload-bytes 256 | tail -1 >"$work/trivial.json"
 kill "$t_pid"
 log "== publish through the Redis store, NDJSON batches of 100"
-"$bench" publish --url "$url_a" --target sluice --pid "$pid_a" --topic-prefix c2 --publishers 16 --duration-secs 10 --payload-bytes 256 --batch 100 | tail -1 >"$work/batch.json"
+measured batch "$pid_a" "$redis_pid" "$bench" publish --url "$url_a" --target sluice --pid "$pid_a" --topic-prefix c2 --publishers 16 --duration-secs 10 --payload-bytes 256 --batch 100 | tail -1 >"$work/batch.json"
 log "== redis-benchmark XADD, pipelined by 100"
 redis-cli -p "$port" flushall >/dev/null
-redis-benchmark -p "$port" -c 16 -n 1000000 -P 100 -q XADD bench:s '*' d "$payload" | tr '\r' '\n' | grep -a 'requests per second' | tail -1 >"$work/xadd100.txt"
+measured xadd100 "" "$redis_pid" redis-benchmark -p "$port" -c 16 -n 1000000 -P 100 -q XADD bench:s '*' d "$payload" | tr '\r' '\n' | grep -a 'requests per second' | tail -1 >"$work/xadd100.txt"
 redis-cli -p "$port" flushall >/dev/null
 
 start_sluice b
@@ -88,6 +111,15 @@ import json, re, sys
 w = sys.argv[1]
 def j(n): return json.load(open(f"{w}/{n}"))
 def rps(n): return float(re.search(r"([0-9.]+) requests per second", open(f"{w}/{n}").read()).group(1))
+def cpu_table(w, rows):
+    # rows: (label, name of the .cpu file, the publish JSON or the number of XADDs)
+    print("| CPU per event, µs | server | Redis | load generator | sum | events/s if both cores did nothing else |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for label, name, run in rows:
+        server, redis, client = (float(x) for x in open(f"{w}/{name}.cpu").read().split())
+        events = run["events"] if isinstance(run, dict) else run
+        us = [x * 1e6 / events for x in (server, redis, client)]
+        print(f"| {label} | {us[0]:.1f} | {us[1]:.1f} | {us[2]:.1f} | {sum(us):.1f} | {2e6 / sum(us):,.0f} |")
 s, b, x1, x100 = j("single.json"), j("batch.json"), rps("xadd.txt"), rps("xadd100.txt")
 print("| what | events/s |")
 print("| --- | --- |")
@@ -105,6 +137,10 @@ print("| --- | --- | --- | --- | --- |")
 for name, f in (("A → B (cross-instance, via XREAD BLOCK)", "cross.json"), ("A → A (same instance)", "same.json")):
     d = j(f); l = d["latency"]
     print(f"| {name} | {l['p50_us']/1000:.2f} ms | {l['p99_us']/1000:.2f} ms | {l['p999_us']/1000:.2f} ms | {d['gaps']} / {d['dups']} / {d['reorders']} |")
+print()
+cpu_table(w, [("Sluice, single events", "single", s), ("redis-benchmark XADD, one per request", "xadd", 200000),
+              ("trivial actix-web handler, single events", "trivial", t),
+              ("Sluice, batches of 100", "batch", b), ("redis-benchmark XADD pipelined by 100", "xadd100", 1000000)])
 PY
 
 [ "${CLUSTER:-1}" = 0 ] && exit 0
@@ -119,13 +155,14 @@ bus_port() {
     echo "$p"; return
   done
 }
-declare -a cports=()
+declare -a cports=() cpids=()
 for i in 1 2 3; do
   p=$(bus_port)
   mkdir -p "$work/node$p"
   redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no --dir "$work/node$p" \
     --cluster-enabled yes --cluster-config-file nodes.conf >"$work/node$p.log" 2>&1 &
   pids+=($!)
+  cpids+=($!)
   cports+=("$p")
 done
 for p in "${cports[@]}"; do
@@ -143,13 +180,13 @@ start_sluice ca
 url_ca=$S_URL pid_ca=$S_PID
 
 log "== cluster: publish through the Redis store, single events, 48 topics"
-"$bench" publish --url "$url_ca" --target sluice --pid "$pid_ca" --topics 48 --topic-prefix k1 --publishers 16 --duration-secs 10 --payload-bytes 256 | tail -1 >"$work/csingle.json"
+measured csingle "$pid_ca" "${cpids[*]}" "$bench" publish --url "$url_ca" --target sluice --pid "$pid_ca" --topics 48 --topic-prefix k1 --publishers 16 --duration-secs 10 --payload-bytes 256 | tail -1 >"$work/csingle.json"
 log "== cluster: redis-benchmark XADD, one per request, keys on every master (redis-benchmark's {tag})"
-redis-benchmark --cluster -p "${cports[0]}" -c 16 -n 300000 -r 100000 -q XADD 'bench:{tag}:__rand_int__' '*' d "$payload" | tr '\r' '\n' | grep -a 'requests per second' | tail -1 >"$work/cxadd.txt"
+measured cxadd "" "${cpids[*]}" redis-benchmark --cluster -p "${cports[0]}" -c 16 -n 300000 -r 100000 -q XADD 'bench:{tag}:__rand_int__' '*' d "$payload" | tr '\r' '\n' | grep -a 'requests per second' | tail -1 >"$work/cxadd.txt"
 log "== cluster: publish through the Redis store, NDJSON batches of 100, 48 topics"
-"$bench" publish --url "$url_ca" --target sluice --pid "$pid_ca" --topics 48 --topic-prefix k2 --publishers 16 --duration-secs 10 --payload-bytes 256 --batch 100 | tail -1 >"$work/cbatch.json"
+measured cbatch "$pid_ca" "${cpids[*]}" "$bench" publish --url "$url_ca" --target sluice --pid "$pid_ca" --topics 48 --topic-prefix k2 --publishers 16 --duration-secs 10 --payload-bytes 256 --batch 100 | tail -1 >"$work/cbatch.json"
 log "== cluster: redis-benchmark XADD pipelined by 100, keys on every master (redis-benchmark's {tag})"
-redis-benchmark --cluster -p "${cports[0]}" -c 16 -n 1500000 -r 100000 -P 100 -q XADD 'bench:{tag}:__rand_int__' '*' d "$payload" | tr '\r' '\n' | grep -a 'requests per second' | tail -1 >"$work/cxadd100.txt"
+measured cxadd100 "" "${cpids[*]}" redis-benchmark --cluster -p "${cports[0]}" -c 16 -n 1500000 -r 100000 -P 100 -q XADD 'bench:{tag}:__rand_int__' '*' d "$payload" | tr '\r' '\n' | grep -a 'requests per second' | tail -1 >"$work/cxadd100.txt"
 
 start_sluice cb
 url_cb=$S_URL
@@ -163,6 +200,15 @@ import json, re, sys
 w = sys.argv[1]
 def j(n): return json.load(open(f"{w}/{n}"))
 def rps(n): return float(re.search(r"([0-9.]+) requests per second", open(f"{w}/{n}").read()).group(1))
+def cpu_table(w, rows):
+    # rows: (label, name of the .cpu file, the publish JSON or the number of XADDs)
+    print("| CPU per event, µs | server | Redis | load generator | sum | events/s if both cores did nothing else |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for label, name, run in rows:
+        server, redis, client = (float(x) for x in open(f"{w}/{name}.cpu").read().split())
+        events = run["events"] if isinstance(run, dict) else run
+        us = [x * 1e6 / events for x in (server, redis, client)]
+        print(f"| {label} | {us[0]:.1f} | {us[1]:.1f} | {us[2]:.1f} | {sum(us):.1f} | {2e6 / sum(us):,.0f} |")
 s, b, x1, x100 = j("csingle.json"), j("cbatch.json"), rps("cxadd.txt"), rps("cxadd100.txt")
 print()
 print("Redis Cluster, 3 masters:")
@@ -180,4 +226,7 @@ d = j("ccross.json"); l = d["latency"]
 print("| path | publish→deliver p50 | p99 | p99.9 | gaps / dups / reorders | B's connections per master |")
 print("| --- | --- | --- | --- | --- | --- |")
 print(f"| A → B on the cluster, B following 2,000 topics (sharded pub/sub + XRANGE) | {l['p50_us']/1000:.2f} ms | {l['p99_us']/1000:.2f} ms | {l['p999_us']/1000:.2f} ms | {d['gaps']} / {d['dups']} / {d['reorders']} | {sys.argv[2].strip()} |")
+print()
+cpu_table(w, [("Sluice, single events", "csingle", s), ("redis-benchmark --cluster XADD, one per request", "cxadd", 300000),
+              ("Sluice, batches of 100", "cbatch", b), ("redis-benchmark --cluster XADD pipelined by 100", "cxadd100", 1500000)])
 PY
