@@ -14,14 +14,17 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY actors/Cargo.toml actors/Cargo.toml
 COPY bench/Cargo.toml bench/Cargo.toml
+COPY client/Cargo.toml client/Cargo.toml
 COPY vendor vendor
-RUN mkdir -p src actors/src bench/src \
+# Every workspace member's manifest, with stub sources: cargo loads the whole
+# workspace even to build one binary.
+RUN mkdir -p src actors/src bench/src client/src \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
- && touch actors/src/lib.rs && echo 'fn main() {}' > bench/src/main.rs \
+ && touch actors/src/lib.rs client/src/lib.rs && echo 'fn main() {}' > bench/src/main.rs \
  && cargo build --release --bin sluice ${FEATURES:+--features $FEATURES} \
- && rm -rf src actors/src bench/src
+ && rm -rf src actors/src bench/src client/src
 COPY . .
-RUN touch src/main.rs src/lib.rs actors/src/lib.rs \
+RUN touch src/main.rs src/lib.rs actors/src/lib.rs client/src/lib.rs \
  && cargo build --release --bin sluice ${FEATURES:+--features $FEATURES}
 
 FROM debian:bookworm-slim
