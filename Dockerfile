@@ -16,13 +16,14 @@ COPY actors/Cargo.toml actors/Cargo.toml
 COPY bench/Cargo.toml bench/Cargo.toml
 COPY client/Cargo.toml client/Cargo.toml
 COPY vendor vendor
-# Every workspace member's manifest, with stub sources: cargo loads the whole
-# workspace even to build one binary.
-RUN mkdir -p src actors/src bench/src client/src \
+# Every workspace member's manifest, with stub sources for every target a
+# manifest names: cargo loads the whole workspace even to build one binary.
+RUN mkdir -p src actors/src bench/src client/src benches \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
  && touch actors/src/lib.rs client/src/lib.rs && echo 'fn main() {}' > bench/src/main.rs \
+ && echo 'fn main() {}' > benches/token_verify.rs \
  && cargo build --release --bin sluice ${FEATURES:+--features $FEATURES} \
- && rm -rf src actors/src bench/src client/src
+ && rm -rf src actors/src bench/src client/src benches
 COPY . .
 RUN touch src/main.rs src/lib.rs actors/src/lib.rs client/src/lib.rs \
  && cargo build --release --bin sluice ${FEATURES:+--features $FEATURES}

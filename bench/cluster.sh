@@ -106,11 +106,12 @@ log "== cross-instance delivery: publish on A, 10 subscribers on B"
 log "== same-instance delivery: publish on A, 10 subscribers on A"
 "$bench" fanout --url "$url_a" --target sluice --topic y --subscribers 10 --publishers 1 --events 5000 --payload-bytes 256 | tail -1 >"$work/same.json"
 
-python3 - "$work" <<'PY'
-import json, re, sys
-w = sys.argv[1]
-def j(n): return json.load(open(f"{w}/{n}"))
-def rps(n): return float(re.search(r"([0-9.]+) requests per second", open(f"{w}/{n}").read()).group(1))
+# What both reports read: a run's JSON, redis-benchmark's rate, and the
+# CPU per event of a comparison's processes (from `measured`).
+cat >"$work/report.py" <<'PY'
+import json, re
+def j(w, n): return json.load(open(f"{w}/{n}"))
+def rps(w, n): return float(re.search(r"([0-9.]+) requests per second", open(f"{w}/{n}").read()).group(1))
 def cpu_table(w, rows):
     # rows: (label, name of the .cpu file, the publish JSON or the number of XADDs)
     print("| CPU per event, µs | server | Redis | load generator | sum | events/s if both cores did nothing else |")
@@ -120,6 +121,16 @@ def cpu_table(w, rows):
         events = run["events"] if isinstance(run, dict) else run
         us = [x * 1e6 / events for x in (server, redis, client)]
         print(f"| {label} | {us[0]:.1f} | {us[1]:.1f} | {us[2]:.1f} | {sum(us):.1f} | {2e6 / sum(us):,.0f} |")
+PY
+
+python3 - "$work" <<'PY'
+import sys
+w = sys.argv[1]
+sys.path.insert(0, w)
+import report
+def j(n): return report.j(w, n)
+def rps(n): return report.rps(w, n)
+cpu_table = report.cpu_table
 s, b, x1, x100 = j("single.json"), j("batch.json"), rps("xadd.txt"), rps("xadd100.txt")
 print("| what | events/s |")
 print("| --- | --- |")
@@ -196,19 +207,13 @@ log "== cluster: cross-instance delivery, B follows 2,000 topics"
 cb_pid_conns=$(for p in "${cports[@]}"; do ss -tnp 2>/dev/null | grep -c "127.0.0.1:$p .*pid=$S_PID," || true; done | tr '\n' ' ')
 
 python3 - "$work" "$cb_pid_conns" <<'PY'
-import json, re, sys
+import sys
 w = sys.argv[1]
-def j(n): return json.load(open(f"{w}/{n}"))
-def rps(n): return float(re.search(r"([0-9.]+) requests per second", open(f"{w}/{n}").read()).group(1))
-def cpu_table(w, rows):
-    # rows: (label, name of the .cpu file, the publish JSON or the number of XADDs)
-    print("| CPU per event, µs | server | Redis | load generator | sum | events/s if both cores did nothing else |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for label, name, run in rows:
-        server, redis, client = (float(x) for x in open(f"{w}/{name}.cpu").read().split())
-        events = run["events"] if isinstance(run, dict) else run
-        us = [x * 1e6 / events for x in (server, redis, client)]
-        print(f"| {label} | {us[0]:.1f} | {us[1]:.1f} | {us[2]:.1f} | {sum(us):.1f} | {2e6 / sum(us):,.0f} |")
+sys.path.insert(0, w)
+import report
+def j(n): return report.j(w, n)
+def rps(n): return report.rps(w, n)
+cpu_table = report.cpu_table
 s, b, x1, x100 = j("csingle.json"), j("cbatch.json"), rps("cxadd.txt"), rps("cxadd100.txt")
 print()
 print("Redis Cluster, 3 masters:")
