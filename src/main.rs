@@ -10,10 +10,10 @@ use tracing_subscriber::EnvFilter;
 /// jemalloc: a single-event publish allocates and frees a few dozen small
 /// buffers across the HTTP layer, the actors and the Redis client, and
 /// glibc's malloc was about a tenth of the broker's CPU there; jemalloc cut
-/// the broker's CPU per publish by a fifth. mimalloc cut it as much but
-/// cost fan-out a sixth and idle streams 40 % more memory each; jemalloc
-/// costs neither beyond the noise (BENCHMARKS.md, "Single events: where the
-/// CPU goes").
+/// the broker's CPU per publish on the Redis store by a fifth. mimalloc cut
+/// it as much but cost fan-out a sixth and idle streams 40 % more memory
+/// each; jemalloc changes neither beyond the noise (BENCHMARKS.md, "Single
+/// events: where the CPU goes").
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
