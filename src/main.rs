@@ -17,6 +17,20 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read at its start (the symbol's `_rjem_` prefix is
+/// tikv-jemalloc-sys's). What a disconnect storm's streams used goes back to
+/// the system within seconds, as with glibc: by default jemalloc keeps
+/// freed pages ten seconds and purges them only while the process
+/// allocates, so an instance gone quiet after a storm held its peak. One
+/// background thread purges pages unused for three seconds (one second
+/// cost fan-out a tenth); `muzzy_decay_ms:0` returns them with
+/// `MADV_DONTNEED`, which lowers RSS at once, not with `MADV_FREE`, which
+/// lowers it only under memory pressure.
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] =
+    b"background_thread:true,max_background_threads:1,dirty_decay_ms:3000,muzzy_decay_ms:0\0";
+
 /// Sluice: a pub/sub event broker over HTTP and Server-Sent Events.
 #[derive(Parser)]
 #[command(
@@ -109,12 +123,32 @@ impl Telemetry {
     }
 }
 
+/// The Redis client's own messages at ERROR only, unless the filter names
+/// `redis`: redis-rs logs every reconnect attempt of a cluster client at
+/// WARN and INFO, dozens of lines a second while a cluster is unreachable
+/// or not yet formed, where Sluice reports the store's state itself (one
+/// WARN when it becomes unavailable and why, one INFO when it is back, and
+/// `/readyz`).
+fn quiet_redis_client(filter: EnvFilter, spec: &str) -> EnvFilter {
+    let names_redis = spec
+        .split(',')
+        .any(|directive| directive.trim_start().starts_with("redis"));
+    if names_redis {
+        filter
+    } else {
+        filter.add_directive("redis=error".parse().expect("a valid directive"))
+    }
+}
+
 fn init_logging(settings: &Settings) -> Telemetry {
     use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _, Layer as _};
 
-    let filter = EnvFilter::try_from_env("RUST_LOG")
-        .or_else(|_| EnvFilter::try_new(&settings.log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let spec = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| EnvFilter::try_new(s).is_ok())
+        .unwrap_or_else(|| settings.log.level.clone());
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = quiet_redis_client(filter, &spec);
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);

@@ -11,6 +11,7 @@ mod basics;
 mod failover;
 mod follow;
 mod reshard;
+mod startup;
 
 const T: Duration = Duration::from_secs(15);
 

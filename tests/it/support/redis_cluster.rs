@@ -34,6 +34,14 @@ impl RedisCluster {
     /// Like [`Self::start`], every node reached by `access` (the cluster
     /// bus over TLS too when it is TLS).
     pub async fn start_with(access: Access) -> RedisCluster {
+        let c = Self::unformed(access).await;
+        c.form().await;
+        c
+    }
+
+    /// Six cluster-enabled nodes that are not a cluster yet (no slots):
+    /// what a broker meets when it starts before the cluster is created.
+    pub async fn unformed(access: Access) -> RedisCluster {
         let mut args = vec![
             "--cluster-enabled",
             "yes",
@@ -58,12 +66,19 @@ impl RedisCluster {
         for _ in 0..6 {
             nodes.push(RedisServer::start_cluster_node(&args, &access).await);
         }
-        let addrs: Vec<String> = nodes
+        RedisCluster { nodes, access }
+    }
+
+    /// Makes the nodes a cluster of 3 masters with one replica each, and
+    /// waits until it is healthy.
+    pub async fn form(&self) {
+        let addrs: Vec<String> = self
+            .nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
         let out = Command::new("redis-cli")
-            .args(access.cli_args())
+            .args(self.access.cli_args())
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
@@ -75,9 +90,7 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let c = RedisCluster { nodes, access };
-        c.wait_healthy().await;
-        c
+        self.wait_healthy().await;
     }
 
     /// Seed node URLs for `redis.cluster_nodes`.
