@@ -37,20 +37,27 @@ impl RedisSettings {
         if !url_ok(&self.url) {
             return fail("redis.url", "a redis://, rediss:// or redis+unix:// URL");
         }
-        if !self.sentinels.iter().all(|u| url_ok(u)) {
+        // Which entry is wrong, never its text: a URL may hold a password.
+        let wrong_entry = |list: &[String], ok: &dyn Fn(&str) -> bool| {
+            list.iter().position(|u| !ok(u)).map(|i| {
+                if list[i].trim().is_empty() {
+                    format!("entry {} is empty (a trailing or doubled comma?)", i + 1)
+                } else {
+                    format!("entry {} is not such a URL", i + 1)
+                }
+            })
+        };
+        if let Some(why) = wrong_entry(&self.sentinels, &url_ok) {
             return fail(
                 "redis.sentinels",
-                "a list of redis:// or rediss:// URLs of sentinels",
+                &format!("a list of redis:// or rediss:// URLs of sentinels; {why}"),
             );
         }
-        if !self
-            .cluster_nodes
-            .iter()
-            .all(|u| url_ok(u) && !u.starts_with("redis+unix://"))
-        {
+        let node_ok = |u: &str| url_ok(u) && !u.starts_with("redis+unix://");
+        if let Some(why) = wrong_entry(&self.cluster_nodes, &node_ok) {
             return fail(
                 "redis.cluster_nodes",
-                "a list of redis:// or rediss:// URLs of cluster nodes",
+                &format!("a list of redis:// or rediss:// URLs of cluster nodes; {why}"),
             );
         }
         if !self.cluster_nodes.is_empty() && !self.sentinels.is_empty() {

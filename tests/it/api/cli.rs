@@ -111,6 +111,41 @@ async fn bad_config_value_exits_nonzero_naming_the_key(store: Store) {
             err.contains("max_events"),
             "stderr should name the key: {err}"
         );
+        if store != Store::Redis {
+            // The embedded store reads no Redis setting.
+            return;
+        }
+        // A list's wrong entry is named by its place, never by its text
+        // (a URL may hold a password); an empty one is a stray comma.
+        let (st, err) = run_expecting_exit(
+            store,
+            &[(
+                "SLUICE__REDIS__CLUSTER_NODES",
+                "redis://127.0.0.1:7000,redis://127.0.0.1:7001,",
+            )],
+        )
+        .await;
+        assert!(!st.success(), "an empty node entry must fail the start");
+        assert!(
+            err.contains("redis.cluster_nodes") && err.contains("entry 3 is empty"),
+            "stderr should name the empty entry: {err}"
+        );
+        let (st, err) = run_expecting_exit(
+            store,
+            &[(
+                "SLUICE__REDIS__CLUSTER_NODES",
+                "redis://127.0.0.1:7000,http://user:hunter2@127.0.0.1:7001",
+            )],
+        )
+        .await;
+        assert!(
+            !st.success(),
+            "a node that is no Redis URL must fail the start"
+        );
+        assert!(
+            err.contains("entry 2 is not such a URL") && !err.contains("hunter2"),
+            "stderr should name the entry, not its text: {err}"
+        );
     })
     .await;
 }
