@@ -23,7 +23,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// freed pages ten seconds and purges them only while the process
 /// allocates, so an instance gone quiet after a storm held its peak. One
 /// background thread purges pages unused for three seconds (one second
-/// cost fan-out a tenth); `muzzy_decay_ms:0` returns them with
+/// cost fan-out a seventh); `muzzy_decay_ms:0` returns them with
 /// `MADV_DONTNEED`, which lowers RSS at once, not with `MADV_FREE`, which
 /// lowers it only under memory pressure.
 #[allow(non_upper_case_globals)]

@@ -32,8 +32,9 @@ impl Slot {
             .map(|why| format!("{}: {why}: {}", self.part, self.meaning))
     }
 
-    /// Records why the part fails (`None`: it works); a change is logged once (at WARN when it
-    /// goes wrong: deliveries slow down or stop, silently else).
+    /// Records why the part fails (`None`: it works). Only a change is
+    /// logged: WARN when it goes wrong (deliveries slow down or stop), INFO
+    /// when it works again.
     pub fn set(&self, now: Option<String>) {
         let mut was = self.now.lock().expect("poisoned");
         match (&*was, &now) {
